@@ -1,0 +1,12 @@
+"""Default locations of stage inputs and outputs; dvc.yaml declares the same paths."""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")
+SEGMENT_DIR = Path("data/segment")
+CROPS_FILE = SEGMENT_DIR / "crops.npy"
+MANIFEST_FILE = SEGMENT_DIR / "manifest.parquet"
+SPLIT_FILE = Path("data/split/split.json")
+MODELS_DIR = Path("models")
+REPORTS_DIR = Path("reports")
+QUARANTINE_FILE = REPORTS_DIR / "quarantine.csv"
