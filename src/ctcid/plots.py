@@ -1,0 +1,134 @@
+"""Evaluation figures (PNG) and the CSV files that ``dvc plots`` renders.
+
+Matplotlib runs on the Agg backend: no display is needed and nothing depends on one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from ctcid.metrics import BinaryMetrics, PatientCounts, auc_score  # noqa: E402
+
+
+def _target(path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _roc_points(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    y_score = np.asarray(y_score, dtype=np.float64).ravel()
+    fpr, tpr, thresholds = roc_curve(y_true, y_score)
+    # sklearn marks the (0, 0) corner with threshold +inf; write the next float above the top
+    # score instead so that the CSV stays numeric for dvc plots.
+    thresholds = np.where(np.isinf(thresholds), np.nextafter(y_score.max(), np.inf), thresholds)
+    return fpr, tpr, thresholds
+
+
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC"
+) -> Path:
+    """One ROC curve per named (y_true, y_score) pair, AUC in the legend; curves need both classes."""
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    for name, (y_true, y_score) in curves.items():
+        fpr, tpr, _ = _roc_points(y_true, y_score)
+        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc_score(y_true, y_score):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    path = _target(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(metrics: BinaryMetrics, path: str | Path, title: str) -> Path:
+    matrix = np.array([[metrics.tn, metrics.fp], [metrics.fn, metrics.tp]])
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    names = ["non-CTC", "CTC"]
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="actual",
+        title=title,
+    )
+    for (row, col), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        ax.text(col, row, str(value), ha="center", va="center", color=colour)
+    ax.text(
+        0.5,
+        -0.28,
+        f"sens {metrics.sensitivity:.3f}  spec {metrics.specificity:.3f}  threshold {metrics.threshold:.3g}",
+        transform=ax.transAxes,
+        ha="center",
+        fontsize="small",
+    )
+    fig.tight_layout()
+    path = _target(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_patient_counts(counts: PatientCounts, path: str | Path, title: str = "CTCs per patient") -> Path:
+    """Predicted against true count per patient on log1p axes (counts span 0 to hundreds)."""
+    true = np.log1p(counts.table["true_count"].to_numpy(dtype=np.float64))
+    pred = np.log1p(counts.table["predicted_count"].to_numpy(dtype=np.float64))
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.scatter(true, pred, s=18, alpha=0.7)
+    top = max(float(true.max(initial=0.0)), float(pred.max(initial=0.0)), np.log1p(10.0)) * 1.05
+    ax.plot([0, top], [0, top], ls="--", lw=0.8, color="grey")
+    ticks = [t for t in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if np.log1p(t) <= top]
+    ax.set(
+        xlim=(-0.1, top),
+        ylim=(-0.1, top),
+        xticks=np.log1p(ticks),
+        yticks=np.log1p(ticks),
+        xticklabels=ticks,
+        yticklabels=ticks,
+        xlabel="true CTC count",
+        ylabel="predicted CTC count",
+        title=f"{title} (MAE {counts.mae:.2f}, n={counts.n_patients})",
+    )
+    fig.tight_layout()
+    path = _target(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_roc_csv(y_true, y_score, path: str | Path) -> Path:
+    """Columns fpr, tpr, threshold: input of a ``dvc plots`` linear/simple template."""
+    fpr, tpr, thresholds = _roc_points(y_true, y_score)
+    path = _target(path)
+    pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thresholds}).to_csv(path, index=False)
+    return path
+
+
+def write_confusion_csv(y_true, y_pred, path: str | Path) -> Path:
+    """Columns actual, predicted, one row per cell: input of the ``dvc plots`` confusion template."""
+    names = np.array(["non-CTC", "CTC"])
+    path = _target(path)
+    pd.DataFrame(
+        {
+            "actual": names[np.asarray(y_true).astype(np.int64)],
+            "predicted": names[np.asarray(y_pred).astype(np.int64)],
+        }
+    ).to_csv(path, index=False)
+    return path
