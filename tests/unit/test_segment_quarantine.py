@@ -1,0 +1,151 @@
+"""The segment stage end to end on a tiny raw folder: bad fields quarantined, good ones cropped."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from imfish_synthetic import DrawnCell, draw_field
+from typer.testing import CliRunner
+
+from ctcid.cli import app
+from ctcid.config import parse_params
+from ctcid.errors import GateFailed
+from ctcid.fields import write_field
+from ctcid.quarantine import read_quarantine
+from ctcid.segment import MANIFEST_SCHEMA, run_segment
+
+CHANNELS = ["DAPI", "CEP8", "CD45"]
+SIZE = 96
+CELLS = [
+    DrawnCell(24, 24, 7, spots=[(-3, 0), (3, 0)], cd45=True),  # leukocyte
+    DrawnCell(70, 30, 11, spots=[(-4, -2), (4, -2), (0, 4)]),  # CTC
+    DrawnCell(40, 72, 9, spots=[(-3, 0), (3, 0)]),  # CD45-negative diploid
+]
+TRUTH = [("c000", "leukocyte", "non-CTC", 2, "positive"), ("c001", "ctc", "CTC", 3, "negative"),
+         ("c002", "diploid_cd45neg", "non-CTC", 2, "negative")]
+
+
+def params(max_share: float = 0.5, **segment):
+    segment = {"workers": 1, "crop_size": 24, "quarantine_max_share": max_share, **segment}
+    return parse_params({"segment": segment})
+
+
+def write_annotations(path: Path, sample: str, field: str) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sample", "field", "cell_id", "x", "y", "x0", "y0", "x1", "y1", "cell_type", "label",
+                         "cep8_copies", "cd45_status", "cluster_id"])
+        for cell, (cid, kind, label, copies, cd45) in zip(CELLS, TRUTH, strict=True):
+            r = int(cell.radius)
+            box = [cell.x - r, cell.y - r, cell.x + r + 1, cell.y + r + 1]
+            ids = [sample, field, f"{field}-{cid}"]
+            writer.writerow([*ids, cell.x, cell.y, *box, kind, label, copies, cd45, ""])
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Path:
+    """Two good samples (one annotated) and one sample of four bad fields, one of each kind."""
+    root = tmp_path / "raw"
+    good = draw_field(CELLS, size=SIZE)
+    write_field(root / "A" / "f000.tif", good, CHANNELS)
+    write_field(root / "A" / "f001.tif", draw_field(CELLS[:1], size=SIZE, seed=1), CHANNELS)
+    write_annotations(root / "A" / "annotations.csv", "A", "f000")
+    write_field(root / "B" / "f000.tif", draw_field(CELLS[1:], size=SIZE, seed=2), CHANNELS)
+    write_field(root / "B" / "f001.tif", draw_field([], size=SIZE, seed=3), CHANNELS)  # empty, not an error
+
+    bad = root / "C"
+    bad.mkdir(parents=True)
+    (bad / "corrupt.tif").write_bytes(b"not a TIFF, a failed transfer " * 40)
+    tifffile.imwrite(bad / "two_channels.tif", good[:2])
+    write_field(bad / "dark.tif", np.full_like(good, 100), CHANNELS)
+    saturated = good.copy()
+    saturated[2, : SIZE // 2] = 65535
+    write_field(bad / "saturated.tif", saturated, CHANNELS)
+    return root
+
+
+def reasons(reports: Path) -> dict[str, str]:
+    return {Path(e.path).name: e.reason for e in read_quarantine(reports / "quarantine.csv")}
+
+
+def test_bad_fields_are_quarantined_and_good_ones_cropped(raw: Path, tmp_path: Path):
+    out, reports = tmp_path / "segment", tmp_path / "reports"
+    summary = run_segment(raw, out, reports, params(), show_progress=False)
+
+    found = reasons(reports)
+    assert set(found) == {"corrupt.tif", "two_channels.tif", "dark.tif", "saturated.tif"}
+    assert "cannot be decoded" in found["corrupt.tif"]
+    assert "2 channels" in found["two_channels.tif"]
+    assert "dark" in found["dark.tif"]
+    assert "CD45 channel saturated" in found["saturated.tif"]
+    assert all(e.stage == "segment" and e.hint for e in read_quarantine(reports / "quarantine.csv"))
+
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    crops = np.load(out / "crops.npy", mmap_mode="r")
+    assert summary.n_cells == len(manifest) == len(crops) == 6
+    assert crops.shape[1:] == (3, 24, 24) and crops.dtype == np.uint16
+    assert set(manifest["sample"]) == {"A", "B"}
+    metrics = json.loads((reports / "segmentation.json").read_text())
+    assert metrics["fields"] == 8 and metrics["fields_quarantined"] == 4 and metrics["fields_empty"] == 1
+    assert (reports / "segmentation_overlay.png").stat().st_size > 0
+    assert (reports / "crop_gallery.png").stat().st_size > 0
+
+
+def test_manifest_follows_the_contract(raw: Path, tmp_path: Path):
+    out, reports = tmp_path / "segment", tmp_path / "reports"
+    run_segment(raw, out, reports, params(), show_progress=False)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert list(manifest.columns) == list(MANIFEST_SCHEMA)
+    for column, dtype in MANIFEST_SCHEMA.items():
+        assert manifest[column].dtype == dtype, column
+    assert manifest["crop_index"].tolist() == list(range(len(manifest)))
+    assert manifest["cell_uid"].is_unique
+    keys = list(zip(manifest["sample"], manifest["field"], manifest["cell_idx"], strict=True))
+    assert keys == sorted(keys)
+    assert manifest["cell_uid"].iloc[0] == "A/f000/0"
+
+    crops = np.load(out / "crops.npy")
+    image = draw_field(CELLS, size=SIZE)
+    first = manifest.iloc[0]
+    top, left = round(float(first["y"])) - 12, round(float(first["x"])) - 12
+    inside = crops[0][:, max(0, -top) :, max(0, -left) :]
+    assert (inside == image[:, max(top, 0) : top + 24, max(left, 0) : left + 24]).all()
+
+    annotated = manifest[(manifest["sample"] == "A") & (manifest["field"] == "f000")]
+    assert annotated["matched"].all() and annotated["true_label"].notna().all()
+    assert annotated.sort_values("true_cell_id")["true_label"].tolist() == [0, 1, 0]
+    ctc = annotated[annotated["true_cell_type"] == "ctc"].iloc[0]
+    assert ctc["rule_label"] == 1 and ctc["cep8_spots"] == 3
+    others = manifest[~((manifest["sample"] == "A") & (manifest["field"] == "f000"))]
+    assert not others["matched"].any() and others["true_label"].isna().all()
+
+    metrics = json.loads((reports / "segmentation.json").read_text())
+    assert metrics["detection_recall"] == 1.0 and metrics["spot_count_exact"] == 1.0
+    assert metrics["rule_sensitivity"] == 1.0 and metrics["rule_specificity"] == 1.0
+
+
+def test_too_many_bad_fields_fail_the_stage_after_writing_the_quarantine_list(raw: Path, tmp_path: Path):
+    out, reports = tmp_path / "segment", tmp_path / "reports"
+    with pytest.raises(GateFailed, match=r"4 of 8 fields \(50.0%\).*quarantine_max_share 20.0%"):
+        run_segment(raw, out, reports, params(max_share=0.2), show_progress=False)
+    assert len(reasons(reports)) == 4
+    assert not (out / "manifest.parquet").exists()
+
+
+def test_cli_runs_the_stage_and_reports_a_failed_gate(raw: Path, tmp_path: Path):
+    config = tmp_path / "params.yaml"
+    config.write_text("segment: {workers: 1, crop_size: 24, quarantine_max_share: 0.5}\n")
+    args = ["segment", "--raw", str(raw), "--out", str(tmp_path / "seg"), "--reports", str(tmp_path / "rep"),
+            "--params", str(config)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "seg" / "crops.npy").exists()
+
+    config.write_text("segment: {workers: 1, crop_size: 24, quarantine_max_share: 0.1}\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "quarantine_max_share" in result.output
