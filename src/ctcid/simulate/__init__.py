@@ -1,0 +1,174 @@
+"""A physically motivated simulator of imFISH fields with per-cell ground truth (docs/simulator.md).
+
+It writes the raw-data contract (docs/architecture.md): ``<out>/<sample>/<field>.tif`` and
+``<out>/<sample>/annotations.csv``. Sample ``k`` draws all its randomness from
+``SeedSequence(seed, spawn_key=(k,))``, so its files are byte-identical whatever batch it is made in
+and however many workers share the work.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ctcid.config import Params
+from ctcid.fields import FIELD_SUFFIXES, write_field
+from ctcid.parallel import parallel_map
+from ctcid.simulate.cells import CD45, CEP8, DAPI, draw_cell, draw_speckles
+from ctcid.simulate.cohort import CELL_TYPES, draw_cohort, label_for, place_field
+from ctcid.simulate.optics import Microscope
+
+__all__ = [
+    "ANNOTATION_COLUMNS",
+    "CELL_TYPES",
+    "FieldSummary",
+    "SampleSummary",
+    "label_for",
+    "sample_id",
+    "sample_rng",
+    "simulate_dataset",
+    "simulate_sample",
+]
+
+ANNOTATION_COLUMNS = [
+    "sample",
+    "field",
+    "cell_id",
+    "x",
+    "y",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "cell_type",
+    "label",
+    "cep8_copies",
+    "cd45_status",
+    "cluster_id",
+]
+ANNOTATIONS_FILE = "annotations.csv"
+_STAIN_INDEX = {"DAPI": DAPI, "CEP8": CEP8, "CD45": CD45}
+
+
+@dataclass(frozen=True)
+class FieldSummary:
+    field: str
+    cells: int
+    ctc: int
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    sample: str
+    fields: tuple[FieldSummary, ...]
+    dropped: int  # cells that found no room in their field (only in crowded settings)
+
+    @property
+    def cells(self) -> int:
+        return sum(f.cells for f in self.fields)
+
+    @property
+    def ctc(self) -> int:
+        return sum(f.ctc for f in self.fields)
+
+
+def sample_id(number: int) -> str:
+    return f"S{number:04d}"
+
+
+def sample_rng(seed: int, number: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(number,)))
+
+
+def _clear_sample_dir(directory: Path) -> None:
+    """Drop a previous run's files of this sample, so a smaller re-run leaves no stale fields."""
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if path.suffix.lower() in FIELD_SUFFIXES or path.name == ANNOTATIONS_FILE:
+                path.unlink()
+
+
+def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
+    """Simulate and write every field of sample ``number``, with its annotations."""
+    p = params.simulate
+    rng = sample_rng(params.seed, number)
+    sample = sample_id(number)
+    cohort = draw_cohort(p, rng)
+    microscope = Microscope.draw(p, rng)
+    directory = out / sample
+    _clear_sample_dir(directory)
+    order = [_STAIN_INDEX[name] for name in params.channels]
+
+    rows: list[list[object]] = []
+    summaries: list[FieldSummary] = []
+    dropped = 0
+    clusters: dict[int, str] = {}
+    for field_number, groups in enumerate(cohort.groups_per_field):
+        field = f"f{field_number:03d}"
+        cells, lost = place_field(groups, p.field_size, rng)
+        dropped += lost
+        specimen = np.zeros((3, p.field_size, p.field_size), dtype=np.float32)
+        nuclei = np.zeros((p.field_size, p.field_size), dtype=bool)
+        for cell_number, cell in enumerate(cells):
+            box = draw_cell(specimen, nuclei, cell, p, rng)
+            cluster_id = ""
+            if cell.cluster >= 0:
+                cluster_id = clusters.setdefault(cell.cluster, f"k{len(clusters):03d}")
+            rows.append(
+                [
+                    sample,
+                    field,
+                    f"{field}-c{cell_number:03d}",
+                    f"{box.x:.2f}",
+                    f"{box.y:.2f}",
+                    box.x0,
+                    box.y0,
+                    box.x1,
+                    box.y1,
+                    cell.cell_type,
+                    cell.label,
+                    cell.cep8_copies,
+                    cell.cd45_status,
+                    cluster_id,
+                ]
+            )
+        draw_speckles(specimen, nuclei, p, rng)
+        image = microscope.acquire(specimen, p, rng)
+        write_field(directory / f"{field}.tif", image[order], params.channels)
+        summaries.append(FieldSummary(field, len(cells), sum(c.label == "CTC" for c in cells)))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ANNOTATIONS_FILE).open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(ANNOTATION_COLUMNS)
+        writer.writerows(rows)
+    return SampleSummary(sample, tuple(summaries), dropped)
+
+
+def simulate_dataset(
+    params: Params,
+    out: Path,
+    n_samples: int | None = None,
+    first_sample: int = 0,
+    workers: int | None = None,
+    show_progress: bool = True,
+) -> list[SampleSummary]:
+    """Simulate samples ``first_sample .. first_sample + n_samples - 1`` into ``out``, in parallel."""
+    count = params.simulate.n_samples if n_samples is None else n_samples
+    numbers = list(range(first_sample, first_sample + count))
+    task = functools.partial(simulate_sample, params=params, out=Path(out))
+    n_workers = params.simulate.workers if workers is None else workers
+    # parallelism is across samples; OpenCV's own threads would only contend (forked workers inherit this)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return parallel_map(
+            task, numbers, "simulating samples", workers=n_workers, show_progress=show_progress
+        )
+    finally:
+        cv2.setNumThreads(threads)

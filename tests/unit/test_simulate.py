@@ -1,0 +1,228 @@
+"""The imFISH simulator: reproducible bytes, the label criterion, a plausible cohort, honest geometry."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from ctcid.cli import app
+from ctcid.config import Params, parse_params
+from ctcid.fields import read_field
+from ctcid.simulate import ANNOTATION_COLUMNS, CELL_TYPES, label_for, simulate_dataset
+
+
+def tiny_params(**simulate: object) -> Params:
+    """A few small fields with every population present; overrides go into the simulate section."""
+    section = {"n_samples": 3, "field_size": 160, "fields_per_sample": [1, 2], "background_cells_mean": 20.0}
+    section.update(simulate)
+    return parse_params({"seed": 7, "simulate": section})
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.*"))
+    }
+
+
+def load_annotations(root: Path) -> pd.DataFrame:
+    frames = [
+        pd.read_csv(p, dtype={"field": str, "cluster_id": str})
+        for p in sorted(root.glob("*/annotations.csv"))
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, list]:
+    """A moderately sized run with the default cohort and optics, on smaller fields."""
+    root = tmp_path_factory.mktemp("cohort")
+    params = parse_params({"simulate": {"n_samples": 40, "field_size": 256, "fields_per_sample": [2, 3]}})
+    summaries = simulate_dataset(params, root, workers=1, show_progress=False)
+    return root, load_annotations(root), summaries
+
+
+def test_same_seed_gives_identical_bytes_across_runs_workers_and_batches(tmp_path: Path) -> None:
+    params = tiny_params()
+    simulate_dataset(params, tmp_path / "a", workers=1, show_progress=False)
+    simulate_dataset(params, tmp_path / "b", workers=2, show_progress=False)
+    # a later batch S0001.. reproduces those samples exactly: seeds come from (seed, sample number)
+    simulate_dataset(params, tmp_path / "c", n_samples=2, first_sample=1, workers=1, show_progress=False)
+
+    first, second, batch = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
+    assert any(name.endswith(".tif") for name in first)
+    assert first == second
+    assert batch == {name: h for name, h in first.items() if not name.startswith("S0000")}
+
+
+def test_another_seed_gives_other_pixels(tmp_path: Path) -> None:
+    simulate_dataset(tiny_params(n_samples=1), tmp_path / "a", workers=1, show_progress=False)
+    other = parse_params({**tiny_params(n_samples=1).model_dump(by_alias=True), "seed": 8})
+    simulate_dataset(other, tmp_path / "b", workers=1, show_progress=False)
+    assert digest(tmp_path / "a")["S0000/f000.tif"] != digest(tmp_path / "b").get("S0000/f000.tif")
+
+
+def test_rerun_with_fewer_fields_leaves_no_stale_files(tmp_path: Path) -> None:
+    simulate_dataset(
+        tiny_params(n_samples=1, fields_per_sample=[3, 3]), tmp_path, workers=1, show_progress=False
+    )
+    simulate_dataset(
+        tiny_params(n_samples=1, fields_per_sample=[1, 1]), tmp_path, workers=1, show_progress=False
+    )
+    assert sorted(p.name for p in (tmp_path / "S0000").iterdir()) == ["annotations.csv", "f000.tif"]
+
+
+@pytest.mark.parametrize(
+    ("cd45", "copies", "cell_type", "expected"),
+    [
+        ("negative", 3, "ctc", "CTC"),
+        ("negative", 8, "ctc", "CTC"),
+        ("negative", 2, "diploid_cd45neg", "non-CTC"),
+        ("positive", 3, "aneuploid_cd45pos", "non-CTC"),
+        ("dim", 3, "aneuploid_cd45pos", "non-CTC"),
+        ("negative", 0, "debris", "non-CTC"),
+        ("negative", 4, "debris", "non-CTC"),
+    ],
+)
+def test_label_criterion(cd45: str, copies: int, cell_type: str, expected: str) -> None:
+    assert label_for(cd45, copies, cell_type) == expected
+
+
+def test_annotations_follow_the_contract(cohort: tuple[Path, pd.DataFrame, list]) -> None:
+    root, table, _ = cohort
+    assert list(pd.read_csv(root / "S0000" / "annotations.csv").columns) == ANNOTATION_COLUMNS
+    assert set(table["cell_type"]) == set(CELL_TYPES)
+    assert set(table["cd45_status"]) == {"positive", "dim", "negative"}
+    assert not table.duplicated(["sample", "cell_id"]).any()
+    assert ((table["x0"] < table["x1"]) & (table["y0"] < table["y1"])).all()
+    assert (
+        table["x"].between(table["x0"], table["x1"]).all()
+        and table["y"].between(table["y0"], table["y1"]).all()
+    )
+    for sample, fields in table.groupby("sample"):
+        on_disk = {p.stem for p in (root / sample).glob("*.tif")}
+        assert set(fields["field"]) <= on_disk
+
+
+def test_every_label_agrees_with_the_true_state(cohort: tuple[Path, pd.DataFrame, list]) -> None:
+    _, table, _ = cohort
+    rule = (
+        (table["cd45_status"] == "negative") & (table["cep8_copies"] >= 3) & (table["cell_type"] != "debris")
+    )
+    assert (table["label"] == np.where(rule, "CTC", "non-CTC")).all()
+    assert (table.loc[table["cell_type"] == "aneuploid_cd45pos", "cep8_copies"] >= 3).all()
+    assert (table.loc[table["cell_type"] == "aneuploid_cd45pos", "label"] == "non-CTC").all()
+    debris = table[table["cell_type"] == "debris"]
+    assert (debris["label"] == "non-CTC").all() and (debris["cep8_copies"] == 0).all()
+    assert (table.loc[table["cell_type"] == "leukocyte", "cep8_copies"] == 2).all()
+    ctc = table[table["label"] == "CTC"]
+    assert ctc["cep8_copies"].between(3, 8).all()
+    assert (ctc["cep8_copies"] <= 4).mean() > 0.5  # skewed to 3-4 copies
+
+
+def test_clusters_are_touching_ctcs(cohort: tuple[Path, pd.DataFrame, list]) -> None:
+    _, table, _ = cohort
+    clustered = table[table["cluster_id"].notna()]
+    assert len(clustered) > 0
+    assert (clustered["label"] == "CTC").all()
+    for _, members in clustered.groupby(["sample", "cluster_id"]):
+        assert 2 <= len(members) <= 4 and members["field"].nunique() == 1
+        centres = members[["x", "y"]].to_numpy()
+        gaps = np.hypot(*(centres[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
+        np.fill_diagonal(gaps, np.inf)
+        assert (gaps.min(axis=1) < 2 * 14.0 * 1.05 + 1).all()  # each member touches another
+
+
+def test_ctc_share_and_burden_look_like_a_cohort(cohort: tuple[Path, pd.DataFrame, list]) -> None:
+    _, table, summaries = cohort
+    share = (table["label"] == "CTC").mean()
+    assert 0.02 <= share <= 0.10
+    per_sample = [s.ctc for s in summaries]
+    assert sum(n == 0 for n in per_sample) >= 10  # heavy tail: many patients without CTCs
+    assert max(per_sample) >= 4 * np.mean(per_sample)  # ... and a few with many
+    assert sum(s.dropped for s in summaries) < 0.02 * len(table)  # rejection sampling finds room
+    assert sum(s.cells for s in summaries) == len(table)
+
+
+def test_annotated_centres_fall_on_bright_dapi(cohort: tuple[Path, pd.DataFrame, list]) -> None:
+    root, table, _ = cohort
+    for (sample, field), cells in table.groupby(["sample", "field"]):
+        dapi = read_field(root / sample / f"{field}.tif")[0].astype(np.float64)
+        background = np.median(dapi)
+        rows, cols = cells["y"].round().astype(int).to_numpy(), cells["x"].round().astype(int).to_numpy()
+        assert (dapi[rows, cols] > 3 * background).all(), f"{sample}/{field}"
+
+
+def test_channel_order_follows_params(tmp_path: Path) -> None:
+    params = parse_params(
+        {**tiny_params(n_samples=1).model_dump(by_alias=True), "channels": ["CD45", "DAPI", "CEP8"]}
+    )
+    simulate_dataset(params, tmp_path, workers=1, show_progress=False)
+    path = tmp_path / "S0000" / "f000.tif"
+    with tifffile.TiffFile(path) as tif:
+        assert 'Name="CD45"' in tif.ome_metadata
+    image = read_field(path)
+    cells = load_annotations(tmp_path)
+    cells = cells[cells["field"] == "f000"]
+    centres = image[:, cells["y"].round().astype(int), cells["x"].round().astype(int)]
+    assert np.median(centres[1]) > 3 * np.median(image[1])  # DAPI is now the second channel
+    assert image.dtype == np.uint16 and image.shape == (3, 160, 160)
+
+
+def test_crowded_field_reports_the_cells_left_out(tmp_path: Path) -> None:
+    params = tiny_params(n_samples=1, field_size=64, fields_per_sample=[1, 1], background_cells_mean=150.0)
+    [summary] = simulate_dataset(params, tmp_path, workers=1, show_progress=False)
+    assert summary.dropped > 0
+    assert summary.cells == len(load_annotations(tmp_path))
+
+
+runner = CliRunner()
+
+
+def test_cli_simulate_help_names_the_options() -> None:
+    result = runner.invoke(app, ["simulate", "--help"])
+    assert result.exit_code == 0
+    for option in ("--out", "--samples", "--first-sample", "--workers", "--preview", "--params"):
+        assert option in result.output
+
+
+def test_cli_simulate_bad_params_exit_2_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("simulate:\n  read_noise: -5\n")
+    result = runner.invoke(app, ["simulate", "--params", str(bad), "--out", str(tmp_path / "raw")])
+    assert result.exit_code == 2
+    assert "simulate.read_noise" in result.output and "-5" in result.output
+    assert not (tmp_path / "raw").exists()
+
+
+def test_cli_simulate_writes_data_and_preview(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "seed: 3\nsimulate: {n_samples: 2, field_size: 128, fields_per_sample: [1, 1],"
+        " background_cells_mean: 10, ctc_burden_mean: 6}\n"
+    )
+    preview = tmp_path / "preview.png"
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--params",
+            str(params),
+            "--out",
+            str(tmp_path / "raw"),
+            "--workers",
+            "1",
+            "--preview",
+            str(preview),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "simulated 2 samples" in result.output
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["S0000", "S0001"]
+    assert preview.stat().st_size > 1000
