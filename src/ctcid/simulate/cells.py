@@ -16,10 +16,11 @@ import numpy as np
 
 from ctcid.config import SimulateParams
 from ctcid.simulate.cohort import DEBRIS, Cell
+from ctcid.simulate.optics import CD45, CEP8, DAPI, FOCUS_JITTER
 
-# Internal channel order of the specimen stack; the writer reorders to params.channels.
-DAPI, CEP8, CD45 = 0, 1, 2
-# Spots closer than this many sigmas are resolved as two (the Rayleigh-like limit for Gaussians).
+# Spots closer than this many sigmas *as imaged* (spot and optical blur added in quadrature) are
+# resolved as two (the Rayleigh-like limit for Gaussians). Measuring it before the blur left half of
+# the pairs unresolvable in the image, a hidden overlap rate far above spot_overlap_prob.
 SPOT_MIN_SEPARATION = 2.5
 # Deliberately overlapping pair: closer than ~1.5 sigma, seen as one spot.
 SPOT_OVERLAP_DISTANCE = (0.3, 1.5)
@@ -71,6 +72,7 @@ def _spot_positions(
     """Centres of the CEP8 copies inside the nucleus, resolvable unless an overlap is drawn."""
     copies = cell.cep8_copies
     overlap = copies >= 2 and rng.random() < p.spot_overlap_prob
+    imaged = np.sqrt(sigmas**2 + (p.blur_sigma * FOCUS_JITTER[1]) ** 2)
     positions: list[tuple[float, float]] = []
     for index in range(copies):
         if overlap and index == copies - 1:
@@ -80,7 +82,7 @@ def _spot_positions(
             angle = rng.uniform(0.0, 2 * math.pi)
             positions.append((anchor[0] + distance * math.cos(angle), anchor[1] + distance * math.sin(angle)))
             break
-        for _ in range(30):
+        for _ in range(60):
             angle = rng.uniform(0.0, 2 * math.pi)
             if rng.random() < p.spot_edge_prob:
                 fraction = rng.uniform(0.8, 0.97)  # at the nuclear envelope, easy to miss or misassign
@@ -88,7 +90,10 @@ def _spot_positions(
                 fraction = 0.8 * math.sqrt(rng.random())  # uniform over the nuclear interior
             reach = fraction * float(cell.shape.radius_at(np.float32(angle)))
             candidate = (cell.x + reach * math.cos(angle), cell.y + reach * math.sin(angle))
-            if all(math.dist(candidate, q) >= SPOT_MIN_SEPARATION * sigmas[index] for q in positions):
+            if all(
+                math.dist(candidate, q) >= SPOT_MIN_SEPARATION * max(imaged[index], imaged[other])
+                for other, q in enumerate(positions)
+            ):
                 break
         positions.append(candidate)  # a crowded nucleus keeps its last try: real spots can touch too
     return np.asarray(positions)

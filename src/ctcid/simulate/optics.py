@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 
 from ctcid.config import SimulateParams
-from ctcid.simulate.cells import CD45, CEP8, DAPI
 
 UINT16_MAX = 65535
+# Internal channel order of the specimen stack; the writer reorders to params.channels.
+DAPI, CEP8, CD45 = 0, 1, 2
 FOCUS_JITTER = (0.85, 1.2)  # per-sample focus: blur_sigma scaled by this range
 ILLUMINATION_OFFCENTRE = 0.15  # brightest point wanders this fraction of the field from the centre
 
