@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from ctcid import paths
 from ctcid.config import DEFAULT_PARAMS, ConfigError, Params, load_params
 from ctcid.errors import CtcidError
 
@@ -24,6 +25,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 app = typer.Typer(
     help="Find and count circulating tumour cells (CTCs) in imFISH images of blood.\n\n"
@@ -74,3 +76,321 @@ def show_params(params: ParamsOption = DEFAULT_PARAMS) -> None:
 
 
 # Step subcommands follow, one per pipeline stage, in pipeline order.
+
+
+@app.command("simulate")
+@reports_errors
+def simulate_command(
+    out: Annotated[
+        Path, typer.Option(help="Folder for the raw fields: <out>/<sample>/<field>.tif plus annotations.csv.")
+    ] = Path("data/raw"),
+    samples: Annotated[
+        int | None, typer.Option(min=1, help="Number of samples to simulate (default: simulate.n_samples).")
+    ] = None,
+    first_sample: Annotated[
+        int, typer.Option(min=0, help="Number of the first sample; 100 appends S0100.. to a 100-sample set.")
+    ] = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Worker processes, 0 = one per CPU core (default: simulate.workers)."),
+    ] = None,
+    preview: Annotated[
+        Path | None,
+        typer.Option(help="Also write a PNG of the field with the most CTCs, true CTCs outlined."),
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Simulate imFISH fields (DAPI, CEP8, CD45) with per-cell ground truth (docs/simulator.md)."""
+    import time
+
+    from ctcid.preview import preview_field
+    from ctcid.simulate import simulate_dataset
+
+    config = read_params(params)
+    start = time.perf_counter()
+    summaries = simulate_dataset(config, out, samples, first_sample, workers)
+    seconds = time.perf_counter() - start
+    cells, ctc = sum(s.cells for s in summaries), sum(s.ctc for s in summaries)
+    fields = sum(len(s.fields) for s in summaries)
+    console.print(
+        f"simulated {len(summaries)} samples, {fields} fields, {cells} cells, {ctc} CTC "
+        f"({100 * ctc / max(cells, 1):.1f} %) into {out} in {seconds:.1f} s",
+        soft_wrap=True,
+    )
+    dropped = sum(s.dropped for s in summaries)
+    if dropped:
+        console.print(f"[yellow]warning:[/yellow] {dropped} cells found no room in a field", soft_wrap=True)
+    if preview is not None:
+        sample, field = max(((s.sample, f) for s in summaries for f in s.fields), key=lambda sf: sf[1].ctc)
+        outlined = preview_field(out / sample / f"{field.field}.tif", config.channels, preview)
+        console.print(f"preview {sample}/{field.field}: {outlined} CTC outlined -> {preview}", soft_wrap=True)
+
+
+@app.command("preview")
+@reports_errors
+def preview_command(
+    field: Annotated[Path, typer.Argument(help="A raw field TIFF, e.g. data/raw/S0000/f000.tif.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("reports/field_preview.png"),
+    annotations: Annotated[
+        Path | None, typer.Option(help="Ground truth to outline (default: annotations.csv beside the field).")
+    ] = None,
+    scale: Annotated[int, typer.Option(min=1, max=8, help="Enlargement factor of the image.")] = 2,
+    crop: Annotated[
+        str | None, typer.Option(help="Region X,Y,WIDTH,HEIGHT in field pixels (default: the whole field).")
+    ] = None,
+    all_cells: Annotated[bool, typer.Option(help="Outline non-CTC cells too (thin grey boxes).")] = False,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Write the false-colour composite of one raw field, true CTCs outlined and labelled."""
+    from ctcid.preview import preview_field
+
+    config = read_params(params)
+    region = None
+    if crop:
+        try:
+            x, y, width, height = (int(v) for v in crop.split(","))
+        except ValueError:
+            raise CtcidError(f"--crop {crop!r}: expected four integers X,Y,WIDTH,HEIGHT") from None
+        region = (x, y, width, height)
+    outlined = preview_field(field, config.channels, out, annotations, scale, region, all_cells)
+    console.print(f"{field}: {outlined} CTC outlined -> {out}", soft_wrap=True)
+
+
+@app.command("ingest")
+@reports_errors
+def ingest_command(
+    source: Annotated[
+        Path, typer.Argument(help="Folder of one sample's images, or of one sub-folder of images per sample.")
+    ],
+    out: Annotated[Path, typer.Option(help="Raw data folder to add the fields to.")] = Path("data/raw"),
+    sample: Annotated[
+        str | None, typer.Option(help="Sample id for a single-sample folder (default: the folder's name).")
+    ] = None,
+    channel_map: Annotated[
+        str | None,
+        typer.Option(help="Per-channel file patterns, e.g. DAPI=*_dapi.tif,CEP8=*_cep8.tif,CD45=*_cd45.tif; "
+                     "'*' is the field id (default: DAPI=_dapi,CEP8=_cep8,CD45=_cd45, stem suffixes)."),
+    ] = None,
+    quarantine: Annotated[
+        Path, typer.Option(help="Report listing the files that could not be used.")
+    ] = paths.INGEST_QUARANTINE_FILE,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Bring a lab's own images (multi-channel TIFF/OME-TIFF, or one TIFF/PNG per channel) into data/raw."""
+    from ctcid.ingest import ingest
+
+    config = read_params(params)
+    result = ingest(source, out, config.channels, sample, channel_map, quarantine)
+    samples = len({path.parent for path in result.written})
+    console.print(
+        f"ingested {len(result.written)} fields from {samples} sample(s) into {out}; "
+        f"{len(result.quarantined)} files quarantined (listed in {quarantine})",
+        soft_wrap=True,
+    )
+    if not result.written:
+        raise CtcidError(f"nothing could be ingested from {source}; see the reasons in {quarantine}")
+
+
+@app.command("segment")
+@reports_errors
+def segment_command(
+    raw: Annotated[
+        Path, typer.Option(help="Raw fields: <raw>/<sample>/<field>.tif, optional <sample>/annotations.csv.")
+    ] = Path("data/raw"),
+    out: Annotated[
+        Path, typer.Option(help="Where to write crops.npy and manifest.parquet.")
+    ] = Path("data/segment"),
+    reports: Annotated[
+        Path,
+        typer.Option(help="Where to write segmentation.json, quarantine.csv and the pictures."),
+    ] = Path("reports"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Find nuclei in every field, count CEP8 spots, score CD45, apply the rule and cut crops.
+
+    Unusable fields are listed in <reports>/quarantine.csv; the step fails only when their share
+    exceeds segment.quarantine_max_share.
+    """
+    from ctcid.segment import run_segment
+
+    config = read_params(params)
+    summary = run_segment(raw, out, reports, config)
+    metrics = summary.metrics
+    line = f"{summary.n_cells} cells from {summary.n_fields} fields ({len(summary.quarantined)} quarantined)"
+    if metrics.get("detection_recall") is not None:
+        line += (
+            f"; recall {metrics['detection_recall']:.3f}, precision {metrics['detection_precision']:.3f}, "
+            f"spots exact {metrics['spot_count_exact']:.3f}"
+        )
+    console.print(line, highlight=False)
+
+
+@app.command("validate")
+@reports_errors
+def validate_command(
+    manifest: Annotated[Path, typer.Option(help="Manifest written by 'ctcid segment'.")] = Path(
+        "data/segment/manifest.parquet"
+    ),
+    crops: Annotated[Path, typer.Option(help="Crops array written by 'ctcid segment'.")] = Path(
+        "data/segment/crops.npy"
+    ),
+    quarantine: Annotated[Path, typer.Option(help="Fields 'ctcid segment' quarantined.")] = Path(
+        "reports/quarantine.csv"
+    ),
+    reports: Annotated[
+        Path, typer.Option(help="Where to write validation.json and the Data Docs (<reports>/data_docs).")
+    ] = Path("reports"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Gate the segment outputs with Great Expectations; non-zero exit when any expectation fails.
+
+    Run from the repository root (the GX context is gx/). docs/validation.md lists every check.
+    """
+    from ctcid.errors import GateFailed
+    from ctcid.quality.gate import failure_table, run_gate
+
+    config = read_params(params)
+    report = run_gate(manifest, crops, quarantine, reports, config)
+    docs = f"; Data Docs: {report.data_docs}" if report.data_docs else ""
+    if not report.success:
+        console.print(failure_table(report))
+        raise GateFailed(
+            f"data gate failed: {len(report.failures)} of {report.evaluated} expectations "
+            f"(details in {reports / 'validation.json'}{docs})"
+        )
+    console.print(f"data gate passed: {report.evaluated} expectations{docs}", highlight=False)
+
+
+@app.command("split")
+@reports_errors
+def split_command(
+    manifest: Annotated[
+        Path, typer.Option(help="Manifest written by 'ctcid segment' (one row per crop).")
+    ] = Path("data/segment/manifest.parquet"),
+    out: Annotated[
+        Path, typer.Option(help="Where to write split.json (train/test/balanced indices and CV folds).")
+    ] = Path("data/split/split.json"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Split the labelled cells into train and test, balance the training set and build CV folds."""
+    import pandas as pd
+    from rich.table import Table
+
+    from ctcid.split import make_split, write_split
+
+    config = read_params(params)
+    if not manifest.is_file():
+        raise CtcidError(f"{manifest}: manifest not found; run 'ctcid segment' first")
+    try:
+        table = pd.read_parquet(manifest)
+    except (OSError, ValueError) as error:
+        raise CtcidError(f"{manifest}: cannot read the manifest ({error}); run 'ctcid segment'") from None
+    result = make_split(table, config.split, config.seed)
+    write_split(result, out)
+
+    view = Table(title=f"split by {result.by} ({result.label_source} labels, {result.balance}) -> {out}")
+    for column in ("set", "CTC", "non-CTC"):
+        view.add_column(column, justify="right" if column != "set" else "left")
+    for name in ("train", "test", "train_balanced"):
+        view.add_row(name, str(result.counts[name]["ctc"]), str(result.counts[name]["non_ctc"]))
+    output = Console()
+    output.print(view)
+    output.print(
+        f"{result.excluded['unlabelled']} of {result.excluded['total_rows']} cells unlabelled and excluded; "
+        f"{len(result.folds)} CV folds"
+    )
+
+
+
+CropsOption = Annotated[Path, typer.Option(help="Crops array written by 'ctcid segment'.")]
+ManifestOption = Annotated[Path, typer.Option(help="Manifest written by 'ctcid segment'.")]
+SplitOption = Annotated[Path, typer.Option(help="split.json written by 'ctcid split'.")]
+
+
+@app.command("train")
+@reports_errors
+def train_command(
+    backbone: Annotated[
+        str, typer.Option(help="Backbone to train: vgg16, vgg19, resnet18, resnet50 or alexnet.")
+    ],
+    crops: CropsOption = Path("data/segment/crops.npy"),
+    manifest: ManifestOption = Path("data/segment/manifest.parquet"),
+    split: SplitOption = Path("data/split/split.json"),
+    out: Annotated[
+        Path, typer.Option(help="Models folder; writes <out>/<backbone>/model.pt and run.json.")
+    ] = Path("models"),
+    reports: Annotated[
+        Path, typer.Option(help="Reports folder; writes train/<backbone>.json and train/<backbone>_oof.csv.")
+    ] = Path("reports"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Cross-validate one backbone on the balanced training set, then fit and save the final model.
+
+    Each fold is a nested MLflow run; the operating threshold comes from out-of-fold predictions.
+    """
+    from ctcid.backbones import BACKBONES
+    from ctcid.train import train_backbone
+
+    if backbone not in BACKBONES:
+        raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    config = read_params(params)
+    result = train_backbone(config, backbone, crops, manifest, split, out, reports)
+    mean = result.cv.mean
+    console.print(
+        f"{backbone}: CV AUC {mean['auc']:.4f}, sensitivity {mean['sensitivity']:.3f}, specificity "
+        f"{mean['specificity']:.3f} (threshold 0.5); operating threshold {result.cv.threshold:.4g}; "
+        f"final fit {result.cv.final_epochs} epochs -> {result.model_path} (MLflow run {result.run_id})",
+        highlight=False,
+    )
+
+
+@app.command("evaluate")
+@reports_errors
+def evaluate_command(
+    models: Annotated[
+        Path, typer.Option(help="Models folder with <backbone>/model.pt from 'ctcid train'.")
+    ] = Path("models"),
+    reports: Annotated[
+        Path, typer.Option(help="Reports folder; writes metrics.json, test_predictions.csv and plots/.")
+    ] = Path("reports"),
+    crops: CropsOption = Path("data/segment/crops.npy"),
+    manifest: ManifestOption = Path("data/segment/manifest.parquet"),
+    split: SplitOption = Path("data/split/split.json"),
+    raw: Annotated[
+        Path,
+        typer.Option(
+            help="Raw data folder; true per-patient CTC counts come from its <sample>/annotations.csv "
+            "files, or from the labelled cells when they are missing."
+        ),
+    ] = Path("data/raw"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Score the held-out test set with every trained backbone and the baselines; select on CV AUC."""
+    from rich.table import Table
+
+    from ctcid.evaluate import evaluate_models
+
+    config = read_params(params)
+    report = evaluate_models(config, models, reports, crops, manifest, split, raw)
+    test = report["test"]
+    view = Table(title=f"test set ({test['cells']} cells, {test['ctc']} CTC) -> {reports}")
+    for column in ("model", "CV AUC", "AUC", "sens", "spec", "F1", "threshold", "patient MAE"):
+        view.add_column(column, justify="left" if column == "model" else "right")
+    for name, values in report["models"].items():
+        operating = values["operating"]
+        view.add_row(
+            f"{name} *" if name == report["selected"] else name,
+            _number(values.get("cv_auc")),
+            _number(operating["auc"]),
+            _number(operating["sensitivity"]),
+            _number(operating["specificity"]),
+            _number(operating["f1"]),
+            _number(operating["threshold"]),
+            _number(values.get("patients", {}).get("mae")),
+        )
+    Console().print(view)
+    console.print(f"selected on CV AUC: {report['selected']} (*)", highlight=False)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -38,125 +46,269 @@ def _ordered(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
-class SimulateParams(_Section):
-    """Knobs of the imFISH field simulator (see docs/simulator.md for the physics of each)."""
+# Physically sensible limits of each [low, high] knob of the simulator.
+_SIMULATE_RANGE_BOUNDS: dict[str, tuple[float, float]] = {
+    "leukocyte_radius": (2.0, 100.0),
+    "ctc_radius": (2.0, 100.0),
+    "debris_radius": (0.5, 20.0),
+    "cytoplasm_ratio": (1.0, 3.0),
+    "spot_sigma": (0.3, 5.0),
+    "spot_brightness": (0.01, 10.0),
+    "speckle_brightness": (0.01, 10.0),
+    "dapi_counts": (1.0, 60000.0),
+    "cd45_counts": (1.0, 60000.0),
+    "cd45_dim_fraction": (0.0, 1.0),
+    "background_counts": (0.0, 60000.0),
+    "exposure_range": (0.01, 10.0),
+}
 
+
+class SimulateParams(_Section):
+    """Knobs of the imFISH field simulator; docs/simulator.md explains the physics of each.
+
+    Intensities are camera counts (16-bit) at exposure 1.0 and full illumination, above the camera
+    offset. Radii and distances are pixels.
+    """
+
+    # cohort
     n_samples: PositiveInt = 100
     fields_per_sample: IntRange = (1, 3)
     field_size: Annotated[int, Field(ge=64, le=4096)] = 512
-    # cohort: CTCs per patient ~ NegBin(mean, dispersion), heavy-tailed like the paper's 0-318
-    ctc_burden_mean: NonNegative = 4.0
-    ctc_burden_dispersion: Annotated[float, Field(gt=0.0)] = 0.35
-    ctc_burden_max: PositiveInt = 318
+    # CTCs per patient ~ NegBin(mean, dispersion), capped: many patients at 0, a few with hundreds
+    ctc_burden_mean: NonNegative = 5.0
+    ctc_burden_dispersion: Annotated[float, Field(gt=0.0)] = 0.2
+    ctc_burden_max: Annotated[int, Field(ge=0)] = 318
     ctc_cluster_prob: Probability = 0.15
-    # non-CTC cells per patient ~ Poisson(mean) after CD45 bead depletion
+    ctc_cluster_size: IntRange = (2, 4)
+    # non-CTC cells per patient ~ Poisson(mean) left after CD45 bead depletion, and their make-up
     background_cells_mean: Annotated[float, Field(gt=0.0)] = 80.0
     hard_negative_share: Probability = 0.06
+    hard_negative_large_prob: Probability = 0.35
     cd45_dim_share: Probability = 0.08
     cd45pos_aneuploid_share: Probability = 0.03
     debris_share: Probability = 0.05
     touching_share: Probability = 0.08
-    # nuclei, radius in pixels
+    # nuclei and cells
     leukocyte_radius: Range = (6.0, 8.0)
     ctc_radius: Range = (9.0, 14.0)
-    ctc_irregularity: NonNegative = 0.18
+    debris_radius: Range = (1.5, 3.5)
+    ctc_irregularity: Annotated[float, Field(ge=0.0, le=0.5)] = 0.18
+    cytoplasm_ratio: Range = (1.25, 1.6)
+    ctc_cep8_copies: IntRange = (3, 8)
+    ctc_cep8_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
     # FISH spots
     spot_sigma: Range = (0.8, 1.2)
+    spot_peak: Annotated[float, Field(gt=0.0, le=60000.0)] = 3000.0
     spot_brightness: Range = (0.5, 1.4)
     spot_dim_prob: Probability = 0.08
+    spot_dim_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
     spot_overlap_prob: Probability = 0.05
-    speckle_density: NonNegative = 2.0e-4
-    # imaging
+    spot_edge_prob: Probability = 0.15
+    speckle_density: Annotated[float, Field(ge=0.0, le=0.01)] = 2.0e-4
+    speckle_brightness: Range = (0.15, 0.6)
+    # stains and imaging
+    dapi_counts: Range = (3000.0, 7000.0)
+    cd45_counts: Range = (1500.0, 4000.0)
+    cd45_dim_fraction: Range = (0.12, 0.3)
+    debris_autofluorescence: Probability = 0.15
+    background_counts: Range = (150.0, 350.0)
+    camera_offset: Annotated[float, Field(ge=0.0, le=10000.0)] = 100.0
     exposure_range: Range = (0.7, 1.3)
-    illumination_falloff: Probability = 0.25
-    read_noise: NonNegative = 60.0
-    photons_per_unit: Annotated[float, Field(gt=0.0)] = 1500.0
-    blur_sigma: NonNegative = 0.8
-    misregistration_px: NonNegative = 1.0
-    bleed_through: Probability = 0.03
+    illumination_falloff: Annotated[float, Field(ge=0.0, le=0.7)] = 0.25
+    gain: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0
+    read_noise: Annotated[float, Field(ge=0.0, le=1000.0)] = 12.0
+    blur_sigma: Annotated[float, Field(ge=0.0, le=5.0)] = 0.8
+    misregistration_px: Annotated[float, Field(ge=0.0, le=5.0)] = 1.0
+    bleed_through: Annotated[float, Field(ge=0.0, le=0.5)] = 0.03
+    workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per CPU core
 
-    @field_validator("leukocyte_radius", "ctc_radius", "spot_sigma", "spot_brightness", "exposure_range")
+    @field_validator(*_SIMULATE_RANGE_BOUNDS)
     @classmethod
-    def _ranges(cls, v: tuple[float, float]) -> tuple[float, float]:
+    def _ranges(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        lowest, highest = _SIMULATE_RANGE_BOUNDS[info.field_name]
+        if v[0] < lowest or v[1] > highest:
+            raise ValueError(f"range must lie within [{lowest:g}, {highest:g}], got [{v[0]:g}, {v[1]:g}]")
         return _ordered(v)
 
-    @field_validator("fields_per_sample")
+    @field_validator("fields_per_sample", "ctc_cluster_size", "ctc_cep8_copies")
     @classmethod
-    def _fields_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if v[0] < 1:
-            raise ValueError("fields_per_sample must start at 1 or more")
+    def _int_ranges(cls, v: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        lowest = {"fields_per_sample": 1, "ctc_cluster_size": 2, "ctc_cep8_copies": 3}[info.field_name]
+        if v[0] < lowest:
+            raise ValueError(f"{info.field_name} must start at {lowest} or more, got [{v[0]}, {v[1]}]")
         _ordered(v)
+        return v
+
+    @field_validator("debris_share")
+    @classmethod
+    def _shares_fit(cls, v: float, info: ValidationInfo) -> float:
+        # checked on the last share so that the error names a key, not the whole section
+        shares = v + info.data.get("hard_negative_share", 0.0) + info.data.get("cd45pos_aneuploid_share", 0.0)
+        if shares > 1.0:
+            raise ValueError(
+                "hard_negative_share + cd45pos_aneuploid_share + debris_share must be <= 1 "
+                f"(the rest are leukocytes), got {shares:g}"
+            )
         return v
 
 
 class SegmentParams(_Section):
-    """The paper's OpenCV nucleus pipeline plus watershed splitting and per-cell features."""
+    """The paper's OpenCV nucleus pipeline plus watershed splitting and per-cell features.
+
+    docs/segmentation.md explains every knob; intensities are in background-noise units or
+    relative to the cell's own signal, so that one setting holds across exposures.
+    """
 
     crop_size: Annotated[int, Field(ge=8, le=512)] = 40
-    gaussian_ksize: Annotated[int, Field(ge=1)] = 5
+    # nucleus detection on DAPI
+    gaussian_ksize: Annotated[int, Field(ge=1, le=31)] = 5
+    threshold_min_snr: Annotated[float, Field(gt=0.0, le=100.0)] = 6.0
+    threshold_scale: Annotated[float, Field(gt=0.0, le=2.0)] = 0.8
+    morph_ksize: Annotated[int, Field(ge=1, le=15)] = 3
+    morph_iterations: Annotated[int, Field(ge=1, le=8)] = 1
     min_area: PositiveInt = 40
     max_area: PositiveInt = 2500
+    # touching nuclei
     split_touching: bool = True
-    watershed_min_distance: Annotated[float, Field(gt=0.0)] = 4.0
-    spot_sigma: Annotated[float, Field(gt=0.0)] = 1.0
-    spot_threshold: Annotated[float, Field(gt=0.0)] = 0.08
-    spot_min_distance: PositiveInt = 2
-    cd45_ring_width: PositiveInt = 4
-    cd45_threshold: float = 0.15
+    watershed_min_distance: Annotated[float, Field(gt=0.0, le=50.0)] = 4.0
+    min_peak_radius: Annotated[float, Field(gt=0.0, le=50.0)] = 3.0
+    split_min_separation: Annotated[float, Field(gt=0.0, le=2.0)] = 0.575
+    # CEP8 spots
+    spot_sigma: Annotated[float, Field(gt=0.0, le=10.0)] = 0.7
+    spot_snr: Annotated[float, Field(gt=0.0, le=1000.0)] = 6.0
+    spot_min_relative: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    spot_min_distance: Annotated[int, Field(ge=1, le=20)] = 1
+    spot_min_dip: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    spot_margin: Annotated[int, Field(ge=0, le=10)] = 2
+    # CD45 membrane ring
+    cd45_ring_gap: Annotated[int, Field(ge=0, le=20)] = 1
+    cd45_ring_width: Annotated[int, Field(ge=1, le=30)] = 5
+    cd45_sectors: Annotated[int, Field(ge=1, le=64)] = 8
+    cd45_threshold: Annotated[float, Field(gt=0.0, le=1000.0)] = 1.0
+    rule_min_spots: Annotated[int, Field(ge=1, le=50)] = 3
+    # bad input
+    dark_min_range: NonNegative = 50.0
+    max_saturated_share: Probability = 0.05
     quarantine_max_share: Probability = 0.2
-    match_max_distance: Annotated[float, Field(gt=0.0)] = 6.0
+    # ground truth
+    match_max_distance: Annotated[float, Field(gt=0.0, le=100.0)] = 6.0
     workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per CPU core
 
-    @field_validator("gaussian_ksize")
+    @field_validator("gaussian_ksize", "morph_ksize")
     @classmethod
     def _odd(cls, v: int) -> int:
         if v % 2 == 0:
-            raise ValueError("gaussian_ksize must be odd (OpenCV kernel)")
+            raise ValueError("must be odd (OpenCV kernel size)")
         return v
+
+    @model_validator(mode="after")
+    def _area_range(self) -> SegmentParams:
+        if self.min_area >= self.max_area:
+            raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        return self
+
+
+PixelLevel = Annotated[float, Field(ge=0.0, le=65535.0)]  # 16-bit camera counts
 
 
 class ValidateParams(_Section):
-    """Thresholds of the Great Expectations data gate."""
+    """Thresholds of the Great Expectations data gate; docs/validation.md explains each check."""
 
+    # cohort: CTC share of cells (true_label where known, else rule_label)
     ctc_share: Range = (0.01, 0.20)
-    min_positives: PositiveInt = 10
-    cells_per_sample: Range = (1, 5000)
+    # CTC-labelled cells the split's label source must offer (the gate also asks for enough for
+    # split.n_folds folds after the test hold-out)
+    min_positives: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    cells_per_sample: IntRange = (1, 5000)
     max_quarantined_share: Probability = 0.2
-    min_dynamic_range: NonNegative = 50.0
+    # manifest features
+    max_circularity: Annotated[float, Field(ge=1.0, le=10.0)] = 1.5
+    max_cep8_spots: Annotated[int, Field(ge=3, le=1000)] = 50
+    # crops
+    min_crop_range: PixelLevel = 20.0
+    min_dynamic_range: PixelLevel = 50.0
+    min_marker_range_share: Probability = 0.5
     max_saturated_share: Probability = 0.05
+
+    @field_validator("ctc_share")
+    @classmethod
+    def _share_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0.0 or v[1] > 1.0:
+            raise ValueError(f"shares must lie within [0, 1], got [{v[0]:g}, {v[1]:g}]")
+        return _ordered(v)
+
+    @field_validator("cells_per_sample")
+    @classmethod
+    def _count_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 0:
+            raise ValueError(f"cell counts cannot be negative, got [{v[0]}, {v[1]}]")
+        _ordered(v)
+        return v
 
 
 class SplitParams(_Section):
+    """Train/test split, class balance and CV folds; docs/evaluation.md explains each choice."""
+
+    # sample: every patient's cells on one side (honest for new patients); cell: the paper's split
     by: Literal["sample", "cell"] = "sample"
-    test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    # share of labelled cells held out; by sample it is met to the nearest 1/round(1/test_size) fold
+    test_size: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
+    # downsample: the paper's majority down-sampling; class_weight: keep all, weight the loss
     balance: Literal["downsample", "class_weight"] = "downsample"
-    n_folds: Annotated[int, Field(ge=2)] = 5
+    # CV folds inside the balanced training set (the paper: 5)
+    n_folds: Annotated[int, Field(ge=2, le=20)] = 5
+    # truth: annotated true_label; rule: the segmentation's rule_label (no annotations needed)
     label_source: Literal["truth", "rule"] = "truth"
 
 
 class TrainParams(_Section):
+    """CNN training, cross-validation and test evaluation; docs/training.md explains each choice."""
+
+    # one DVC train stage per backbone; evaluate selects among them on cross-validated AUC
     backbones: list[Literal["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]] = Field(
-        default_factory=lambda: ["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]
+        default_factory=lambda: ["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"], min_length=1
     )
+    # scratch: random weights; pretrained: ImageNet weights from weights_dir or the torch hub cache
     init: Literal["scratch", "pretrained"] = "scratch"
-    weights_dir: str | None = None  # None: the local torch hub cache
+    weights_dir: str | None = None  # None: <torch hub dir>/checkpoints; nothing is ever downloaded
+    # crops are resized once to input_size x input_size (the paper: 224 px, a GPU setting)
     input_size: Annotated[int, Field(ge=8, le=512)] = 32
-    epochs: PositiveInt = 6
-    batch_size: PositiveInt = 64
-    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
-    weight_decay: NonNegative = 1e-4
-    patience: PositiveInt = 3
-    target_sensitivity: Probability = 0.97
-    bootstrap: Annotated[int, Field(ge=0)] = 1000
-    threads: Annotated[int, Field(ge=0)] = 0  # 0 = torch default
+    # most epochs per fit; early stopping on validation AUC ends a fold after `patience` flat epochs
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 5
+    patience: Annotated[int, Field(ge=1, le=1000)] = 2
+    # >= 2: BatchNorm cannot normalise one crop with a 1x1 feature map
+    batch_size: Annotated[int, Field(ge=2, le=4096)] = 64
+    # AdamW
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
+    # flips and 90-degree rotations, plus a per-channel gain in [1 - jitter, 1 + jitter]
+    augment: bool = True
+    intensity_jitter: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    # operating threshold: the highest one reaching this sensitivity on out-of-fold predictions
+    target_sensitivity: Annotated[float, Field(gt=0.0, le=1.0)] = 0.97
+    # bootstrap resamples for the 95 % confidence intervals of the test metrics (0: none)
+    bootstrap: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 = torch default
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
+
+    @field_validator("backbones")
+    @classmethod
+    def _unique_backbones(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"backbones must not repeat, got {v}")
+        return v
 
 
 class MlflowParams(_Section):
-    # Relative sqlite URIs resolve against the working directory (the repository root under dvc).
-    tracking_uri: str = "sqlite:///mlflow.db"
-    artifact_location: str = "mlruns"
-    experiment: str = "ctcid"
-    model_name: str = "ctcid-classifier"
+    """Experiment tracking; the default is embedded (SQLite + local folder), a server is config only."""
+
+    # any MLflow tracking URI: sqlite:///mlflow.db (relative to the working directory, the
+    # repository root under dvc), postgresql://..., http://tracking-server:5000
+    tracking_uri: Annotated[str, Field(min_length=1)] = "sqlite:///mlflow.db"
+    # artifact root of a newly created experiment: a local folder or a URI (s3://..., file://...)
+    artifact_location: Annotated[str, Field(min_length=1)] = "mlruns"
+    experiment: Annotated[str, Field(min_length=1)] = "ctcid"
+    model_name: Annotated[str, Field(min_length=1)] = "ctcid-classifier"
 
 
 class Params(_Section):

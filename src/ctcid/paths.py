@@ -10,3 +10,5 @@ SPLIT_FILE = Path("data/split/split.json")
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
 QUARANTINE_FILE = REPORTS_DIR / "quarantine.csv"
+# ingest keeps its own list: the segment stage rewrites QUARANTINE_FILE on every run
+INGEST_QUARANTINE_FILE = REPORTS_DIR / "ingest_quarantine.csv"

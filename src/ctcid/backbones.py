@@ -1,0 +1,174 @@
+"""The paper's five CNN backbones, adapted to small three-channel single-cell crops.
+
+Each backbone is torchvision's architecture with three changes for crops of 16-64 px, where
+ImageNet's 224 px assumptions break (each is documented in docs/training.md):
+
+* **Head.** Global average pooling and one ``Linear(channels, 2)`` replace the classifier. The
+  4096-wide VGG/AlexNet classifiers hold ~90 % of the parameters (VGG16: 120 M of 138 M), would
+  memorise a few hundred crops and dominate CPU time; at 32 px the last feature map is 1x1, so
+  their 7x7 adaptive pooling would only copy one value 49 times. ResNet already pools globally;
+  only its 1000-way ``fc`` becomes 2-way.
+* **AlexNet stride.** The first convolution (11x11, stride 4) is followed by three 3x3/2 max
+  pools; at 32 px the map vanishes after the third pool. The stride is lowered (4, then 2, then 1)
+  to the largest value that keeps at least a 1x1 map, which costs less than up-sampling the
+  crop to 64+ px. The 11x11 kernel is kept so ImageNet weights still load.
+* **Surplus pooling.** Where even that is not enough (VGG below 32 px, AlexNet below ~17 px),
+  trailing max pools become identities. Pools have no weights, so layer names and pretrained
+  loading are unchanged.
+
+``init="pretrained"`` loads ImageNet weights strictly into the *unmodified* torchvision model
+first, so a wrong or truncated file fails loudly, then adapts it. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torchvision import models
+
+from ctcid.dataset import ChannelNormalise, Normalisation
+from ctcid.errors import CtcidError
+
+BackboneName = Literal["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]
+Init = Literal["scratch", "pretrained"]
+N_CLASSES = 2
+
+_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
+    "vgg16": models.vgg16,
+    "vgg19": models.vgg19,
+    "resnet18": models.resnet18,
+    "resnet50": models.resnet50,
+    "alexnet": models.alexnet,
+}
+BACKBONES: tuple[str, ...] = tuple(_CONSTRUCTORS)
+
+# torchvision's IMAGENET1K_V1 weights, the ones available when the paper was written; the file
+# names are those torch.hub caches them under, so an existing cache is found as is.
+WEIGHT_URLS: dict[str, str] = {
+    name: models.get_model_weights(name).IMAGENET1K_V1.url
+    for name in BACKBONES  # type: ignore[attr-defined]
+}
+
+
+def weights_file_name(name: str) -> str:
+    """File name of the ImageNet weights of ``name``, e.g. ``resnet18-f37072fd.pth``."""
+    return WEIGHT_URLS[_check_name(name)].rsplit("/", 1)[-1]
+
+
+def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
+    """Where the weights of ``name`` are looked for: ``weights_dir`` or the torch hub cache."""
+    folder = Path(weights_dir) if weights_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+    return folder / weights_file_name(name)
+
+
+def build_backbone(
+    name: str, init: Init = "scratch", input_size: int = 32, weights_dir: str | Path | None = None
+) -> nn.Module:
+    """A 2-class classifier of ``3 x input_size x input_size`` crops; outputs logits ``N x 2``."""
+    _check_name(name)
+    if init not in ("scratch", "pretrained"):
+        raise CtcidError(f"unknown init {init!r}; use 'scratch' or 'pretrained'")
+    network = _CONSTRUCTORS[name](weights=None)
+    if init == "pretrained":
+        _load_imagenet(network, name, weights_path(name, weights_dir))
+    if name.startswith("resnet"):
+        network.fc = nn.Linear(network.fc.in_features, N_CLASSES)
+        return network
+    if name == "alexnet":
+        _fit_alexnet_stride(network.features, input_size)
+    _drop_surplus_pools(network.features, input_size, name)
+    return nn.Sequential(network.features, _pooled_head(_out_channels(network.features)))
+
+
+class CellClassifier(nn.Module):
+    """Resized raw-intensity crops in, 2-class logits out: channel normalisation, then the backbone.
+
+    The normalisation statistics are buffers, so a saved state dict carries its preprocessing.
+    """
+
+    def __init__(self, backbone: nn.Module, normalisation: Normalisation) -> None:
+        super().__init__()
+        self.normalise: ChannelNormalise = normalisation.module()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalise(x))
+
+
+def build_classifier(
+    name: str,
+    normalisation: Normalisation,
+    init: Init = "scratch",
+    input_size: int = 32,
+    weights_dir: str | Path | None = None,
+) -> CellClassifier:
+    return CellClassifier(build_backbone(name, init, input_size, weights_dir), normalisation)
+
+
+def _check_name(name: str) -> str:
+    if name not in _CONSTRUCTORS:
+        raise CtcidError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return name
+
+
+def _load_imagenet(network: nn.Module, name: str, path: Path) -> None:
+    if not path.is_file():
+        raise CtcidError(
+            f"ImageNet weights for {name} not found: expected the file {path.name} in {path.parent}. "
+            f"Nothing is downloaded at run time: copy {WEIGHT_URLS[name]} (fetched on a machine with "
+            f"network access) to {path}, or set train.weights_dir to the folder that holds {path.name}."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state, strict=True)
+    except Exception as error:  # unreadable pickle, wrong architecture, truncated file
+        raise CtcidError(f"{path}: not usable as {name} ImageNet weights ({error})") from None
+
+
+def _pooled_head(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, N_CLASSES))
+
+
+def _out_channels(features: nn.Sequential) -> int:
+    convs = [m for m in features.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
+def _spatial_size(features: nn.Sequential, size: int) -> int:
+    """Side of the feature map for a ``size`` input; 0 once any layer would leave nothing."""
+    for layer in features:
+        if isinstance(layer, nn.Conv2d | nn.MaxPool2d):
+            kernel, stride, padding, dilation = (
+                _first(layer.kernel_size),
+                _first(layer.stride),
+                _first(layer.padding),
+                _first(layer.dilation),
+            )
+            size = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+            if size < 1:
+                return 0
+    return size
+
+
+def _first(value: int | tuple[int, ...] | str) -> int:
+    return int(value[0] if isinstance(value, tuple) else value)
+
+
+def _fit_alexnet_stride(features: nn.Sequential, input_size: int) -> None:
+    first = features[0]
+    for stride in (4, 2, 1):
+        first.stride = (stride, stride)
+        if _spatial_size(features, input_size) >= 1:
+            return
+
+
+def _drop_surplus_pools(features: nn.Sequential, input_size: int, name: str) -> None:
+    pools = [i for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
+    while _spatial_size(features, input_size) < 1:
+        if not pools:
+            raise CtcidError(f"{name} cannot process {input_size} px inputs; raise train.input_size")
+        features[pools.pop()] = nn.Identity()

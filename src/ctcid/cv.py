@@ -1,0 +1,168 @@
+"""Stratified k-fold cross-validation of one backbone: the unit that training and tuning share.
+
+``cross_validate`` trains one model per fold of the split (normalisation statistics from that
+fold's training crops only), keeps each fold's best epoch and pools the out-of-fold predictions.
+An Optuna objective calls it with a modified :class:`TrainParams` and reads ``CVResult.auc``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ctcid.backbones import build_classifier
+from ctcid.config import TrainParams
+from ctcid.dataset import LabelledCrops, Normalisation
+from ctcid.metrics import METRIC_NAMES, BinaryMetrics, binary_metrics, threshold_for_sensitivity
+from ctcid.split import Fold
+from ctcid.trainer import EpochMetrics, fit, seed_everything
+
+
+class FoldObserver(Protocol):
+    """Hooks around each fold: MLflow nested runs, Optuna reports and pruning."""
+
+    def fold_started(self, fold: int, train_size: int, val_size: int) -> None: ...
+
+    def epoch_ended(self, fold: int, metrics: EpochMetrics) -> None: ...
+
+    def fold_ended(self, fold: int, result: FoldResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: int
+    best_epoch: int
+    metrics: BinaryMetrics  # validation crops, best epoch, threshold 0.5
+    history: tuple[EpochMetrics, ...]
+    crop_index: np.ndarray
+    y_true: np.ndarray
+    y_score: np.ndarray
+
+
+@dataclass(frozen=True)
+class CVResult:
+    backbone: str
+    init: str
+    folds: tuple[FoldResult, ...]
+    target_sensitivity: float
+
+    @property
+    def oof(self) -> pd.DataFrame:
+        """Out-of-fold predictions: crop_index, fold, y_true, y_score; sorted by crop_index."""
+        table = pd.concat(
+            [
+                pd.DataFrame(
+                    {"crop_index": f.crop_index, "fold": f.fold, "y_true": f.y_true, "y_score": f.y_score}
+                )
+                for f in self.folds
+            ]
+        )
+        return table.sort_values("crop_index", kind="stable").reset_index(drop=True)
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Mean over folds of each metric at threshold 0.5 (the paper's CV numbers)."""
+        return {name: float(np.mean([getattr(f.metrics, name) for f in self.folds])) for name in METRIC_NAMES}
+
+    @property
+    def std(self) -> dict[str, float]:
+        return {name: float(np.std([getattr(f.metrics, name) for f in self.folds])) for name in METRIC_NAMES}
+
+    @property
+    def auc(self) -> float:
+        """Mean validation AUC over folds: what model selection and tuning maximise."""
+        return self.mean["auc"]
+
+    @property
+    def threshold(self) -> float:
+        """Highest threshold reaching ``target_sensitivity`` on the pooled out-of-fold predictions."""
+        oof = self.oof
+        return threshold_for_sensitivity(oof["y_true"], oof["y_score"], self.target_sensitivity)
+
+    @property
+    def final_epochs(self) -> int:
+        """Epochs for the fit on all training crops: the median best epoch of the folds."""
+        return max(1, math.ceil(float(np.median([f.best_epoch for f in self.folds]))))
+
+    def oof_metrics(self) -> BinaryMetrics:
+        oof = self.oof
+        return binary_metrics(oof["y_true"], oof["y_score"], self.threshold)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: the content of ``reports/train/<backbone>.json`` (DVC metrics)."""
+        return {
+            "backbone": self.backbone,
+            "init": self.init,
+            "n_folds": len(self.folds),
+            "cv_mean": self.mean,
+            "cv_std": self.std,
+            "oof_at_threshold": self.oof_metrics().as_dict(),
+            "threshold": self.threshold,
+            "target_sensitivity": self.target_sensitivity,
+            "final_epochs": self.final_epochs,
+            "folds": {
+                f"fold_{f.fold}": {**f.metrics.as_dict(), "best_epoch": f.best_epoch} for f in self.folds
+            },
+        }
+
+
+def cross_validate(
+    config: TrainParams,
+    data: LabelledCrops,
+    folds: Sequence[Fold],
+    *,
+    backbone: str,
+    seed: int,
+    class_weights: Sequence[float] | None = None,
+    observer: FoldObserver | None = None,
+    device: torch.device | None = None,
+    show_progress: bool = True,
+) -> CVResult:
+    """Train and validate ``backbone`` on every fold (crops.npy rows in ``folds``) of ``data``."""
+    results = []
+    for number, fold in enumerate(folds):
+        train, val = data.subset(fold.train), data.subset(fold.val)
+        if observer is not None:
+            observer.fold_started(number, len(train), len(val))
+        seed_everything(seed + number)
+        model = build_classifier(
+            backbone, Normalisation.fit(train.images), config.init, config.input_size, config.weights_dir
+        )
+
+        def report(metrics: EpochMetrics, number: int = number) -> None:
+            if observer is not None:
+                observer.epoch_ended(number, metrics)
+
+        fitted = fit(
+            model,
+            train,
+            val,
+            config,
+            seed=seed + number,
+            class_weights=class_weights,
+            on_epoch=report,
+            device=device,
+            description=f"{backbone} fold {number + 1}/{len(folds)}",
+            show_progress=show_progress,
+        )
+        y_true, y_score = val.labels.numpy(), fitted.val_scores
+        assert y_score is not None  # fit always scores the validation crops it is given
+        result = FoldResult(
+            fold=number,
+            best_epoch=fitted.best_epoch,
+            metrics=binary_metrics(y_true, y_score, 0.5),
+            history=tuple(fitted.history),
+            crop_index=val.crop_index,
+            y_true=y_true,
+            y_score=y_score,
+        )
+        if observer is not None:
+            observer.fold_ended(number, result)
+        results.append(result)
+    return CVResult(backbone, config.init, tuple(results), config.target_sensitivity)

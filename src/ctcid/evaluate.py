@@ -1,0 +1,300 @@
+"""The evaluate stage: every trained backbone and the baselines on the held-out test set.
+
+* cell level: metrics at threshold 0.5 and at each model's operating threshold (chosen on its
+  out-of-fold predictions, never here), 95 % bootstrap intervals at the operating threshold;
+* patient level: predicted CTC count over *all* detections of each test sample (unlabelled and
+  unmatched ones too: the model sees them in practice) against the true count from the
+  sample's ``annotations.csv``, or from its labelled cells when annotations are missing;
+* selection: the backbone with the best cross-validated AUC (the test set only reports);
+* outputs: ``reports/metrics.json`` (DVC metrics), ROC/confusion CSVs for ``dvc plots``, PNGs,
+  ``reports/test_predictions.csv``, and the test metrics and figures on each backbone's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from ctcid.baselines import evaluate_baselines
+from ctcid.config import Params
+from ctcid.dataset import open_crops, read_manifest
+from ctcid.errors import CtcidError
+from ctcid.metrics import (
+    METRIC_NAMES,
+    BinaryMetrics,
+    PatientCounts,
+    binary_metrics,
+    bootstrap_intervals,
+    patient_counts,
+)
+from ctcid.plots import plot_confusion, plot_patient_counts, plot_roc, write_confusion_csv, write_roc_csv
+from ctcid.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
+from ctcid.split import Split, read_split, split_labels
+from ctcid.tracking import log_artifacts, log_metrics, open_experiment
+from ctcid.trainer import resolve_device
+
+ANNOTATIONS_FILE = "annotations.csv"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """Labelled test cells and every detection of the test samples (a superset)."""
+
+    rows: np.ndarray  # manifest rows of the labelled test cells (split.test)
+    y_true: np.ndarray
+    detections: np.ndarray  # manifest rows of all detections of the test samples
+    samples: np.ndarray  # sample id of each detection
+    true_counts: dict[str, int]
+    count_source: str  # "annotations" or "labelled_cells"
+
+    def test_positions(self) -> np.ndarray:
+        """Position of each labelled test cell within ``detections``."""
+        return pd.Index(self.detections).get_indexer(self.rows)
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    name: str
+    y_true: np.ndarray
+    y_score: np.ndarray  # labelled test cells
+    default: BinaryMetrics  # threshold 0.5
+    operating: BinaryMetrics  # the model's own threshold (0.5 for the baselines)
+    intervals: dict[str, tuple[float, float]]
+    patients: PatientCounts | None
+    cv_auc: float | None = None
+    run: dict[str, str] | None = None
+
+    def report(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "default": _rates(self.default),
+            "operating": self.operating.as_dict(),
+            "ci95": {k: {"low": lo, "high": hi} for k, (lo, hi) in self.intervals.items()},
+        }
+        if self.cv_auc is not None:
+            values["cv_auc"] = self.cv_auc
+        if self.patients is not None:
+            values["patients"] = self.patients.as_dict()
+        return values
+
+
+def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> TestSet:
+    labels = split_labels(manifest, split.label_source)
+    rows = split.test
+    if rows.size and rows.max() >= len(manifest):
+        raise CtcidError("split.json names rows beyond the manifest; re-run 'ctcid split' (dvc repro)")
+    sample = manifest["sample"].astype(str).to_numpy()
+    test_samples = np.unique(sample[rows])
+    detections = np.flatnonzero(np.isin(sample, test_samples))
+    annotated = raw_dir is not None and all((raw_dir / s / ANNOTATIONS_FILE).is_file() for s in test_samples)
+    if annotated:
+        assert raw_dir is not None
+        true_counts = {s: _annotated_ctcs(raw_dir / s / ANNOTATIONS_FILE) for s in test_samples}
+    else:
+        positive = labels.iloc[detections].fillna(0).to_numpy(dtype=np.int64) == 1
+        counted = pd.Series(positive, index=sample[detections]).groupby(level=0).sum()
+        true_counts = {s: int(counted.get(s, 0)) for s in test_samples}
+    return TestSet(
+        rows=rows,
+        y_true=labels.iloc[rows].to_numpy(dtype=np.int64),
+        detections=detections,
+        samples=sample[detections],
+        true_counts=true_counts,
+        count_source="annotations" if annotated else "labelled_cells",
+    )
+
+
+def _annotated_ctcs(path: Path) -> int:
+    try:
+        table = pd.read_csv(path, usecols=["label"])
+    except (OSError, ValueError) as error:
+        raise CtcidError(f"{path}: cannot read the 'label' column of the annotations ({error})") from None
+    return int((table["label"] == "CTC").sum())
+
+
+def evaluate_models(
+    params: Params,
+    models_dir: Path,
+    reports_dir: Path,
+    crops_path: Path,
+    manifest_path: Path,
+    split_path: Path,
+    raw_dir: Path | None,
+) -> dict[str, Any]:
+    """Evaluate, write every report, log to MLflow; returns the content of metrics.json."""
+    manifest = read_manifest(manifest_path)
+    split = read_split(split_path)
+    tests = test_set(manifest, split, raw_dir)
+    crops = open_crops(crops_path)
+    device = resolve_device(params.train.device)
+    n_boot, seed = params.train.bootstrap, params.seed
+
+    evaluations: dict[str, ModelEvaluation] = {}
+    predictions = pd.DataFrame(
+        {
+            "crop_index": tests.detections,
+            "sample": tests.samples,
+            "label": split_labels(manifest, split.label_source).iloc[tests.detections].to_numpy(),
+            "in_test": np.isin(tests.detections, tests.rows),
+        }
+    )
+    for backbone in params.train.backbones:
+        loaded = load_model(models_dir / backbone / MODEL_FILE, device)
+        scores = score_crops(loaded, crops, tests.detections)
+        predictions[backbone] = scores
+        y_score = scores[tests.test_positions()]
+        threshold = loaded.info.threshold
+        evaluations[backbone] = ModelEvaluation(
+            name=backbone,
+            y_true=tests.y_true,
+            y_score=y_score,
+            default=binary_metrics(tests.y_true, y_score, 0.5),
+            operating=binary_metrics(tests.y_true, y_score, threshold),
+            intervals=bootstrap_intervals(tests.y_true, y_score, threshold, n_boot, seed),
+            patients=patient_counts(tests.samples, scores >= threshold, tests.true_counts),
+            cv_auc=loaded.info.cv.get("auc"),
+            run=_read_run(models_dir / backbone / RUN_FILE),
+        )
+    rule_calls = manifest["rule_label"].to_numpy()[tests.detections] == 1
+    for name, (y_true, y_score) in evaluate_baselines(manifest, split, params).items():
+        at_half = binary_metrics(y_true, y_score, 0.5)
+        evaluations[name] = ModelEvaluation(
+            name=name,
+            y_true=y_true,
+            y_score=y_score,
+            default=at_half,
+            operating=at_half,
+            intervals=bootstrap_intervals(y_true, y_score, 0.5, n_boot, seed),
+            # the rule labels every detection; the GBM baseline only scores the labelled test cells
+            patients=patient_counts(tests.samples, rule_calls, tests.true_counts) if name == "rule" else None,
+        )
+
+    selected = select_backbone(evaluations, params.train.backbones)
+    report = {
+        "selected": selected,
+        "selected_by": "cv_auc",
+        "test": {
+            "cells": int(tests.rows.size),
+            "ctc": int(tests.y_true.sum()),
+            "samples": len(tests.true_counts),
+            "detections": int(tests.detections.size),
+            "count_source": tests.count_source,
+        },
+        "models": {name: e.report() for name, e in evaluations.items()},
+    }
+    figures = write_reports(report, evaluations, predictions, selected, reports_dir)
+    log_test_results(params, evaluations, figures)
+    return report
+
+
+def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str]) -> str:
+    """Highest cross-validated AUC; params order breaks ties. The test set never chooses."""
+
+    def cv_auc(name: str) -> float:
+        auc = evaluations[name].cv_auc
+        return auc if auc is not None and math.isfinite(auc) else -math.inf
+
+    return max(backbones, key=lambda name: (cv_auc(name), -backbones.index(name)))
+
+
+def write_reports(
+    report: dict[str, Any],
+    evaluations: dict[str, ModelEvaluation],
+    predictions: pd.DataFrame,
+    selected: str,
+    reports_dir: Path,
+) -> dict[str, dict[str, Path]]:
+    """Write metrics.json, plot data and PNGs; returns each model's figures for MLflow."""
+    plots = reports_dir / "plots"
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "metrics.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+    predictions.to_csv(reports_dir / "test_predictions.csv", index=False, float_format="%.6g")
+    roc = plot_roc(
+        {n: (e.y_true, e.y_score) for n, e in evaluations.items()}, plots / "roc.png", title="Test ROC"
+    )
+    figures: dict[str, dict[str, Path]] = {}
+    for name, e in evaluations.items():
+        write_roc_csv(e.y_true, e.y_score, plots / "roc" / f"{name}.csv")
+        write_confusion_csv(e.y_true, e.y_score >= e.operating.threshold, plots / "confusion" / f"{name}.csv")
+        figures[name] = {
+            "roc": roc,
+            "confusion": plot_confusion(
+                e.operating,
+                plots / f"confusion_{name}.png",
+                title=f"{name}, test, threshold {e.operating.threshold:.3g}",
+            ),
+        }
+    chosen = evaluations[selected].patients
+    if chosen is not None:
+        figures[selected]["patient_counts"] = plot_patient_counts(
+            chosen, plots / "patient_counts.png", title=f"CTCs per test patient, {selected}"
+        )
+    return figures
+
+
+def log_test_results(
+    params: Params, evaluations: dict[str, ModelEvaluation], figures: dict[str, dict[str, Path]]
+) -> None:
+    """Test metrics and figures onto each backbone's training run (ids from models/<b>/run.json)."""
+    runs = {name: e for name, e in evaluations.items() if e.run is not None}
+    if not runs:
+        return
+    client, _ = open_experiment(params.mlflow)
+    for name, e in runs.items():
+        assert e.run is not None
+        run_id = e.run["run_id"]
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            log.warning(
+                "MLflow run %s of %s not found at %s; test results not logged there",
+                run_id,
+                name,
+                params.mlflow.tracking_uri,
+            )
+            continue
+        metrics = {
+            "test": _rates(e.default),
+            "test_operating": e.operating.as_dict(),
+            "test_ci95": {k: {"low": lo, "high": hi} for k, (lo, hi) in e.intervals.items()},
+        }
+        if e.patients is not None:
+            metrics["test_patients"] = e.patients.as_dict()
+        log_metrics(client, run_id, metrics)
+        log_artifacts(client, run_id, figures[name].values(), "test")
+        if e.patients is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                table = Path(tmp) / "test_patient_counts.csv"
+                e.patients.table.to_csv(table, index=False)
+                log_artifacts(client, run_id, [table], "test")
+
+
+def _read_run(path: Path) -> dict[str, str] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _rates(metrics: BinaryMetrics) -> dict[str, float]:
+    return {name: getattr(metrics, name) for name in METRIC_NAMES}
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf become null: JSON has no NaN, and DVC would reject the file."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,114 @@
+"""Saved models: write and read ``model.pt``, and score crops with it (evaluation and serving).
+
+``model.pt`` is a plain dict (``torch.load(weights_only=True)`` reads it without unpickling
+code): ``format``, ``state_dict`` of a :class:`CellClassifier` and ``metadata`` (backbone, init,
+input size, channel order, normalisation statistics, operating threshold, CV summary). Inputs are
+crops as ``crops.npy`` holds them (``N x C x S x S`` raw intensities, channels in the metadata's
+order); resizing and normalisation happen here and in the model, exactly as in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ctcid.backbones import CellClassifier, build_classifier
+from ctcid.dataset import Normalisation, read_crops
+from ctcid.errors import CtcidError
+from ctcid.trainer import predict_scores
+
+MODEL_FORMAT = 1
+MODEL_FILE = "model.pt"
+RUN_FILE = "run.json"
+# Crops resized per step when scoring: bounds memory whatever the number of detections.
+_SCORE_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    backbone: str
+    init: str
+    input_size: int
+    channels: tuple[str, ...]
+    normalisation: Normalisation
+    threshold: float  # operating point chosen on out-of-fold predictions
+    target_sensitivity: float
+    epochs: int
+    seed: int
+    cv: dict[str, float] = field(default_factory=dict)  # mean CV metrics (threshold 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["channels"] = list(self.channels)
+        values["normalisation"] = {"mean": list(self.normalisation.mean), "std": list(self.normalisation.std)}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelInfo:
+        values = dict(values)
+        values["channels"] = tuple(values["channels"])
+        norm = values["normalisation"]
+        values["normalisation"] = Normalisation(tuple(norm["mean"]), tuple(norm["std"]))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: CellClassifier
+    info: ModelInfo
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def save_model(path: str | Path, model: CellClassifier, info: ModelInfo) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    torch.save({"format": MODEL_FORMAT, "state_dict": state, "metadata": info.to_dict()}, path)
+    return path
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Rebuild the classifier from ``model.pt`` (no pretrained weights file needed) in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CtcidError(f"{path}: no such model; run 'ctcid train --backbone <name>' first")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        info = ModelInfo.from_dict(saved["metadata"])
+    except Exception as error:  # truncated file, foreign pickle, missing keys
+        raise CtcidError(f"{path}: not a ctcid model file ({error})") from None
+    if saved.get("format") != MODEL_FORMAT:
+        raise CtcidError(f"{path}: model format {saved.get('format')!r}, this ctcid reads {MODEL_FORMAT}")
+    model = build_classifier(info.backbone, info.normalisation, "scratch", info.input_size)
+    model.load_state_dict(saved["state_dict"], strict=True)
+    model.to(device).eval()
+    return LoadedModel(model, info)
+
+
+def score_crops(
+    loaded: LoadedModel, crops: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """CTC probability of crops ``rows`` (all when None) of an ``N x C x S x S`` array, in [0, 1]."""
+    if crops.ndim != 4 or crops.shape[1] != len(loaded.info.channels):
+        raise CtcidError(
+            f"crops of shape {tuple(crops.shape)} do not fit the model: expected N x "
+            f"{len(loaded.info.channels)} x S x S with channels {', '.join(loaded.info.channels)}"
+        )
+    rows = np.arange(len(crops)) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores = [
+        predict_scores(
+            loaded.model,
+            read_crops(crops, rows[start : start + _SCORE_CHUNK], loaded.info.input_size),
+            batch_size,
+            loaded.device,
+        )
+        for start in range(0, len(rows), _SCORE_CHUNK)
+    ]
+    return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)

@@ -1,0 +1,262 @@
+"""The training loop: short and explicit, in the style of torchvision's reference scripts.
+
+Seeded and deterministic on CPU; AdamW; cross-entropy with optional class weights; early
+stopping on validation AUC (ties broken by validation loss) with patience; autocast only on
+CUDA. Per-epoch numbers go to an ``on_epoch`` callback so that tracking (MLflow, Optuna pruning)
+stays out of the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor, nn
+
+from ctcid.config import TrainParams
+from ctcid.dataset import CropBatches, LabelledCrops
+from ctcid.errors import CtcidError
+from ctcid.parallel import progress_bar
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float | None = None
+    val_auc: float | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        values = {"train_loss": self.train_loss, "val_loss": self.val_loss, "val_auc": self.val_auc}
+        return {key: value for key, value in values.items() if value is not None and math.isfinite(value)}
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # weights of the best epoch (the last one without validation data)
+    best_epoch: int
+    history: list[EpochMetrics] = field(default_factory=list)
+    val_scores: np.ndarray | None = None  # CTC probabilities of the validation crops, best epoch
+
+
+EpochCallback = Callable[[EpochMetrics], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a run touches and ask for deterministic kernels.
+
+    On CPU this makes two runs with the same seed and thread count bit-identical. On CUDA a few
+    kernels have no deterministic variant; ``warn_only`` keeps them usable rather than failing.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def flush_denormals() -> None:
+    """Flush subnormal floats to zero on CPU.
+
+    Networks without BatchNorm (VGG, AlexNet) trained from scratch drift into tiny activations and
+    gradients; x86 arithmetic on subnormals is microcoded, which made VGG16 epochs 3-4x slower
+    here (bench/bench_train.py). Values below 1e-38 carry no information for the model.
+    """
+    torch.set_flush_denormal(True)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``train.device``: auto (CUDA when present), cpu or cuda."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise CtcidError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return default_device() if choice == "auto" else torch.device(choice)
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision only on CUDA: on CPU, reduced-precision convolutions are slower and less exact."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    dtype = _amp_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def fit(
+    model: nn.Module,
+    train: LabelledCrops,
+    val: LabelledCrops | None,
+    config: TrainParams,
+    seed: int,
+    epochs: int | None = None,
+    class_weights: Sequence[float] | None = None,
+    on_epoch: EpochCallback | None = None,
+    device: torch.device | None = None,
+    description: str = "train",
+    show_progress: bool = True,
+) -> FitResult:
+    """Train ``model`` on ``train``; with ``val``, keep the best epoch and stop early.
+
+    ``epochs`` overrides ``config.epochs`` (the final fit uses the epochs that CV found best).
+    """
+    device = device or default_device()
+    flush_denormals()
+    model.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    batches = CropBatches(
+        train,
+        config.batch_size,
+        training=True,
+        generator=generator,
+        intensity_jitter=config.intensity_jitter,
+        augmented=config.augment,
+    )
+    weight = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    # float16 gradients underflow without loss scaling; bfloat16 (and float32) need none
+    scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
+    n_epochs = epochs or config.epochs
+    schedule = warmup_cosine(optimiser, warmup_steps=len(batches), total_steps=n_epochs * len(batches))
+
+    history: list[EpochMetrics] = []
+    best_key, best_epoch, best_state, best_scores = (-math.inf, -math.inf), 0, None, None
+    with progress_bar(disable=not show_progress) as progress:
+        task = progress.add_task(description, total=len(batches))
+        for epoch in range(1, n_epochs + 1):
+            progress.reset(task, total=len(batches), description=f"{description} epoch {epoch}/{n_epochs}")
+            started = time.perf_counter()
+            train_loss = _train_one_epoch(
+                model, batches, criterion, optimiser, scaler, schedule, device, lambda: progress.advance(task)
+            )
+            if val is None:
+                metrics = EpochMetrics(epoch, train_loss, seconds=time.perf_counter() - started)
+            else:
+                scores, val_loss = _evaluate(model, val, config.batch_size, criterion, device)
+                auc = _auc(val.labels.numpy(), scores)
+                metrics = EpochMetrics(epoch, train_loss, val_loss, auc, time.perf_counter() - started)
+                key = (auc if math.isfinite(auc) else -math.inf, -val_loss)
+                if key > best_key:
+                    best_key, best_epoch, best_scores = key, epoch, scores
+                    best_state = copy.deepcopy(model.state_dict())
+            history.append(metrics)
+            if on_epoch is not None:
+                on_epoch(metrics)
+            if show_progress:
+                progress.console.print(f"{description} {_summary(metrics)}", highlight=False)
+            if val is not None and epoch - best_epoch >= config.patience:
+                break
+    if val is None:  # the last epoch is the result
+        return FitResult(model, history[-1].epoch, history)
+    if best_state is None:
+        raise CtcidError(
+            f"{description}: the validation loss was NaN in every epoch (training diverged); "
+            "lower train.learning_rate"
+        )
+    model.load_state_dict(best_state)
+    return FitResult(model, best_epoch, history, best_scores)
+
+
+def warmup_cosine(
+    optimiser: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to zero, per step (as torchvision's reference scripts).
+
+    Plain VGG trained from scratch with AdamW at full rate in its first steps blew up (first-epoch
+    loss 2.3 instead of 0.69) and often never recovered within a CPU-sized epoch budget.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    batches: CropBatches,
+    criterion: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    advance: Callable[[], None],
+) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for images, labels in batches:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _autocast(device):
+            loss = criterion(model(images), labels)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        schedule.step()
+        total += loss.item() * len(labels)
+        count += len(labels)
+        advance()
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, data: LabelledCrops, batch_size: int, criterion: nn.Module, device: torch.device
+) -> tuple[np.ndarray, float]:
+    logits = _logits(model, CropBatches(data, batch_size), device)
+    loss = criterion(logits, data.labels.to(device)).item()
+    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy(), loss
+
+
+@torch.no_grad()
+def predict_scores(
+    model: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | None = None
+) -> np.ndarray:
+    """CTC probability (softmax of the 2-class logits) of each image, shape ``(N,)``, in [0, 1]."""
+    device = device or next(model.parameters()).device
+    flush_denormals()
+    data = LabelledCrops(images, torch.zeros(len(images), dtype=torch.int64), np.arange(len(images)))
+    logits = _logits(model, CropBatches(data, batch_size), device)
+    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+
+
+def _logits(model: nn.Module, batches: CropBatches, device: torch.device) -> Tensor:
+    model.eval()
+    outputs = []
+    for images, _ in batches:
+        with _autocast(device):
+            outputs.append(model(images.to(device, non_blocking=True)).float())
+    return torch.cat(outputs) if outputs else torch.empty((0, 2), device=device)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    return float(roc_auc_score(labels, scores))
+
+
+def _summary(metrics: EpochMetrics) -> str:
+    parts = [f"epoch {metrics.epoch}", f"loss {metrics.train_loss:.4f}"]
+    if metrics.val_loss is not None:
+        parts += [f"val loss {metrics.val_loss:.4f}", f"val AUC {metrics.val_auc:.4f}"]
+    return " ".join(parts + [f"{metrics.seconds:.1f}s"])

@@ -1,0 +1,121 @@
+"""`dvc repro` of the tiny configuration in a fresh git repository: the whole pipeline, for real.
+
+One module-scoped run feeds every assertion, because the run is the expensive part (minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).with_name("params-tiny.yaml")
+BACKBONES = ["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # the stages call `ctcid`; it lives next to the interpreter running the tests
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_NO_ANALYTICS="1", BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true")
+    env.update(GIT_AUTHOR_NAME="ctcid", GIT_AUTHOR_EMAIL="ctcid@example.org")
+    env.update(GIT_COMMITTER_NAME="ctcid", GIT_COMMITTER_EMAIL="ctcid@example.org")
+    return env
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("ctcid-e2e")
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    # DVC reads declared params from params.yaml itself, so the project gets the complete file
+    full = run(repo, "ctcid", "show-params", "--params", str(TINY)).stdout
+    (repo / "params.yaml").write_text(full)
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (repo / "gx").mkdir()
+    shutil.copy(ROOT / "gx" / "great_expectations.yml", repo / "gx" / "great_expectations.yml")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    run(repo, "git", "init", "-q")
+    run(repo, "dvc", "init", "-q")
+    run(repo, "dvc", "remote", "add", "-d", "local", str(repo.parent / f"{repo.name}-remote"))
+    run(repo, "ctcid", "simulate", "--out", "data/raw")
+    run(repo, "dvc", "add", "-q", "data/raw")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "tiny project")
+    run(repo, "dvc", "repro")
+    run(repo, "dvc", "push", "-q")
+    return repo
+
+
+def test_every_stage_wrote_its_outputs(project: Path) -> None:
+    assert (project / "data/segment/crops.npy").stat().st_size > 0
+    assert json.loads((project / "reports/validation.json").read_text())["success"] is True
+    split = json.loads((project / "data/split/split.json").read_text())
+    assert len(split["folds"]) == 5
+    for backbone in BACKBONES:
+        assert (project / "models" / backbone / "model.pt").exists()
+        assert (project / "reports/plots/roc" / f"{backbone}.csv").exists()
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["selected"] in BACKBONES
+    assert (project / "reports/segmentation_overlay.png").stat().st_size > 0
+
+
+def test_mlflow_has_a_parent_run_per_backbone_with_fold_children(project: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ctcid")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    children: dict[str, int] = {}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent:
+            children[parent] = children.get(parent, 0) + 1
+    by_backbone = {r.data.params.get("backbone"): run_id for run_id, r in parents.items()}
+    assert set(BACKBONES) <= set(by_backbone)
+    for backbone in BACKBONES:
+        run_id = by_backbone[backbone]
+        assert children.get(run_id) == 5, f"{backbone}: {children.get(run_id)} fold runs"
+        assert "test_auc" in parents[run_id].data.metrics or any(
+            k.startswith("test") for k in parents[run_id].data.metrics
+        )
+
+
+def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:
+    shown = run(project, "dvc", "metrics", "show", "--json").stdout
+    assert "metrics.json" in shown and "segmentation.json" in shown
+    status = run(project, "dvc", "status", "--json").stdout
+    assert json.loads(status or "{}") == {}
+
+
+def test_a_new_batch_triggers_the_downstream_stages(project: Path) -> None:
+    run(project, "ctcid", "simulate", "--out", "data/raw", "--first-sample", "14", "--samples", "1")
+    run(project, "dvc", "add", "-q", "data/raw")
+    status = json.loads(run(project, "dvc", "status", "--json").stdout)
+    assert "segment" in status
+
+
+def test_raw_data_round_trips_through_the_dvc_remote(tmp_path: Path, project: Path) -> None:
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    run(clone, "dvc", "pull", "-q", "data/raw.dvc")
+    original = sorted(p.relative_to(project) for p in (project / "data/raw").rglob("*.tif"))
+    pulled = sorted(p.relative_to(clone) for p in (clone / "data/raw").rglob("*.tif"))
+    assert pulled and set(pulled) <= set(original)
+    first = pulled[0]
+    assert (clone / first).read_bytes() == (project / first).read_bytes()

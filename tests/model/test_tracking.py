@@ -1,0 +1,123 @@
+"""The train and evaluate stages against a real MLflow (SQLite in a temporary folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from synthetic import tiny_params
+
+from ctcid.evaluate import evaluate_models
+from ctcid.predict import load_model
+from ctcid.split import read_split
+from ctcid.tracking import PARENT_TAG, lineage_tags
+from ctcid.train import train_backbone
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_stage_inputs, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("train")
+    params = tiny_params(root, ["alexnet"], epochs=2)
+    i = synthetic_stage_inputs
+    outputs = train_backbone(
+        params,
+        "alexnet",
+        i["crops"],
+        i["manifest"],
+        i["split"],
+        root / "models",
+        root / "reports",
+        show_progress=False,
+    )
+    return root, params, outputs
+
+
+def test_cross_validation_leaves_a_parent_run_with_one_child_per_fold(
+    trained, synthetic_stage_inputs
+) -> None:
+    root, params, outputs = trained
+    n_folds = len(read_split(synthetic_stage_inputs["split"]).folds)
+    client = MlflowClient(params.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name("ctcid-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = client.get_run(outputs.run_id)
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == outputs.run_id]
+
+    assert len(runs) == 1 + n_folds
+    assert len(children) == n_folds
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["backbone"] == "alexnet"
+    assert parent.data.params["train.input_size"] == "16"
+    assert parent.data.metrics["cv.auc"] == pytest.approx(outputs.cv.auc)
+    assert "threshold" in parent.data.metrics
+    for child in children:
+        assert child.info.status == "FINISHED"
+        history = client.get_metric_history(child.info.run_id, "val_auc")
+        assert [m.step for m in history] == [1, 2]
+        assert "best.auc" in child.data.metrics
+    artifacts = {
+        a.path for folder in ("plots", "predictions") for a in client.list_artifacts(outputs.run_id, folder)
+    }
+    assert artifacts == {"plots/cv_roc.png", "plots/cv_confusion.png", "predictions/alexnet_oof.csv"}
+
+
+def test_train_stage_writes_the_model_and_reports(trained, synthetic_stage_inputs) -> None:
+    root, params, outputs = trained
+    split = read_split(synthetic_stage_inputs["split"])
+    loaded = load_model(root / "models" / "alexnet" / "model.pt")
+    assert loaded.info.threshold == pytest.approx(outputs.cv.threshold)
+    assert loaded.info.channels == ("DAPI", "CEP8", "CD45")
+    assert json.loads((root / "models" / "alexnet" / "run.json").read_text())["run_id"] == outputs.run_id
+    summary = json.loads((root / "reports" / "train" / "alexnet.json").read_text())
+    assert summary["n_folds"] == len(split.folds)
+    oof = pd.read_csv(root / "reports" / "train" / "alexnet_oof.csv")
+    assert sorted(oof["crop_index"]) == sorted(split.train_balanced.tolist())
+    assert oof["y_score"].between(0, 1).all()
+
+
+def test_evaluate_reports_test_metrics_and_logs_them_to_the_training_run(
+    trained, synthetic_stage_inputs
+) -> None:
+    root, params, outputs = trained
+    i = synthetic_stage_inputs
+    report = evaluate_models(
+        params, root / "models", root / "reports", i["crops"], i["manifest"], i["split"], i["raw"]
+    )
+    assert report["selected"] == "alexnet"
+    assert set(report["models"]) == {"alexnet", "rule", "gbm"}
+    assert report["test"]["count_source"] == "annotations"
+    assert report["test"]["detections"] == 96  # all cells of the test samples, unlabelled ones too
+    on_disk = json.loads((root / "reports" / "metrics.json").read_text())
+    assert on_disk["models"]["alexnet"]["operating"]["threshold"] == pytest.approx(outputs.cv.threshold)
+    for name in ("alexnet", "rule", "gbm"):
+        assert (root / "reports" / "plots" / "roc" / f"{name}.csv").is_file()
+        assert (root / "reports" / "plots" / "confusion" / f"{name}.csv").is_file()
+        assert (root / "reports" / "plots" / f"confusion_{name}.png").is_file()
+    assert (root / "reports" / "plots" / "roc.png").is_file()
+    assert (root / "reports" / "plots" / "patient_counts.png").is_file()
+    # the annotations hold one CTC more per sample than the labelled cells
+    labelled = pd.read_parquet(i["manifest"]).groupby("sample")["true_label"].sum()
+    client = MlflowClient(params.mlflow.tracking_uri)
+    run = client.get_run(outputs.run_id)
+    assert run.data.metrics["test.auc"] == pytest.approx(on_disk["models"]["alexnet"]["default"]["auc"])
+    assert {a.path for a in client.list_artifacts(outputs.run_id, "test")} >= {"test/roc.png"}
+    counts = pd.read_csv(root / "reports" / "test_predictions.csv")
+    assert len(counts) == 96 and counts["alexnet"].between(0, 1).all()
+    assert report["models"]["alexnet"]["patients"]["n_patients"] == len(labelled)
+
+
+def test_lineage_tags_read_git_and_dvc_hashes(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw.dvc").write_text("outs:\n- md5: abc123.dir\n  path: raw\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  segment:\n    cmd: ctcid segment\n    outs:\n"
+        "    - path: data/segment\n      md5: def456.dir\n    - path: reports/x.json\n      md5: 0\n"
+    )
+    tags = lineage_tags(tmp_path)
+    assert tags["dvc.raw_md5"] == "abc123.dir"
+    assert tags["dvc.md5:data/segment"] == "def456.dir"
+    assert not any("reports" in key for key in tags)
+    assert "git_commit" not in tags  # not a git repository: tolerated, not guessed
