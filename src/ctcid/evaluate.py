@@ -3,7 +3,8 @@
 * cell level: metrics at threshold 0.5 and at each model's operating threshold (chosen on its
   out-of-fold predictions, never here), 95 % bootstrap intervals at the operating threshold;
 * patient level: predicted CTC count over *all* detections of each test sample (unlabelled and
-  unmatched ones too: the model sees them in practice) against the true count from the
+  unmatched ones too: the model sees them in practice), at the prior-corrected counting threshold
+  (:func:`counting_threshold`), against the true count from the
   sample's ``annotations.csv``, or from its labelled cells when annotations are missing;
 * selection: the backbone with the best cross-validated AUC (the test set only reports);
 * outputs: ``reports/metrics.json`` (DVC metrics), ROC/confusion CSVs for ``dvc plots``, PNGs,
@@ -35,6 +36,7 @@ from ctcid.metrics import (
     binary_metrics,
     bootstrap_intervals,
     patient_counts,
+    prior_shift_threshold,
 )
 from ctcid.plots import plot_confusion, plot_patient_counts, plot_roc, write_confusion_csv, write_roc_csv
 from ctcid.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
@@ -147,6 +149,7 @@ def evaluate_models(
             "in_test": np.isin(tests.detections, tests.rows),
         }
     )
+    count_threshold = counting_threshold(split)
     for backbone in params.train.backbones:
         loaded = load_model(models_dir / backbone / MODEL_FILE, device)
         scores = score_crops(loaded, crops, tests.detections)
@@ -160,7 +163,7 @@ def evaluate_models(
             default=binary_metrics(tests.y_true, y_score, 0.5),
             operating=binary_metrics(tests.y_true, y_score, threshold),
             intervals=bootstrap_intervals(tests.y_true, y_score, threshold, n_boot, seed),
-            patients=patient_counts(tests.samples, scores >= threshold, tests.true_counts),
+            patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
             cv_auc=loaded.info.cv.get("auc"),
             run=_read_run(models_dir / backbone / RUN_FILE),
         )
@@ -188,12 +191,27 @@ def evaluate_models(
             "samples": len(tests.true_counts),
             "detections": int(tests.detections.size),
             "count_source": tests.count_source,
+            "count_threshold": count_threshold,
         },
         "models": {name: e.report() for name, e in evaluations.items()},
     }
     figures = write_reports(report, evaluations, predictions, selected, reports_dir)
     log_test_results(params, evaluations, figures)
     return report
+
+
+def counting_threshold(split: Split) -> float:
+    """Cut-off for counting CTCs per patient: the training population's prevalence, prior-corrected.
+
+    The operating threshold is chosen for sensitivity on balanced out-of-fold predictions; applied
+    to every detection of a patient, where CTCs are a few per cent, it over-counts by the false
+    positives of thousands of leukocytes. Counting wants the fewest errors at the real prevalence.
+    """
+    train = split.counts.get("train", {})
+    ctc, non_ctc = int(train.get("ctc", 0)), int(train.get("non_ctc", 0))
+    if ctc == 0 or non_ctc == 0:
+        return 0.5
+    return prior_shift_threshold(ctc / (ctc + non_ctc))
 
 
 def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str]) -> str:

@@ -97,6 +97,21 @@ def threshold_for_sensitivity(y_true, y_score, target: float) -> float:
     return float(positives[k - 1])
 
 
+def prior_shift_threshold(prevalence: float, trained_prevalence: float = 0.5) -> float:
+    """Score cut-off that makes the Bayes decision at the population's CTC ``prevalence``.
+
+    A model trained on a balanced set (down-sampled or class-weighted: ``trained_prevalence`` 0.5)
+    scores as if every other cell were a CTC. Counting CTCs among real detections, where about 5 %
+    are CTCs, needs the posterior corrected for the prior (Saerens et al., Neural Comput. 2002):
+    odds_true = odds_model * (pi / (1 - pi)) / (pi_b / (1 - pi_b)); calling a CTC when that
+    posterior reaches 0.5 is ``score >= t`` with the ``t`` returned here (1 - pi for pi_b = 0.5).
+    """
+    if not 0.0 < prevalence < 1.0 or not 0.0 < trained_prevalence < 1.0:
+        raise ValueError(f"prevalences must lie in (0, 1), got {prevalence} and {trained_prevalence}")
+    ratio = (prevalence / (1.0 - prevalence)) / (trained_prevalence / (1.0 - trained_prevalence))
+    return 1.0 / (1.0 + ratio)
+
+
 def _bootstrap_draws(
     y_true: np.ndarray, y_score: np.ndarray, threshold: float, n_boot: int, seed: int
 ) -> dict[str, np.ndarray]:

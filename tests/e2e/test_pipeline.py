@@ -33,7 +33,8 @@ def _env() -> dict[str, str]:
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output}"
     return result
 
 

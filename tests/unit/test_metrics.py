@@ -137,3 +137,17 @@ def test_patient_counts_on_a_small_hand_example():
 def test_patient_counts_needs_every_sample_in_the_truth():
     with pytest.raises(ValueError, match="lacks samples"):
         patient_counts(["A", "B"], [1, 0], {"A": 1})
+
+
+def test_prior_shift_threshold_is_the_bayes_cut_at_the_real_prevalence() -> None:
+    from ctcid.metrics import prior_shift_threshold
+
+    assert prior_shift_threshold(0.05) == pytest.approx(0.95)
+    assert prior_shift_threshold(0.5) == pytest.approx(0.5)
+    # at the returned cut the prior-corrected posterior is exactly 0.5
+    pi, pi_b = 0.1, 0.3
+    t = prior_shift_threshold(pi, pi_b)
+    odds = t / (1 - t) * (pi / (1 - pi)) / (pi_b / (1 - pi_b))
+    assert odds == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="prevalences"):
+        prior_shift_threshold(0.0)
