@@ -92,9 +92,9 @@ def test_mlflow_has_a_parent_run_per_backbone_with_fold_children(project: Path) 
     for backbone in BACKBONES:
         run_id = by_backbone[backbone]
         assert children.get(run_id) == 5, f"{backbone}: {children.get(run_id)} fold runs"
-        assert "test_auc" in parents[run_id].data.metrics or any(
-            k.startswith("test") for k in parents[run_id].data.metrics
-        )
+        logged = parents[run_id].data.metrics
+        assert {"test.auc", "test_operating.sensitivity", "test_operating.specificity"} <= set(logged)
+        assert 0.0 <= logged["test.auc"] <= 1.0
 
 
 def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:
