@@ -102,6 +102,10 @@ def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:
     assert "metrics.json" in shown and "segmentation.json" in shown
     status = run(project, "dvc", "status", "--json").stdout
     assert json.loads(status or "{}") == {}
+    plots = run(project, "dvc", "plots", "show", "-o", "dvc_plots")
+    assert "failed" not in plots.stdout + plots.stderr
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert all(backbone in page for backbone in BACKBONES)
 
 
 def test_a_new_batch_triggers_the_downstream_stages(project: Path) -> None:
