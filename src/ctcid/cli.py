@@ -41,6 +41,10 @@ ParamsOption = Annotated[
     typer.Option("--params", "-p", help="Configuration file (see docs/configuration.md).", show_default=True),
 ]
 
+CropsOption = Annotated[Path, typer.Option(help="Crops array written by 'ctcid segment'.")]
+ManifestOption = Annotated[Path, typer.Option(help="Manifest written by 'ctcid segment'.")]
+SplitOption = Annotated[Path, typer.Option(help="split.json written by 'ctcid split'.")]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -83,7 +87,7 @@ def show_params(params: ParamsOption = DEFAULT_PARAMS) -> None:
 def simulate_command(
     out: Annotated[
         Path, typer.Option(help="Folder for the raw fields: <out>/<sample>/<field>.tif plus annotations.csv.")
-    ] = Path("data/raw"),
+    ] = paths.RAW_DIR,
     samples: Annotated[
         int | None, typer.Option(min=1, help="Number of samples to simulate (default: simulate.n_samples).")
     ] = None,
@@ -162,7 +166,7 @@ def ingest_command(
     source: Annotated[
         Path, typer.Argument(help="Folder of one sample's images, or of one sub-folder of images per sample.")
     ],
-    out: Annotated[Path, typer.Option(help="Raw data folder to add the fields to.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Raw data folder to add the fields to.")] = paths.RAW_DIR,
     sample: Annotated[
         str | None, typer.Option(help="Sample id for a single-sample folder (default: the folder's name).")
     ] = None,
@@ -196,14 +200,14 @@ def ingest_command(
 def segment_command(
     raw: Annotated[
         Path, typer.Option(help="Raw fields: <raw>/<sample>/<field>.tif, optional <sample>/annotations.csv.")
-    ] = Path("data/raw"),
+    ] = paths.RAW_DIR,
     out: Annotated[
         Path, typer.Option(help="Where to write crops.npy and manifest.parquet.")
-    ] = Path("data/segment"),
+    ] = paths.SEGMENT_DIR,
     reports: Annotated[
         Path,
         typer.Option(help="Where to write segmentation.json, quarantine.csv and the pictures."),
-    ] = Path("reports"),
+    ] = paths.REPORTS_DIR,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Find nuclei in every field, count CEP8 spots, score CD45, apply the rule and cut crops.
@@ -228,18 +232,14 @@ def segment_command(
 @app.command("validate")
 @reports_errors
 def validate_command(
-    manifest: Annotated[Path, typer.Option(help="Manifest written by 'ctcid segment'.")] = Path(
-        "data/segment/manifest.parquet"
-    ),
-    crops: Annotated[Path, typer.Option(help="Crops array written by 'ctcid segment'.")] = Path(
-        "data/segment/crops.npy"
-    ),
-    quarantine: Annotated[Path, typer.Option(help="Fields 'ctcid segment' quarantined.")] = Path(
-        "reports/quarantine.csv"
-    ),
+    manifest: ManifestOption = paths.MANIFEST_FILE,
+    crops: CropsOption = paths.CROPS_FILE,
+    quarantine: Annotated[
+        Path, typer.Option(help="Fields 'ctcid segment' quarantined.")
+    ] = paths.QUARANTINE_FILE,
     reports: Annotated[
         Path, typer.Option(help="Where to write validation.json and the Data Docs (<reports>/data_docs).")
-    ] = Path("reports"),
+    ] = paths.REPORTS_DIR,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Gate the segment outputs with Great Expectations; non-zero exit when any expectation fails.
@@ -264,28 +264,20 @@ def validate_command(
 @app.command("split")
 @reports_errors
 def split_command(
-    manifest: Annotated[
-        Path, typer.Option(help="Manifest written by 'ctcid segment' (one row per crop).")
-    ] = Path("data/segment/manifest.parquet"),
+    manifest: ManifestOption = paths.MANIFEST_FILE,
     out: Annotated[
         Path, typer.Option(help="Where to write split.json (train/test/balanced indices and CV folds).")
-    ] = Path("data/split/split.json"),
+    ] = paths.SPLIT_FILE,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Split the labelled cells into train and test, balance the training set and build CV folds."""
-    import pandas as pd
     from rich.table import Table
 
+    from ctcid.dataset import read_manifest
     from ctcid.split import make_split, write_split
 
     config = read_params(params)
-    if not manifest.is_file():
-        raise CtcidError(f"{manifest}: manifest not found; run 'ctcid segment' first")
-    try:
-        table = pd.read_parquet(manifest)
-    except (OSError, ValueError) as error:
-        raise CtcidError(f"{manifest}: cannot read the manifest ({error}); run 'ctcid segment'") from None
-    result = make_split(table, config.split, config.seed)
+    result = make_split(read_manifest(manifest), config.split, config.seed)
     write_split(result, out)
 
     view = Table(title=f"split by {result.by} ({result.label_source} labels, {result.balance}) -> {out}")
@@ -302,10 +294,6 @@ def split_command(
 
 
 
-CropsOption = Annotated[Path, typer.Option(help="Crops array written by 'ctcid segment'.")]
-ManifestOption = Annotated[Path, typer.Option(help="Manifest written by 'ctcid segment'.")]
-SplitOption = Annotated[Path, typer.Option(help="split.json written by 'ctcid split'.")]
-
 
 @app.command("train")
 @reports_errors
@@ -313,15 +301,15 @@ def train_command(
     backbone: Annotated[
         str, typer.Option(help="Backbone to train: vgg16, vgg19, resnet18, resnet50 or alexnet.")
     ],
-    crops: CropsOption = Path("data/segment/crops.npy"),
-    manifest: ManifestOption = Path("data/segment/manifest.parquet"),
-    split: SplitOption = Path("data/split/split.json"),
+    crops: CropsOption = paths.CROPS_FILE,
+    manifest: ManifestOption = paths.MANIFEST_FILE,
+    split: SplitOption = paths.SPLIT_FILE,
     out: Annotated[
         Path, typer.Option(help="Models folder; writes <out>/<backbone>/model.pt and run.json.")
-    ] = Path("models"),
+    ] = paths.MODELS_DIR,
     reports: Annotated[
         Path, typer.Option(help="Reports folder; writes train/<backbone>.json and train/<backbone>_oof.csv.")
-    ] = Path("reports"),
+    ] = paths.REPORTS_DIR,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Cross-validate one backbone on the balanced training set, then fit and save the final model.
@@ -349,20 +337,20 @@ def train_command(
 def evaluate_command(
     models: Annotated[
         Path, typer.Option(help="Models folder with <backbone>/model.pt from 'ctcid train'.")
-    ] = Path("models"),
+    ] = paths.MODELS_DIR,
     reports: Annotated[
         Path, typer.Option(help="Reports folder; writes metrics.json, test_predictions.csv and plots/.")
-    ] = Path("reports"),
-    crops: CropsOption = Path("data/segment/crops.npy"),
-    manifest: ManifestOption = Path("data/segment/manifest.parquet"),
-    split: SplitOption = Path("data/split/split.json"),
+    ] = paths.REPORTS_DIR,
+    crops: CropsOption = paths.CROPS_FILE,
+    manifest: ManifestOption = paths.MANIFEST_FILE,
+    split: SplitOption = paths.SPLIT_FILE,
     raw: Annotated[
         Path,
         typer.Option(
             help="Raw data folder; true per-patient CTC counts come from its <sample>/annotations.csv "
             "files, or from the labelled cells when they are missing."
         ),
-    ] = Path("data/raw"),
+    ] = paths.RAW_DIR,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Score the held-out test set with every trained backbone and the baselines; select on CV AUC."""

@@ -57,6 +57,8 @@ class ChannelNormalise(nn.Module):
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise CtcidError(f"{path}: manifest not found; run 'ctcid segment' (or 'dvc repro') first")
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError) as error:
