@@ -176,7 +176,10 @@ def split_touching(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
             continue
         # Zero margin so that the distance transform sees the field border as the blob's edge too.
         window = np.pad(components[y : y + h, x : x + w] == index, 1)
-        distance = cv2.distanceTransform(window.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        # scipy's exact EDT, not cv2.distanceTransform(DIST_MASK_PRECISE): OpenCV's result on small
+        # windows varied in the last bit from call to call (first call of a process differed), which
+        # flipped ties between distance peaks and made segmentation differ from run to run.
+        distance = ndimage.distance_transform_edt(window).astype(np.float32)
         peaks = _distance_peaks(distance, params)
         if len(peaks) < 2:
             continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from ctcid.config import SegmentParams
 
@@ -42,12 +43,10 @@ def expand_labels(labels: np.ndarray, *distances: float) -> np.ndarray | list[np
     """
     grown_all = []
     if labels.any() and max(distances) > 0:
-        background = (labels == 0).astype(np.uint8)
-        gap, nearest = cv2.distanceTransformWithLabels(
-            background, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, labelType=cv2.DIST_LABEL_PIXEL
-        )
-        # DIST_LABEL_PIXEL numbers the zero pixels of ``background`` (the label pixels) in raster order.
-        owners = np.concatenate([[0], labels[labels != 0]]).astype(labels.dtype)[nearest]
+        # scipy's exact EDT: cv2.distanceTransform(DIST_MASK_PRECISE) varied in the last bit from
+        # call to call, which made segmentation outputs differ between runs (docs/reproducibility.md).
+        gap, (rows, cols) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        owners = labels[rows, cols]
         for distance in distances:
             grown_all.append(np.where((labels == 0) & (gap <= distance), owners, labels))
     else:
