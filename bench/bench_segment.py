@@ -20,12 +20,13 @@ import cv2
 import numpy as np
 
 from ctcid.config import Params, parse_params
-from ctcid.fields import iter_fields, read_field
-from ctcid.segment import analyse_field, run_segment
+from ctcid.raw.fields import iter_fields, read_field
+from ctcid.segmentation.analysis import analyse_field
+from ctcid.segmentation.stage import run_segment
 
 
 def simulated_fields(root: Path, n_fields: int, seed: int) -> Path:
-    from ctcid.simulate import simulate_dataset
+    from ctcid.raw.simulate import simulate_dataset
 
     params = parse_params({"seed": seed, "simulate": {"fields_per_sample": [1, 1]}})
     simulate_dataset(params, root, n_samples=n_fields, workers=1, show_progress=False)
@@ -73,11 +74,13 @@ def main() -> None:
         floor = time.perf_counter() - start
 
         start = time.perf_counter()
-        cells = sum(len(analyse_field(read_field(p), params).table) for p in paths)
+        cells = sum(len(analyse_field(read_field(p), params.segment, params.channels).table) for p in paths)
         analysis = time.perf_counter() - start
 
         start = time.perf_counter()
-        summary = run_segment(raw, work / "segment", work / "reports", params, show_progress=False)
+        summary = run_segment(
+            raw, work / "segment", work / "reports", params.segment, params.channels, show_progress=False
+        )
         stage = time.perf_counter() - start
     finally:
         shutil.rmtree(work, ignore_errors=True)

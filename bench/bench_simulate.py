@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ctcid.config import load_params
 from ctcid.parallel import worker_count
-from ctcid.simulate import simulate_dataset
+from ctcid.raw.simulate import simulate_dataset
 
 
 def measure(params, samples: int, workers: int) -> tuple[float, int, int]:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctcid.backbones import BACKBONES, build_classifier
 from ctcid.config import TrainParams
-from ctcid.dataset import LabelledCrops, Normalisation, open_crops, read_crops
-from ctcid.trainer import fit, flush_denormals, seed_everything
+from ctcid.model.backbones import BACKBONES, build_classifier
+from ctcid.model.dataset import LabelledCrops, Normalisation, open_crops, read_crops
+from ctcid.model.trainer import fit, flush_denormals, seed_everything
 
 
 def synthetic_crops(path: Path, n: int, size: int) -> Path:

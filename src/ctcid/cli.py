@@ -8,7 +8,6 @@ message with exit status 1 (2 for configuration), never as a traceback.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,14 +17,10 @@ from rich.console import Console
 
 from ctcid import paths
 from ctcid.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from ctcid.contracts import BACKBONES
 from ctcid.errors import CtcidError
-
-# Offline hygiene: no telemetry from the tools we drive, whoever calls us.
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from ctcid.offline import go_offline
+from ctcid.paths import StageInputs
 
 app = typer.Typer(
     help="Find and count circulating tumour cells (CTCs) in imFISH images of blood.\n\n"
@@ -35,6 +30,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+
+@app.callback()
+def main() -> None:
+    """Runs before every subcommand: no telemetry from the tools the steps drive."""
+    go_offline()
 
 ParamsOption = Annotated[
     Path,
@@ -107,8 +108,8 @@ def simulate_command(
     """Simulate imFISH fields (DAPI, CEP8, CD45) with per-cell ground truth (docs/simulator.md)."""
     import time
 
-    from ctcid.preview import preview_field
-    from ctcid.simulate import simulate_dataset
+    from ctcid.raw.preview import preview_field
+    from ctcid.raw.simulate import simulate_dataset
 
     config = read_params(params)
     start = time.perf_counter()
@@ -146,7 +147,7 @@ def preview_command(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Write the false-colour composite of one raw field, true CTCs outlined and labelled."""
-    from ctcid.preview import preview_field
+    from ctcid.raw.preview import preview_field
 
     config = read_params(params)
     region = None
@@ -181,7 +182,7 @@ def ingest_command(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Bring a lab's own images (multi-channel TIFF/OME-TIFF, or one TIFF/PNG per channel) into data/raw."""
-    from ctcid.ingest import ingest
+    from ctcid.raw.ingest import ingest
 
     config = read_params(params)
     result = ingest(source, out, config.channels, sample, channel_map, quarantine)
@@ -215,10 +216,10 @@ def segment_command(
     Unusable fields are listed in <reports>/quarantine.csv; the step fails only when their share
     exceeds segment.quarantine_max_share.
     """
-    from ctcid.segment import run_segment
+    from ctcid.segmentation.stage import run_segment
 
     config = read_params(params)
-    summary = run_segment(raw, out, reports, config)
+    summary = run_segment(raw, out, reports, config.segment, config.channels)
     metrics = summary.metrics
     line = f"{summary.n_cells} cells from {summary.n_fields} fields ({len(summary.quarantined)} quarantined)"
     if metrics.get("detection_recall") is not None:
@@ -273,7 +274,7 @@ def split_command(
     """Split the labelled cells into train and test, balance the training set and build CV folds."""
     from rich.table import Table
 
-    from ctcid.dataset import read_manifest
+    from ctcid.contracts import read_manifest
     from ctcid.split import make_split, write_split
 
     config = read_params(params)
@@ -298,9 +299,7 @@ def split_command(
 @app.command("train")
 @reports_errors
 def train_command(
-    backbone: Annotated[
-        str, typer.Option(help="Backbone to train: vgg16, vgg19, resnet18, resnet50 or alexnet.")
-    ],
+    backbone: Annotated[str, typer.Option(help=f"Backbone to train: {', '.join(BACKBONES)}.")],
     crops: CropsOption = paths.CROPS_FILE,
     manifest: ManifestOption = paths.MANIFEST_FILE,
     split: SplitOption = paths.SPLIT_FILE,
@@ -316,13 +315,12 @@ def train_command(
 
     Each fold is a nested MLflow run; the operating threshold comes from out-of-fold predictions.
     """
-    from ctcid.backbones import BACKBONES
-    from ctcid.train import train_backbone
+    from ctcid.model.train import train_backbone
 
     if backbone not in BACKBONES:
         raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     config = read_params(params)
-    result = train_backbone(config, backbone, crops, manifest, split, out, reports)
+    result = train_backbone(config, backbone, StageInputs(crops, manifest, split), out, reports)
     mean = result.cv.mean
     console.print(
         f"{backbone}: CV AUC {mean['auc']:.4f}, sensitivity {mean['sensitivity']:.3f}, specificity "
@@ -356,28 +354,28 @@ def evaluate_command(
     """Score the held-out test set with every trained backbone and the baselines; select on CV AUC."""
     from rich.table import Table
 
-    from ctcid.evaluate import evaluate_models
+    from ctcid.evaluation.evaluate import evaluate_models
 
     config = read_params(params)
-    report = evaluate_models(config, models, reports, crops, manifest, split, raw)
-    test = report["test"]
-    view = Table(title=f"test set ({test['cells']} cells, {test['ctc']} CTC) -> {reports}")
+    report = evaluate_models(config, StageInputs(crops, manifest, split), models, reports, raw)
+    test = report.test
+    view = Table(title=f"test set ({test.cells} cells, {test.ctc} CTC) -> {reports}")
     for column in ("model", "CV AUC", "AUC", "sens", "spec", "F1", "threshold", "patient MAE"):
         view.add_column(column, justify="left" if column == "model" else "right")
-    for name, values in report["models"].items():
-        operating = values["operating"]
+    for name, evaluation in report.models.items():
+        operating = evaluation.operating
         view.add_row(
-            f"{name} *" if name == report["selected"] else name,
-            _number(values.get("cv_auc")),
-            _number(operating["auc"]),
-            _number(operating["sensitivity"]),
-            _number(operating["specificity"]),
-            _number(operating["f1"]),
-            _number(operating["threshold"]),
-            _number(values.get("patients", {}).get("mae")),
+            f"{name} *" if name == report.selected else name,
+            _number(evaluation.cv_auc),
+            _number(operating.auc),
+            _number(operating.sensitivity),
+            _number(operating.specificity),
+            _number(operating.f1),
+            _number(operating.threshold),
+            _number(evaluation.patients.mae if evaluation.patients is not None else None),
         )
     Console().print(view)
-    console.print(f"selected on CV AUC: {report['selected']} (*)", highlight=False)
+    console.print(f"selected on CV AUC: {report.selected} (*)", highlight=False)
 
 
 def _number(value: float | None) -> str:

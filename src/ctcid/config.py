@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from ctcid.contracts import BACKBONES, Backbone, Init, LabelSource
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -258,18 +260,16 @@ class SplitParams(_Section):
     # CV folds inside the balanced training set (the paper: 5)
     n_folds: Annotated[int, Field(ge=2, le=20)] = 5
     # truth: annotated true_label; rule: the segmentation's rule_label (no annotations needed)
-    label_source: Literal["truth", "rule"] = "truth"
+    label_source: LabelSource = "truth"
 
 
 class TrainParams(_Section):
     """CNN training, cross-validation and test evaluation; docs/training.md explains each choice."""
 
     # one DVC train stage per backbone; evaluate selects among them on cross-validated AUC
-    backbones: list[Literal["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]] = Field(
-        default_factory=lambda: ["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"], min_length=1
-    )
+    backbones: list[Backbone] = Field(default_factory=lambda: list(BACKBONES), min_length=1)
     # scratch: random weights; pretrained: ImageNet weights from weights_dir or the torch hub cache
-    init: Literal["scratch", "pretrained"] = "scratch"
+    init: Init = "scratch"
     weights_dir: str | None = None  # None: <torch hub dir>/checkpoints; nothing is ever downloaded
     # crops are resized once to input_size x input_size (the paper: 224 px, a GPU setting)
     input_size: Annotated[int, Field(ge=8, le=512)] = 32
@@ -308,7 +308,6 @@ class MlflowParams(_Section):
     # artifact root of a newly created experiment: a local folder or a URI (s3://..., file://...)
     artifact_location: Annotated[str, Field(min_length=1)] = "mlruns"
     experiment: Annotated[str, Field(min_length=1)] = "ctcid"
-    model_name: Annotated[str, Field(min_length=1)] = "ctcid-classifier"
 
 
 class Params(_Section):
@@ -334,7 +333,7 @@ class Params(_Section):
         return self.channels.index(name)
 
 
-def _format_error(source: str, error: ValidationError, raw: dict[str, Any]) -> str:
+def _format_error(source: str, error: ValidationError) -> str:
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
@@ -350,7 +349,7 @@ def parse_params(raw: dict[str, Any], source: str = "<params>") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_format_error(source, error, raw)) from None
+        raise ConfigError(_format_error(source, error)) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -1,5 +1,6 @@
-"""Default locations of stage inputs and outputs; dvc.yaml declares the same paths."""
+"""Default locations of stage inputs and outputs; dvc.yaml passes the same paths explicitly."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 RAW_DIR = Path("data/raw")
@@ -12,3 +13,12 @@ REPORTS_DIR = Path("reports")
 QUARANTINE_FILE = REPORTS_DIR / "quarantine.csv"
 # ingest keeps its own list: the segment stage rewrites QUARANTINE_FILE on every run
 INGEST_QUARANTINE_FILE = REPORTS_DIR / "ingest_quarantine.csv"
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """The segment and split outputs that training and evaluation read."""
+
+    crops: Path = CROPS_FILE
+    manifest: Path = MANIFEST_FILE
+    split: Path = SPLIT_FILE

@@ -25,9 +25,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ctcid.config import SplitParams
+from ctcid.contracts import LABEL_COLUMNS, LabelSource, cell_labels
 from ctcid.errors import CtcidError
-
-LABEL_COLUMNS = {"truth": "true_label", "rule": "rule_label"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Split:
     """The content of split.json; all index arrays hold manifest row numbers (== crop_index)."""
 
     by: Literal["sample", "cell"]
-    label_source: Literal["truth", "rule"]
+    label_source: LabelSource
     seed: int
     balance: Literal["downsample", "class_weight"]
     test_size: float
@@ -108,22 +107,6 @@ def class_counts(labels: np.ndarray) -> dict[str, int]:
     labels = np.asarray(labels)
     ctc = int((labels == 1).sum())
     return {"ctc": ctc, "non_ctc": int(labels.size - ctc)}
-
-
-def split_labels(manifest: pd.DataFrame, label_source: Literal["truth", "rule"] = "truth") -> pd.Series:
-    """The label column chosen by ``split.label_source`` as nullable Int8 (NA = unlabelled)."""
-    column = LABEL_COLUMNS[label_source]
-    if column not in manifest.columns:
-        raise CtcidError(
-            f"manifest has no '{column}' column needed by split.label_source={label_source!r}; "
-            "re-run 'ctcid segment' or choose the other label source"
-        )
-    labels = manifest[column].astype("Int8")
-    bad = labels.dropna()
-    bad = bad[~bad.isin([0, 1])]
-    if len(bad):
-        raise CtcidError(f"manifest column '{column}' holds values other than 0/1: {sorted(set(bad))[:5]}")
-    return labels
 
 
 def _check_two_classes(labels: np.ndarray, what: str, minimum: int) -> None:
@@ -292,7 +275,7 @@ def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
         raise CtcidError("manifest crop_index does not equal the row number; re-run 'ctcid segment'")
     if params.by == "sample" and "sample" not in manifest.columns:
         raise CtcidError("manifest has no 'sample' column needed by split.by: sample")
-    all_labels = split_labels(manifest, params.label_source)
+    all_labels = cell_labels(manifest, params.label_source)
     labelled = np.flatnonzero(all_labels.notna().to_numpy())
     labels = all_labels.iloc[labelled].to_numpy(dtype=np.int64)
     groups = manifest["sample"].astype(str).to_numpy()[labelled] if params.by == "sample" else None

@@ -1,6 +1,7 @@
-"""MLflow tracking of training and evaluation: one parent run per backbone x init, a child per fold.
+"""MLflow tracking shared by the steps: experiment, runs, params, metrics, artifacts and lineage tags.
 
-The tracking URI and experiment come from ``params.mlflow`` only, so moving from the embedded
+Nothing here imports the model code, so the registry and evaluation use it without torch. The
+tracking URI and experiment come from ``params.mlflow`` only, so moving from the embedded
 SQLite default to a tracking server is a configuration change. Runs are driven through an
 explicit :class:`MlflowClient` and run ids rather than MLflow's global "active run" stack, so a
 failing fold cannot leave a later run nested under the wrong parent.
@@ -8,7 +9,6 @@ failing fold cannot leave a later run nested under the wrong parent.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,16 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline: never phone home
-
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
-from ctcid.config import MlflowParams  # noqa: E402
-from ctcid.cv import FoldResult  # noqa: E402
-from ctcid.trainer import EpochMetrics  # noqa: E402
+from ctcid.config import MlflowParams
 
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow stores at most this many characters per param value.
@@ -94,49 +89,6 @@ def log_artifacts(
     """Log files under ``folder`` of the run's artifacts (its root when None)."""
     for path in paths:
         client.log_artifact(run_id, str(path), artifact_path=folder)
-
-
-class MlflowFoldLogger:
-    """A :class:`ctcid.cv.FoldObserver`: one child run per fold, per-epoch metrics by step."""
-
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_id: str, name: str) -> None:
-        self.client = client
-        self.experiment_id = experiment_id
-        self.parent_id = parent_id
-        self.name = name
-        self._open: str | None = None
-
-    def __enter__(self) -> MlflowFoldLogger:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if self._open is not None:  # a fold raised before it ended
-            self.client.set_terminated(self._open, "FAILED" if exc_type else "KILLED")
-            self._open = None
-
-    def fold_started(self, fold: int, train_size: int, val_size: int) -> None:
-        self._open = self.client.create_run(
-            self.experiment_id, tags={PARENT_TAG: self.parent_id}, run_name=f"{self.name}-fold{fold}"
-        ).info.run_id
-        log_params(self.client, self._open, {"fold": fold, "train_size": train_size, "val_size": val_size})
-
-    def epoch_ended(self, fold: int, metrics: EpochMetrics) -> None:
-        if self._open is not None:
-            log_metrics(
-                self.client,
-                self._open,
-                {**metrics.as_dict(), "epoch_seconds": metrics.seconds},
-                step=metrics.epoch,
-            )
-
-    def fold_ended(self, fold: int, result: FoldResult) -> None:
-        if self._open is None:
-            return
-        # the best epoch's validation metrics at threshold 0.5, next to the per-epoch curves
-        summary = {"best": result.metrics.as_dict(), "best_epoch": result.best_epoch}
-        log_metrics(self.client, self._open, summary, step=result.best_epoch)
-        self.client.set_terminated(self._open, "FINISHED")
-        self._open = None
 
 
 def lineage_tags(root: str | Path = ".") -> dict[str, str]:

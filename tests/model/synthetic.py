@@ -14,8 +14,8 @@ import pandas as pd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from ctcid.baselines import FEATURES  # noqa: E402
 from ctcid.config import Params, parse_params  # noqa: E402
+from ctcid.evaluation.baselines import FEATURES  # noqa: E402
 
 CROP_SIZE = 24
 INPUT_SIZE = 16

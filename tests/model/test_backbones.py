@@ -6,8 +6,9 @@ import pytest
 import torch
 from torchvision import models
 
-from ctcid.backbones import BACKBONES, build_backbone, weights_file_name, weights_path
 from ctcid.errors import CtcidError
+from ctcid.contracts import BACKBONES
+from ctcid.model.backbones import build_backbone, weights_file_name, weights_path
 
 
 @pytest.mark.parametrize("name", BACKBONES)

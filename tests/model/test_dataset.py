@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ctcid.dataset import open_crops, read_manifest
 from ctcid.errors import CtcidError
+from ctcid.contracts import open_crops, read_manifest
 
 
 def test_a_missing_manifest_is_named_with_the_step_that_writes_it(tmp_path: Path) -> None:
@@ -25,5 +25,5 @@ def test_a_damaged_manifest_is_reported_not_raised_as_a_traceback(tmp_path: Path
 def test_damaged_crops_are_reported(tmp_path: Path) -> None:
     damaged = tmp_path / "crops.npy"
     damaged.write_bytes(b"not numpy")
-    with pytest.raises(CtcidError, match="crops.npy: cannot read crops"):
+    with pytest.raises(CtcidError, match="crops.npy: not a readable .npy array"):
         open_crops(damaged)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctcid.evaluate import counting_threshold
+from ctcid.evaluation.evaluate import counting_threshold
 from ctcid.split import Split
 
 

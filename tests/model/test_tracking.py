@@ -10,11 +10,12 @@ import pytest
 from mlflow import MlflowClient
 from synthetic import tiny_params
 
-from ctcid.evaluate import evaluate_models
-from ctcid.predict import load_model
+from ctcid.evaluation.evaluate import evaluate_models
+from ctcid.model.predict import load_model
+from ctcid.model.train import train_backbone
+from ctcid.paths import StageInputs
 from ctcid.split import read_split
 from ctcid.tracking import PARENT_TAG, lineage_tags
-from ctcid.train import train_backbone
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +23,8 @@ def trained(synthetic_stage_inputs, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("train")
     params = tiny_params(root, ["alexnet"], epochs=2)
     i = synthetic_stage_inputs
-    outputs = train_backbone(
-        params,
-        "alexnet",
-        i["crops"],
-        i["manifest"],
-        i["split"],
-        root / "models",
-        root / "reports",
-        show_progress=False,
-    )
+    inputs = StageInputs(i["crops"], i["manifest"], i["split"])
+    outputs = train_backbone(params, "alexnet", inputs, root / "models", root / "reports", show_progress=False)
     return root, params, outputs
 
 
@@ -83,13 +76,12 @@ def test_evaluate_reports_test_metrics_and_logs_them_to_the_training_run(
 ) -> None:
     root, params, outputs = trained
     i = synthetic_stage_inputs
-    report = evaluate_models(
-        params, root / "models", root / "reports", i["crops"], i["manifest"], i["split"], i["raw"]
-    )
-    assert report["selected"] == "alexnet"
-    assert set(report["models"]) == {"alexnet", "rule", "gbm"}
-    assert report["test"]["count_source"] == "annotations"
-    assert report["test"]["detections"] == 96  # all cells of the test samples, unlabelled ones too
+    inputs = StageInputs(i["crops"], i["manifest"], i["split"])
+    report = evaluate_models(params, inputs, root / "models", root / "reports", i["raw"])
+    assert report.selected == "alexnet"
+    assert set(report.models) == {"alexnet", "rule", "gbm"}
+    assert report.test.count_source == "annotations"
+    assert report.test.detections == 96  # all cells of the test samples, unlabelled ones too
     on_disk = json.loads((root / "reports" / "metrics.json").read_text())
     assert on_disk["models"]["alexnet"]["operating"]["threshold"] == pytest.approx(outputs.cv.threshold)
     for name in ("alexnet", "rule", "gbm"):
@@ -106,7 +98,8 @@ def test_evaluate_reports_test_metrics_and_logs_them_to_the_training_run(
     assert {a.path for a in client.list_artifacts(outputs.run_id, "test")} >= {"test/roc.png"}
     counts = pd.read_csv(root / "reports" / "test_predictions.csv")
     assert len(counts) == 96 and counts["alexnet"].between(0, 1).all()
-    assert report["models"]["alexnet"]["patients"]["n_patients"] == len(labelled)
+    assert report.models["alexnet"].patients.n_patients == len(labelled)
+    assert on_disk["test"] == report.to_dict()["test"] and on_disk["selected"] == report.selected
 
 
 def test_lineage_tags_read_git_and_dvc_hashes(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from synthetic import CROP_SIZE, INPUT_SIZE, draw_crops, tiny_params
 
-from ctcid.backbones import build_classifier
-from ctcid.dataset import CropBatches, LabelledCrops, Normalisation, augment, resize_crops
-from ctcid.predict import ModelInfo, load_model, save_model, score_crops
-from ctcid.trainer import fit, predict_scores, seed_everything
+from ctcid.model.backbones import build_classifier
+from ctcid.model.dataset import CropBatches, LabelledCrops, Normalisation, augment, resize_crops
+from ctcid.model.predict import ModelInfo, load_model, save_model, score_crops
+from ctcid.model.trainer import FitOptions, fit, predict_scores, seed_everything
 
 
 def _crops(n: int, seed: int) -> tuple[np.ndarray, LabelledCrops]:
@@ -30,7 +30,8 @@ def _loss(model: torch.nn.Module, data: LabelledCrops) -> float:
 
 
 def _trained(backbone: str, data: LabelledCrops, seed: int, tmp_path: Path, **train: object):
-    config = tiny_params(tmp_path, [backbone], **train).train
+    params = tiny_params(tmp_path, [backbone], **train)
+    config = FitOptions.from_params(params.train, seed)
     seed_everything(seed)
     model = build_classifier(backbone, Normalisation.fit(data.images), input_size=INPUT_SIZE)
     return model, config
@@ -42,7 +43,7 @@ def test_a_few_optimisation_steps_reduce_the_loss(tmp_path: Path) -> None:
         "alexnet", data, 0, tmp_path, epochs=4, batch_size=12, augment=False, learning_rate=1e-3
     )
     before = _loss(model, data)
-    fitted = fit(model, data, None, config, seed=0, show_progress=False)
+    fitted = fit(model, data, None, config, show_progress=False)
     assert len(fitted.history) == 4
     assert _loss(fitted.model, data) < 0.8 * before
 
@@ -52,7 +53,7 @@ def test_same_seed_gives_identical_weights(tmp_path: Path) -> None:
     states = []
     for _ in range(2):
         model, config = _trained("resnet18", data, 5, tmp_path, epochs=1, batch_size=8)
-        states.append(fit(model, data, None, config, seed=5, show_progress=False).model.state_dict())
+        states.append(fit(model, data, None, config, show_progress=False).model.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
@@ -62,7 +63,7 @@ def test_early_stopping_keeps_the_best_epoch_and_scores_validation(tmp_path: Pat
     _, val = _crops(12, seed=3)
     model, config = _trained("alexnet", train, 0, tmp_path, epochs=3, patience=1, batch_size=8)
     seen = []
-    fitted = fit(model, train, val, config, seed=0, on_epoch=seen.append, show_progress=False)
+    fitted = fit(model, train, val, config, on_epoch=seen.append, show_progress=False)
     assert [m.epoch for m in seen] == [m.epoch for m in fitted.history]
     best = max(fitted.history, key=lambda m: (m.val_auc, -m.val_loss))
     assert fitted.best_epoch == best.epoch

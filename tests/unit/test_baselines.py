@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcid.baselines import FEATURES, evaluate_baselines
 from ctcid.config import Params, SplitParams
 from ctcid.errors import CtcidError
+from ctcid.evaluation.baselines import FEATURES, evaluate_baselines
 from ctcid.metrics import binary_metrics
 from ctcid.split import make_split
 
@@ -44,7 +44,7 @@ def test_baselines_beat_chance_on_a_separable_manifest(balance):
     table = separable_manifest()
     params = Params(split=SplitParams(balance=balance))
     split = make_split(table, params.split, params.seed)
-    scores = evaluate_baselines(table, split.to_dict(), params)
+    scores = evaluate_baselines(table, split.to_dict(), params.seed)
     assert set(scores) == {"rule", "gbm"}
     for y_true, y_score in scores.values():
         assert np.array_equal(y_true, table["true_label"].iloc[split.test].to_numpy(dtype=int))
@@ -58,8 +58,8 @@ def test_baselines_are_seeded():
     table = separable_manifest(seed=2)
     params = Params()
     split = make_split(table, params.split, params.seed)
-    one = evaluate_baselines(table, split, params)["gbm"][1]
-    two = evaluate_baselines(table, split, params)["gbm"][1]
+    one = evaluate_baselines(table, split, params.seed)["gbm"][1]
+    two = evaluate_baselines(table, split, params.seed)["gbm"][1]
     assert np.array_equal(one, two)
 
 
@@ -68,7 +68,7 @@ def test_missing_feature_column_is_reported():
     params = Params()
     split = make_split(table, params.split, params.seed)
     with pytest.raises(CtcidError, match="cep8_spots"):
-        evaluate_baselines(table, split, params)
+        evaluate_baselines(table, split, params.seed)
 
 
 def test_split_from_another_manifest_is_rejected():
@@ -76,4 +76,4 @@ def test_split_from_another_manifest_is_rejected():
     params = Params()
     split = make_split(table, params.split, params.seed)
     with pytest.raises(CtcidError, match="re-run 'ctcid split'"):
-        evaluate_baselines(table.iloc[:100], split, params)
+        evaluate_baselines(table.iloc[:100], split, params.seed)

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from ctcid.errors import FieldReadError
-from ctcid.fields import FieldRef, iter_fields, read_field, write_field
+from ctcid.raw.fields import FieldRef, iter_fields, read_field, write_field
 
 CHANNELS = ["DAPI", "CEP8", "CD45"]
 

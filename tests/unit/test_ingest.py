@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from ctcid.cli import app
 from ctcid.errors import CtcidError
-from ctcid.fields import read_field
-from ctcid.ingest import ingest, parse_channel_map, safe_field_id
 from ctcid.quarantine import QuarantineEntry, read_quarantine, write_quarantine
+from ctcid.raw.fields import read_field
+from ctcid.raw.ingest import ingest, parse_channel_map, safe_field_id
 
 CHANNELS = ["DAPI", "CEP8", "CD45"]
 runner = CliRunner()

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from ctcid.matching import match_centres
-from ctcid.segment import attach_truth
+from ctcid.segmentation.matching import match_centres
+from ctcid.segmentation.stage import attach_truth
 
 
 def test_each_detection_gets_its_nearest_annotated_cell():

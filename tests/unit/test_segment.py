@@ -3,7 +3,7 @@ import pytest
 from imfish_synthetic import DrawnCell, draw_field
 
 from ctcid.config import SegmentParams
-from ctcid.segment import segment_nuclei, split_touching
+from ctcid.segmentation.nuclei import segment_nuclei, split_touching
 
 PARAMS = SegmentParams()
 

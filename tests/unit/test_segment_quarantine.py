@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from ctcid.cli import app
 from ctcid.config import parse_params
+from ctcid.contracts import MANIFEST_SCHEMA
 from ctcid.errors import GateFailed
-from ctcid.fields import write_field
 from ctcid.quarantine import read_quarantine
-from ctcid.segment import MANIFEST_SCHEMA, run_segment
+from ctcid.raw.fields import write_field
+from ctcid.segmentation.stage import run_segment
 
 CHANNELS = ["DAPI", "CEP8", "CD45"]
 SIZE = 96
@@ -74,7 +75,7 @@ def reasons(reports: Path) -> dict[str, str]:
 
 def test_bad_fields_are_quarantined_and_good_ones_cropped(raw: Path, tmp_path: Path):
     out, reports = tmp_path / "segment", tmp_path / "reports"
-    summary = run_segment(raw, out, reports, params(), show_progress=False)
+    summary = run_segment(raw, out, reports, (p := params()).segment, p.channels, show_progress=False)
 
     found = reasons(reports)
     assert set(found) == {"corrupt.tif", "two_channels.tif", "dark.tif", "saturated.tif"}
@@ -97,7 +98,7 @@ def test_bad_fields_are_quarantined_and_good_ones_cropped(raw: Path, tmp_path: P
 
 def test_manifest_follows_the_contract(raw: Path, tmp_path: Path):
     out, reports = tmp_path / "segment", tmp_path / "reports"
-    run_segment(raw, out, reports, params(), show_progress=False)
+    run_segment(raw, out, reports, (p := params()).segment, p.channels, show_progress=False)
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert list(manifest.columns) == list(MANIFEST_SCHEMA)
     for column, dtype in MANIFEST_SCHEMA.items():
@@ -131,7 +132,7 @@ def test_manifest_follows_the_contract(raw: Path, tmp_path: Path):
 def test_too_many_bad_fields_fail_the_stage_after_writing_the_quarantine_list(raw: Path, tmp_path: Path):
     out, reports = tmp_path / "segment", tmp_path / "reports"
     with pytest.raises(GateFailed, match=r"4 of 8 fields \(50.0%\).*quarantine_max_share 20.0%"):
-        run_segment(raw, out, reports, params(max_share=0.2), show_progress=False)
+        run_segment(raw, out, reports, (p := params(max_share=0.2)).segment, p.channels, show_progress=False)
     assert len(reasons(reports)) == 4
     assert not (out / "manifest.parquet").exists()
 

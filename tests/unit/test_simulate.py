@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from ctcid.cli import app
 from ctcid.config import Params, parse_params
-from ctcid.fields import read_field
-from ctcid.simulate import ANNOTATION_COLUMNS, CELL_TYPES, label_for, simulate_dataset
+from ctcid.contracts import ANNOTATION_COLUMNS, CELL_TYPES
+from ctcid.raw.fields import read_field
+from ctcid.raw.simulate import label_for, simulate_dataset
 
 
 def tiny_params(**simulate: object) -> Params:
@@ -96,7 +97,7 @@ def test_label_criterion(cd45: str, copies: int, cell_type: str, expected: str) 
 
 def test_annotations_follow_the_contract(cohort: tuple[Path, pd.DataFrame, list]) -> None:
     root, table, _ = cohort
-    assert list(pd.read_csv(root / "S0000" / "annotations.csv").columns) == ANNOTATION_COLUMNS
+    assert list(pd.read_csv(root / "S0000" / "annotations.csv").columns) == list(ANNOTATION_COLUMNS)
     assert set(table["cell_type"]) == set(CELL_TYPES)
     assert set(table["cd45_status"]) == {"positive", "dim", "negative"}
     assert not table.duplicated(["sample", "cell_id"]).any()

@@ -2,8 +2,8 @@ import numpy as np
 from imfish_synthetic import DrawnCell, draw_field
 
 from ctcid.config import SegmentParams
-from ctcid.segment import segment_nuclei
-from ctcid.spots import count_cep8_spots, detect_cep8_spots, expand_labels
+from ctcid.segmentation.nuclei import segment_nuclei
+from ctcid.segmentation.spots import detect_cep8_spots, expand_labels, spots_per_nucleus
 
 PARAMS = SegmentParams()
 
@@ -20,7 +20,8 @@ LAYOUTS = {
 def counts_for(cells: list[DrawnCell], size: int = 112) -> tuple[np.ndarray, list]:
     image = draw_field(cells, size=size)
     result = segment_nuclei(image[0], PARAMS)
-    return count_cep8_spots(image[1], result.labels, PARAMS), result.nuclei
+    spots = detect_cep8_spots(image[1], result.labels, PARAMS)
+    return spots_per_nucleus(spots, len(result.nuclei)), result.nuclei
 
 
 def test_counts_known_copy_numbers():

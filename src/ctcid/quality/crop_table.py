@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ctcid.errors import CtcidError
+from ctcid.contracts import CROP_DTYPE
 
-# The contract's pixel type (docs/architecture.md); its maximum is the saturation level.
-CROP_DTYPE = np.dtype(np.uint16)
+# The contract's pixel type's maximum is the saturation level.
 SATURATED = np.iinfo(CROP_DTYPE).max
 # A channel's dynamic range is its p99 - p1 spread: robust to a hot pixel or a zero-padded edge.
 RANGE_PERCENTILES = (1.0, 99.0)
 # Work in blocks of about this many bytes of float64 so memory stays flat on any array size.
 _BLOCK_BYTES = 64 * 2**20
-
-
-def load_crops(path: Path) -> np.ndarray:
-    """Memory-map crops.npy; a missing or unreadable file is a CtcidError, not a traceback."""
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise CtcidError(f"{path}: no crops file; run 'ctcid segment' first") from None
-    except (OSError, ValueError) as error:
-        raise CtcidError(f"{path}: not a readable .npy array ({error}); re-run 'ctcid segment'") from None
 
 
 def channel_range_column(channel: str) -> str:

@@ -15,43 +15,19 @@ import great_expectations.expectations as gxe
 import numpy as np
 
 from ctcid.config import Params
-from ctcid.quality.crop_table import CROP_DTYPE, channel_range_column
+from ctcid.contracts import (
+    CD45_STATES,
+    CELL_TYPES,
+    CROP_DTYPE,
+    MANIFEST_SCHEMA,
+    NULLABLE_COLUMNS,
+    schema_type_name,
+)
+from ctcid.quality.crop_table import channel_range_column
 
-# The manifest contract of docs/architecture.md: column -> the dtype GX checks. GX compares the
-# scalar type of a pandas column, so "int8" also accepts nullable Int8 and "str" any string dtype.
-MANIFEST_SCHEMA: dict[str, str] = {
-    "cell_uid": "str",
-    "sample": "str",
-    "field": "str",
-    "cell_idx": "int32",
-    "crop_index": "int64",
-    "x": "float32",
-    "y": "float32",
-    "x0": "int32",
-    "y0": "int32",
-    "x1": "int32",
-    "y1": "int32",
-    "field_height": "int32",
-    "field_width": "int32",
-    "area": "float32",
-    "perimeter": "float32",
-    "circularity": "float32",
-    "solidity": "float32",
-    "dapi_mean": "float32",
-    "dapi_integrated": "float32",
-    "cd45_score": "float32",
-    "cep8_spots": "int16",
-    "rule_label": "int8",
-    "matched": "bool",
-    "true_cell_id": "str",
-    "true_cell_type": "str",
-    "true_cd45": "str",
-    "true_cep8": "int16",
-    "true_label": "int8",
-}
-NULLABLE = frozenset({"true_cell_id", "true_cell_type", "true_cd45", "true_cep8", "true_label"})
-CELL_TYPES = ["leukocyte", "ctc", "diploid_cd45neg", "aneuploid_cd45pos", "debris"]
-CD45_STATES = ["positive", "dim", "negative"]
+# The manifest contract, as the scalar types GX compares: "int8" also accepts nullable Int8 and
+# "str" any string dtype, so the gate checks exactly the schema segment writes.
+MANIFEST_TYPES: dict[str, str] = {column: schema_type_name(dt) for column, dt in MANIFEST_SCHEMA.items()}
 LABELS = [0, 1]
 # "finite" for a float32 feature: inside the largest float32 (NaN is caught as a null).
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -104,11 +80,11 @@ def _greater(a: str, b: str, or_equal: bool = False) -> gxe.Expectation:
 
 def _manifest(params: Params, rows: int) -> list[gxe.Expectation]:
     limits = params.validate_
-    required = [c for c in MANIFEST_SCHEMA if c not in NULLABLE]
+    required = [c for c in MANIFEST_SCHEMA if c not in NULLABLE_COLUMNS]
     return [
         gxe.ExpectTableColumnsToMatchSet(column_set=list(MANIFEST_SCHEMA), exact_match=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        *(gxe.ExpectColumnValuesToBeOfType(column=c, type_=t) for c, t in MANIFEST_SCHEMA.items()),
+        *(gxe.ExpectColumnValuesToBeOfType(column=c, type_=t) for c, t in MANIFEST_TYPES.items()),
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required),
         gxe.ExpectColumnValuesToBeUnique(column="cell_uid"),
         gxe.ExpectColumnValuesToMatchRegex(column="cell_uid", regex=r"^[^/]+/[^/]+/\d+$"),
@@ -119,8 +95,8 @@ def _manifest(params: Params, rows: int) -> list[gxe.Expectation]:
         _between("cell_idx", 0),
         gxe.ExpectColumnValuesToBeInSet(column="rule_label", value_set=LABELS),
         gxe.ExpectColumnValuesToBeInSet(column="true_label", value_set=LABELS),
-        gxe.ExpectColumnValuesToBeInSet(column="true_cell_type", value_set=CELL_TYPES),
-        gxe.ExpectColumnValuesToBeInSet(column="true_cd45", value_set=CD45_STATES),
+        gxe.ExpectColumnValuesToBeInSet(column="true_cell_type", value_set=list(CELL_TYPES)),
+        gxe.ExpectColumnValuesToBeInSet(column="true_cd45", value_set=list(CD45_STATES)),
         # boxes: inside the field, non-empty, around the centre (x1/y1 exclusive)
         _between("x0", 0),
         _between("y0", 0),

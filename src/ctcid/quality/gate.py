@@ -26,10 +26,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ctcid.config import Params
+from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
-from ctcid.quality.cohort import field_table, label_table, missing_columns, sample_table
-from ctcid.quality.crop_table import crop_array_table, crop_table, load_crops, pixel_table_blocker
+from ctcid.quality.crop_table import crop_array_table, crop_table, pixel_table_blocker
 from ctcid.quality.expectations import TABLES, build_suites, positives_needed, suite_name
+from ctcid.quality.summaries import field_table, label_table, missing_columns, sample_table
 from ctcid.quarantine import QuarantineEntry, read_quarantine
 
 GX_DIR = "gx"
@@ -88,22 +89,13 @@ def run_gate(
 ) -> GateReport:
     """Validate the segment outputs; writes ``<reports>/validation.json`` and the Data Docs."""
     manifest = read_manifest(manifest_path)
-    crops = load_crops(crops_path)
+    crops = open_crops(crops_path, check_shape=False)  # a wrong shape is a gate failure, reported
     tables, skipped = derive_tables(manifest, crops, read_quarantine(quarantine_path), params)
     docs_dir = reports_dir / "data_docs" if build_docs else None
     report = validate_tables(tables, skipped, params, project_root, docs_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "validation.json").write_text(json.dumps(report.to_metrics(), indent=2) + "\n")
     return report
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError:
-        raise CtcidError(f"{path}: no manifest; run 'ctcid segment' first") from None
-    except (OSError, ValueError) as error:
-        raise CtcidError(f"{path}: not a readable manifest ({error}); re-run 'ctcid segment'") from None
 
 
 def derive_tables(

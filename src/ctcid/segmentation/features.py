@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ctcid.config import SegmentParams
-from ctcid.spots import expand_labels
+from ctcid.segmentation.spots import expand_labels
 
 # Background tiles for the CD45 flat-field estimate; cells cover a minority of each tile.
 BACKGROUND_TILE = 64

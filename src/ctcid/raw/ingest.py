@@ -24,15 +24,14 @@ import cv2
 import numpy as np
 import tifffile
 
+from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE
 from ctcid.errors import CtcidError, FieldReadError
-from ctcid.fields import as_uint16, read_field, write_field
 from ctcid.quarantine import QuarantineEntry, read_quarantine, write_quarantine
-from ctcid.simulate import ANNOTATION_COLUMNS
+from ctcid.raw.fields import as_uint16, read_field, write_field
 
 STAGE = "ingest"
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png")
-ANNOTATIONS_FILE = "annotations.csv"
 # Default channel map: a stem suffix per channel, e.g. 'f01_dapi.tif', 'f01_cep8.png'.
 DEFAULT_CHANNEL_MAP = {"DAPI": "_dapi", "CEP8": "_cep8", "CD45": "_cd45"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

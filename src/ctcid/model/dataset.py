@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctcid.contracts import cell_labels, open_crops
 from ctcid.errors import CtcidError
-from ctcid.split import split_labels
 
 # Rows read from the memory map per step: bounds the uint16 -> float32 copy to ~20 MB at 40 px.
 _READ_CHUNK = 1024
@@ -54,27 +54,6 @@ class ChannelNormalise(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
-
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise CtcidError(f"{path}: manifest not found; run 'ctcid segment' (or 'dvc repro') first")
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as error:
-        raise CtcidError(f"{path}: cannot read the manifest ({error}); run 'ctcid segment' first") from None
-
-
-def open_crops(path: str | Path) -> np.ndarray:
-    """The crops array, memory-mapped; checks the ``N x C x S x S`` contract."""
-    path = Path(path)
-    try:
-        crops = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as error:
-        raise CtcidError(f"{path}: cannot read crops ({error}); run 'ctcid segment' first") from None
-    if crops.ndim != 4 or crops.shape[2] != crops.shape[3]:
-        raise CtcidError(f"{path}: crops must be N x C x S x S, got shape {crops.shape}")
-    return crops
 
 
 def resize_crops(crops: np.ndarray, input_size: int) -> Tensor:
@@ -136,7 +115,7 @@ def load_labelled_crops(
     crop_index = np.asarray(crop_index, dtype=np.int64)
     if crop_index.size and crop_index.max() >= len(manifest):
         raise CtcidError("the split names rows beyond the manifest; re-run 'ctcid split' (dvc repro)")
-    labels = split_labels(manifest, label_source).iloc[crop_index]
+    labels = cell_labels(manifest, label_source).iloc[crop_index]
     if labels.isna().any():
         raise CtcidError("the split names unlabelled manifest rows; re-run 'ctcid split' (dvc repro)")
     images = read_crops(open_crops(crops_path), crop_index, input_size)

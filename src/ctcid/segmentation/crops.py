@@ -29,6 +29,23 @@ def cut_crops(image: np.ndarray, centres: Sequence[tuple[float, float]], size: i
     return crops
 
 
+class CropParts(Sequence[np.ndarray]):
+    """Per-field crop arrays seen as one ``N x C x S x S`` sequence, without copying them into one."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0, *(len(part) for part in self.parts)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part][index - self.offsets[part]]
+
+
 def write_crops(path: Path, parts: Sequence[np.ndarray], channels: int, size: int) -> int:
     """Write the concatenation of ``parts`` as one .npy file without building it in memory."""
     total = sum(len(part) for part in parts)

@@ -110,11 +110,5 @@ def detect_cep8_spots(cep8: np.ndarray, labels: np.ndarray, params: SegmentParam
     return Spots(rows=rows, cols=cols, label=label, strength=strength)
 
 
-def count_cep8_spots(cep8: np.ndarray, labels: np.ndarray, params: SegmentParams) -> np.ndarray:
-    """Spot count per nucleus: element ``i`` belongs to label ``i + 1`` (int16)."""
-    spots = detect_cep8_spots(cep8, labels, params)
-    return spots_per_nucleus(spots, int(labels.max()))
-
-
 def spots_per_nucleus(spots: Spots, n_nuclei: int) -> np.ndarray:
     return np.bincount(spots.label, minlength=n_nuclei + 1)[1:].astype(np.int16)

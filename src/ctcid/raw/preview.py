@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ctcid.composite import false_colour
+from ctcid.contracts import ANNOTATIONS_FILE, CTC_LABEL
 from ctcid.errors import CtcidError
-from ctcid.fields import read_field
+from ctcid.raw.composite import false_colour
+from ctcid.raw.fields import read_field
 
 OUTLINE_COLOUR = (255, 255, 255)  # RGB; white reads on blue, orange and red alike
 NON_CTC_COLOUR = (110, 110, 110)
@@ -42,7 +43,7 @@ def render_preview(
     if cells is None or cells.empty:
         return rgb
     for row in cells.itertuples(index=False):
-        is_ctc = row.label == "CTC"
+        is_ctc = row.label == CTC_LABEL
         if not (is_ctc or show_all):
             continue
         top_left = ((row.x0 - x_off) * scale - 2, (row.y0 - y_off) * scale - 2)
@@ -85,7 +86,7 @@ def preview_field(
     """
     field_path = Path(field_path)
     image = read_field(field_path, len(channels))
-    annotations = annotations or field_path.parent / "annotations.csv"
+    annotations = annotations or field_path.parent / ANNOTATIONS_FILE
     cells = None
     if annotations.exists():
         table = pd.read_csv(annotations, dtype={"field": str})
@@ -97,4 +98,4 @@ def preview_field(
             )
             cells = cells[inside]
     write_png(out, render_preview(image, channels, cells, scale, crop, show_all))
-    return 0 if cells is None else int((cells["label"] == "CTC").sum())
+    return 0 if cells is None else int((cells["label"] == CTC_LABEL).sum())

@@ -13,19 +13,17 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ctcid.config import Params
-from ctcid.fields import FIELD_SUFFIXES, write_field
-from ctcid.parallel import parallel_map
-from ctcid.simulate.cells import CD45, CEP8, DAPI, draw_cell, draw_speckles
-from ctcid.simulate.cohort import CELL_TYPES, draw_cohort, label_for, place_field
-from ctcid.simulate.optics import Microscope
+from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, CTC_LABEL, FIELD_SUFFIXES
+from ctcid.parallel import opencv_threads, parallel_map
+from ctcid.raw.fields import write_field
+from ctcid.raw.simulate.cells import CD45, CEP8, DAPI, draw_cell, draw_speckles
+from ctcid.raw.simulate.cohort import draw_cohort, label_for, place_field
+from ctcid.raw.simulate.optics import Microscope
 
 __all__ = [
-    "ANNOTATION_COLUMNS",
-    "CELL_TYPES",
     "FieldSummary",
     "SampleSummary",
     "label_for",
@@ -35,23 +33,6 @@ __all__ = [
     "simulate_sample",
 ]
 
-ANNOTATION_COLUMNS = [
-    "sample",
-    "field",
-    "cell_id",
-    "x",
-    "y",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "cell_type",
-    "label",
-    "cep8_copies",
-    "cd45_status",
-    "cluster_id",
-]
-ANNOTATIONS_FILE = "annotations.csv"
 _STAIN_INDEX = {"DAPI": DAPI, "CEP8": CEP8, "CD45": CD45}
 
 
@@ -140,7 +121,7 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
         draw_speckles(specimen, nuclei, p, rng)
         image = microscope.acquire(specimen, p, rng)
         write_field(directory / f"{field}.tif", image[order], params.channels)
-        summaries.append(FieldSummary(field, len(cells), sum(c.label == "CTC" for c in cells)))
+        summaries.append(FieldSummary(field, len(cells), sum(c.label == CTC_LABEL for c in cells)))
 
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ANNOTATIONS_FILE).open("w", newline="") as handle:
@@ -163,12 +144,6 @@ def simulate_dataset(
     numbers = list(range(first_sample, first_sample + count))
     task = functools.partial(simulate_sample, params=params, out=Path(out))
     n_workers = params.simulate.workers if workers is None else workers
-    # parallelism is across samples; OpenCV's own threads would only contend (forked workers inherit this)
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        return parallel_map(
-            task, numbers, "simulating samples", workers=n_workers, show_progress=show_progress
-        )
-    finally:
-        cv2.setNumThreads(threads)
+    # parallelism is across samples; OpenCV's own threads would only contend
+    with opencv_threads(1):
+        return parallel_map(task, numbers, "simulating samples", n_workers, show_progress)

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,17 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from ctcid.baselines import evaluate_baselines
-from ctcid.config import Params
-from ctcid.dataset import open_crops, read_manifest
+from ctcid.config import MlflowParams, Params
+from ctcid.contracts import (
+    ANNOTATIONS_FILE,
+    CTC_LABEL,
+    cell_labels,
+    open_crops,
+    read_annotations,
+    read_manifest,
+)
 from ctcid.errors import CtcidError
+from ctcid.evaluation.baselines import evaluate_baselines
 from ctcid.metrics import (
     METRIC_NAMES,
     BinaryMetrics,
@@ -38,13 +45,13 @@ from ctcid.metrics import (
     patient_counts,
     prior_shift_threshold,
 )
+from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
+from ctcid.model.trainer import resolve_device
+from ctcid.paths import StageInputs
 from ctcid.plots import plot_confusion, plot_patient_counts, plot_roc, write_confusion_csv, write_roc_csv
-from ctcid.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
-from ctcid.split import Split, read_split, split_labels
+from ctcid.split import Split, read_split
 from ctcid.tracking import log_artifacts, log_metrics, open_experiment
-from ctcid.trainer import resolve_device
 
-ANNOTATIONS_FILE = "annotations.csv"
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +97,7 @@ class ModelEvaluation:
 
 
 def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> TestSet:
-    labels = split_labels(manifest, split.label_source)
+    labels = cell_labels(manifest, split.label_source)
     rows = split.test
     if rows.size and rows.max() >= len(manifest):
         raise CtcidError("split.json names rows beyond the manifest; re-run 'ctcid split' (dvc repro)")
@@ -116,59 +123,104 @@ def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> Test
 
 
 def _annotated_ctcs(path: Path) -> int:
-    try:
-        table = pd.read_csv(path, usecols=["label"])
-    except (OSError, ValueError) as error:
-        raise CtcidError(f"{path}: cannot read the 'label' column of the annotations ({error})") from None
-    return int((table["label"] == "CTC").sum())
+    return int((read_annotations(path, ("label",))["label"] == CTC_LABEL).sum())
+
+
+@dataclass(frozen=True)
+class TestSummary:
+    cells: int  # labelled test cells
+    ctc: int
+    samples: int
+    detections: int  # every detection of the test samples, labelled or not
+    count_source: str
+    count_threshold: float
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What evaluate found; :meth:`to_dict` is the content of ``reports/metrics.json``."""
+
+    selected: str
+    test: TestSummary
+    models: dict[str, ModelEvaluation]
+    selected_by: str = "cv_auc"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "selected": self.selected,
+            "selected_by": self.selected_by,
+            "test": asdict(self.test),
+            "models": {name: e.report() for name, e in self.models.items()},
+        }
 
 
 def evaluate_models(
-    params: Params,
-    models_dir: Path,
-    reports_dir: Path,
-    crops_path: Path,
-    manifest_path: Path,
-    split_path: Path,
-    raw_dir: Path | None,
-) -> dict[str, Any]:
-    """Evaluate, write every report, log to MLflow; returns the content of metrics.json."""
-    manifest = read_manifest(manifest_path)
-    split = read_split(split_path)
+    params: Params, inputs: StageInputs, models_dir: Path, reports_dir: Path, raw_dir: Path | None
+) -> EvaluationReport:
+    """Evaluate, write every report, log the test results to each backbone's MLflow run."""
+    manifest = read_manifest(inputs.manifest)
+    split = read_split(inputs.split)
     tests = test_set(manifest, split, raw_dir)
-    crops = open_crops(crops_path)
-    device = resolve_device(params.train.device)
-    n_boot, seed = params.train.bootstrap, params.seed
-
-    evaluations: dict[str, ModelEvaluation] = {}
     predictions = pd.DataFrame(
         {
             "crop_index": tests.detections,
             "sample": tests.samples,
-            "label": split_labels(manifest, split.label_source).iloc[tests.detections].to_numpy(),
+            "label": cell_labels(manifest, split.label_source).iloc[tests.detections].to_numpy(),
             "in_test": np.isin(tests.detections, tests.rows),
         }
     )
     count_threshold = counting_threshold(split)
+    crops = open_crops(inputs.crops)
+    evaluations: dict[str, ModelEvaluation] = {}
     for backbone in params.train.backbones:
-        loaded = load_model(models_dir / backbone / MODEL_FILE, device)
-        scores = score_crops(loaded, crops, tests.detections)
-        predictions[backbone] = scores
-        y_score = scores[tests.test_positions()]
-        threshold = loaded.info.threshold
-        evaluations[backbone] = ModelEvaluation(
-            name=backbone,
-            y_true=tests.y_true,
-            y_score=y_score,
-            default=binary_metrics(tests.y_true, y_score, 0.5),
-            operating=binary_metrics(tests.y_true, y_score, threshold),
-            intervals=bootstrap_intervals(tests.y_true, y_score, threshold, n_boot, seed),
-            patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
-            cv_auc=loaded.info.cv.get("auc"),
-            run=_read_run(models_dir / backbone / RUN_FILE),
+        evaluations[backbone], predictions[backbone] = score_backbone(
+            models_dir / backbone, crops, tests, count_threshold, params
         )
+    evaluations.update(score_baselines(manifest, split, tests, params.train.bootstrap, params.seed))
+
+    summary = TestSummary(
+        cells=int(tests.rows.size),
+        ctc=int(tests.y_true.sum()),
+        samples=len(tests.true_counts),
+        detections=int(tests.detections.size),
+        count_source=tests.count_source,
+        count_threshold=count_threshold,
+    )
+    report = EvaluationReport(select_backbone(evaluations, params.train.backbones), summary, evaluations)
+    figures = write_reports(report, predictions, reports_dir)
+    log_test_results(params.mlflow, evaluations, figures)
+    return report
+
+
+def score_backbone(
+    model_dir: Path, crops: np.ndarray, tests: TestSet, count_threshold: float, params: Params
+) -> tuple[ModelEvaluation, np.ndarray]:
+    """One trained backbone on the test cells and on every detection of the test samples."""
+    loaded = load_model(model_dir / MODEL_FILE, resolve_device(params.train.device))
+    scores = score_crops(loaded, crops, tests.detections)
+    y_score = scores[tests.test_positions()]
+    threshold = loaded.info.threshold
+    evaluation = ModelEvaluation(
+        name=model_dir.name,
+        y_true=tests.y_true,
+        y_score=y_score,
+        default=binary_metrics(tests.y_true, y_score, 0.5),
+        operating=binary_metrics(tests.y_true, y_score, threshold),
+        intervals=bootstrap_intervals(tests.y_true, y_score, threshold, params.train.bootstrap, params.seed),
+        patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
+        cv_auc=loaded.info.cv.get("auc"),
+        run=_read_run(model_dir / RUN_FILE),
+    )
+    return evaluation, scores
+
+
+def score_baselines(
+    manifest: pd.DataFrame, split: Split, tests: TestSet, n_boot: int, seed: int
+) -> dict[str, ModelEvaluation]:
+    """The rule and the feature GBM on the same test cells, at threshold 0.5."""
     rule_calls = manifest["rule_label"].to_numpy()[tests.detections] == 1
-    for name, (y_true, y_score) in evaluate_baselines(manifest, split, params).items():
+    evaluations = {}
+    for name, (y_true, y_score) in evaluate_baselines(manifest, split, seed).items():
         at_half = binary_metrics(y_true, y_score, 0.5)
         evaluations[name] = ModelEvaluation(
             name=name,
@@ -180,24 +232,7 @@ def evaluate_models(
             # the rule labels every detection; the GBM baseline only scores the labelled test cells
             patients=patient_counts(tests.samples, rule_calls, tests.true_counts) if name == "rule" else None,
         )
-
-    selected = select_backbone(evaluations, params.train.backbones)
-    report = {
-        "selected": selected,
-        "selected_by": "cv_auc",
-        "test": {
-            "cells": int(tests.rows.size),
-            "ctc": int(tests.y_true.sum()),
-            "samples": len(tests.true_counts),
-            "detections": int(tests.detections.size),
-            "count_source": tests.count_source,
-            "count_threshold": count_threshold,
-        },
-        "models": {name: e.report() for name, e in evaluations.items()},
-    }
-    figures = write_reports(report, evaluations, predictions, selected, reports_dir)
-    log_test_results(params, evaluations, figures)
-    return report
+    return evaluations
 
 
 def counting_threshold(split: Split) -> float:
@@ -225,16 +260,13 @@ def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str
 
 
 def write_reports(
-    report: dict[str, Any],
-    evaluations: dict[str, ModelEvaluation],
-    predictions: pd.DataFrame,
-    selected: str,
-    reports_dir: Path,
+    report: EvaluationReport, predictions: pd.DataFrame, reports_dir: Path
 ) -> dict[str, dict[str, Path]]:
     """Write metrics.json, plot data and PNGs; returns each model's figures for MLflow."""
+    evaluations, selected = report.models, report.selected
     plots = reports_dir / "plots"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+    (reports_dir / "metrics.json").write_text(json.dumps(_finite(report.to_dict()), indent=1) + "\n")
     predictions.to_csv(reports_dir / "test_predictions.csv", index=False, float_format="%.6g")
     roc = plot_roc(
         {n: (e.y_true, e.y_score) for n, e in evaluations.items()}, plots / "roc.png", title="Test ROC"
@@ -260,13 +292,13 @@ def write_reports(
 
 
 def log_test_results(
-    params: Params, evaluations: dict[str, ModelEvaluation], figures: dict[str, dict[str, Path]]
+    mlflow: MlflowParams, evaluations: dict[str, ModelEvaluation], figures: dict[str, dict[str, Path]]
 ) -> None:
     """Test metrics and figures onto each backbone's training run (ids from models/<b>/run.json)."""
     runs = {name: e for name, e in evaluations.items() if e.run is not None}
     if not runs:
         return
-    client, _ = open_experiment(params.mlflow)
+    client, _ = open_experiment(mlflow)
     for name, e in runs.items():
         assert e.run is not None
         run_id = e.run["run_id"]
@@ -277,7 +309,7 @@ def log_test_results(
                 "MLflow run %s of %s not found at %s; test results not logged there",
                 run_id,
                 name,
-                params.mlflow.tracking_uri,
+                mlflow.tracking_uri,
             )
             continue
         metrics = {

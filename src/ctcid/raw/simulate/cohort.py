@@ -14,13 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ctcid.config import SimulateParams
+from ctcid.contracts import CELL_TYPES, CTC_LABEL, NON_CTC_LABEL
 
-LEUKOCYTE = "leukocyte"
-CTC = "ctc"
-DIPLOID_CD45NEG = "diploid_cd45neg"
-ANEUPLOID_CD45POS = "aneuploid_cd45pos"
-DEBRIS = "debris"
-CELL_TYPES = (LEUKOCYTE, CTC, DIPLOID_CD45NEG, ANEUPLOID_CD45POS, DEBRIS)
+LEUKOCYTE, CTC, DIPLOID_CD45NEG, ANEUPLOID_CD45POS, DEBRIS = CELL_TYPES
 
 # Harmonics 2..6 of the nuclear outline; amplitude falls as 1/k so the outline stays smooth.
 HARMONICS = np.arange(2, 7, dtype=np.float32)
@@ -35,7 +31,7 @@ PLACEMENT_TRIES = 60
 def label_for(cd45_status: str, cep8_copies: int, cell_type: str) -> str:
     """The paper's criterion on the true state: DAPI+ (not debris), CD45-negative, CEP8 >= 3."""
     is_ctc = cd45_status == "negative" and cep8_copies >= 3 and cell_type != DEBRIS
-    return "CTC" if is_ctc else "non-CTC"
+    return CTC_LABEL if is_ctc else NON_CTC_LABEL
 
 
 @dataclass(frozen=True)

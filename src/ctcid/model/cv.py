@@ -2,26 +2,25 @@
 
 ``cross_validate`` trains one model per fold of the split (normalisation statistics from that
 fold's training crops only), keeps each fold's best epoch and pools the out-of-fold predictions.
-An Optuna objective calls it with a modified :class:`TrainParams` and reads ``CVResult.auc``.
+An Optuna objective calls it with modified :class:`FitOptions` and reads the :class:`CVResult`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ctcid.backbones import build_classifier
-from ctcid.config import TrainParams
-from ctcid.dataset import LabelledCrops, Normalisation
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, binary_metrics, threshold_for_sensitivity
+from ctcid.model.backbones import ModelSpec
+from ctcid.model.dataset import LabelledCrops, Normalisation
+from ctcid.model.trainer import EpochMetrics, FitOptions, fit, seed_everything
 from ctcid.split import Fold
-from ctcid.trainer import EpochMetrics, fit, seed_everything
 
 
 class FoldObserver(Protocol):
@@ -113,27 +112,28 @@ class CVResult:
 
 
 def cross_validate(
-    config: TrainParams,
     data: LabelledCrops,
     folds: Sequence[Fold],
+    spec: ModelSpec,
+    options: FitOptions,
+    target_sensitivity: float,
     *,
-    backbone: str,
-    seed: int,
-    class_weights: Sequence[float] | None = None,
     observer: FoldObserver | None = None,
     device: torch.device | None = None,
     show_progress: bool = True,
 ) -> CVResult:
-    """Train and validate ``backbone`` on every fold (crops.npy rows in ``folds``) of ``data``."""
+    """Train and validate ``spec`` on every fold (crops.npy rows in ``folds``) of ``data``.
+
+    Fold ``k`` is seeded with ``options.seed + k``, so folds differ and every run repeats.
+    """
     results = []
     for number, fold in enumerate(folds):
         train, val = data.subset(fold.train), data.subset(fold.val)
         if observer is not None:
             observer.fold_started(number, len(train), len(val))
-        seed_everything(seed + number)
-        model = build_classifier(
-            backbone, Normalisation.fit(train.images), config.init, config.input_size, config.weights_dir
-        )
+        seed = options.seed + number
+        seed_everything(seed)
+        model = spec.build(Normalisation.fit(train.images))
 
         def report(metrics: EpochMetrics, number: int = number) -> None:
             if observer is not None:
@@ -143,12 +143,10 @@ def cross_validate(
             model,
             train,
             val,
-            config,
-            seed=seed + number,
-            class_weights=class_weights,
+            replace(options, seed=seed),
             on_epoch=report,
             device=device,
-            description=f"{backbone} fold {number + 1}/{len(folds)}",
+            description=f"{spec.backbone} fold {number + 1}/{len(folds)}",
             show_progress=show_progress,
         )
         y_true, y_score = val.labels.numpy(), fitted.val_scores
@@ -165,4 +163,4 @@ def cross_validate(
         if observer is not None:
             observer.fold_ended(number, result)
         results.append(result)
-    return CVResult(backbone, config.init, tuple(results), config.target_sensitivity)
+    return CVResult(spec.backbone, spec.init, tuple(results), target_sensitivity)

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ctcid.contracts import FIELD_SUFFIXES
 from ctcid.errors import FieldReadError
-
-FIELD_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctcid.backbones import CellClassifier, build_classifier
-from ctcid.dataset import Normalisation, read_crops
 from ctcid.errors import CtcidError
-from ctcid.trainer import predict_scores
+from ctcid.model.backbones import CellClassifier, build_classifier
+from ctcid.model.dataset import Normalisation, read_crops
+from ctcid.model.trainer import predict_scores
 
 MODEL_FORMAT = 1
 MODEL_FILE = "model.pt"

@@ -22,8 +22,8 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from ctcid.config import TrainParams
-from ctcid.dataset import CropBatches, LabelledCrops
 from ctcid.errors import CtcidError
+from ctcid.model.dataset import CropBatches, LabelledCrops
 from ctcid.parallel import progress_bar
 
 
@@ -97,43 +97,70 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]
     return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How one model is fitted: the optimisation knobs of ``train`` plus this fit's seed and epochs."""
+
+    epochs: int  # most epochs; with validation data, early stopping may end sooner
+    patience: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    augment: bool
+    intensity_jitter: float
+    seed: int
+    class_weights: tuple[float, ...] | None = None  # per label (non-CTC, CTC); None = unweighted
+
+    @classmethod
+    def from_params(
+        cls, config: TrainParams, seed: int, class_weights: Sequence[float] | None = None
+    ) -> FitOptions:
+        return cls(
+            epochs=config.epochs,
+            patience=config.patience,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            augment=config.augment,
+            intensity_jitter=config.intensity_jitter,
+            seed=seed,
+            class_weights=tuple(class_weights) if class_weights is not None else None,
+        )
+
+
 def fit(
     model: nn.Module,
     train: LabelledCrops,
     val: LabelledCrops | None,
-    config: TrainParams,
-    seed: int,
-    epochs: int | None = None,
-    class_weights: Sequence[float] | None = None,
+    options: FitOptions,
+    *,
     on_epoch: EpochCallback | None = None,
     device: torch.device | None = None,
     description: str = "train",
     show_progress: bool = True,
 ) -> FitResult:
-    """Train ``model`` on ``train``; with ``val``, keep the best epoch and stop early.
-
-    ``epochs`` overrides ``config.epochs`` (the final fit uses the epochs that CV found best).
-    """
+    """Train ``model`` on ``train`` for ``options.epochs``; with ``val``, keep the best epoch, stop early."""
     device = device or default_device()
     flush_denormals()
     model.to(device)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(options.seed)
     batches = CropBatches(
         train,
-        config.batch_size,
+        options.batch_size,
         training=True,
         generator=generator,
-        intensity_jitter=config.intensity_jitter,
-        augmented=config.augment,
+        intensity_jitter=options.intensity_jitter,
+        augmented=options.augment,
     )
-    weight = torch.tensor(class_weights, dtype=torch.float32, device=device) if class_weights else None
+    weights = options.class_weights
+    weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
     criterion = nn.CrossEntropyLoss(weight=weight)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
     )
     # float16 gradients underflow without loss scaling; bfloat16 (and float32) need none
     scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
-    n_epochs = epochs or config.epochs
+    n_epochs = options.epochs
     schedule = warmup_cosine(optimiser, warmup_steps=len(batches), total_steps=n_epochs * len(batches))
 
     history: list[EpochMetrics] = []
@@ -149,7 +176,7 @@ def fit(
             if val is None:
                 metrics = EpochMetrics(epoch, train_loss, seconds=time.perf_counter() - started)
             else:
-                scores, val_loss = _evaluate(model, val, config.batch_size, criterion, device)
+                scores, val_loss = _evaluate(model, val, options.batch_size, criterion, device)
                 auc = _auc(val.labels.numpy(), scores)
                 metrics = EpochMetrics(epoch, train_loss, val_loss, auc, time.perf_counter() - started)
                 key = (auc if math.isfinite(auc) else -math.inf, -val_loss)
@@ -161,7 +188,7 @@ def fit(
                 on_epoch(metrics)
             if show_progress:
                 progress.console.print(f"{description} {_summary(metrics)}", highlight=False)
-            if val is not None and epoch - best_epoch >= config.patience:
+            if val is not None and epoch - best_epoch >= options.patience:
                 break
     if val is None:  # the last epoch is the result
         return FitResult(model, history[-1].epoch, history)

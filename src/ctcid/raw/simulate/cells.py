@@ -1,7 +1,7 @@
 """What each cell puts on the specimen plane: DAPI nucleus, CEP8 FISH spots, CD45 membrane.
 
 The specimen is the noise-free emitted light per channel in camera counts (exposure 1, flat
-illumination), before the microscope (:mod:`ctcid.simulate.optics`) blurs, shifts and samples it.
+illumination), before the microscope (:mod:`ctcid.raw.simulate.optics`) blurs, shifts and samples it.
 Every cell is drawn only in a window around itself, so a field costs time in proportion to its
 cells, not to its area.
 """
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from ctcid.config import SimulateParams
-from ctcid.simulate.cohort import DEBRIS, Cell
-from ctcid.simulate.optics import CD45, CEP8, DAPI, FOCUS_JITTER
+from ctcid.raw.simulate.cohort import DEBRIS, Cell
+from ctcid.raw.simulate.optics import CD45, CEP8, DAPI, FOCUS_JITTER
 
 # Spots closer than this many sigmas *as imaged* (spot and optical blur added in quadrature) are
 # resolved as two (the Rayleigh-like limit for Gaussians). Measuring it before the blur left half of

@@ -16,20 +16,11 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from ctcid.config import Params
+from ctcid.contracts import FEATURE_COLUMNS, cell_labels
 from ctcid.errors import CtcidError
-from ctcid.split import Split, split_labels
+from ctcid.split import Split
 
-FEATURES = (
-    "area",
-    "perimeter",
-    "circularity",
-    "solidity",
-    "dapi_mean",
-    "dapi_integrated",
-    "cd45_score",
-    "cep8_spots",
-)
+FEATURES = FEATURE_COLUMNS
 
 
 def _columns(manifest: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -52,7 +43,7 @@ def fit_gbm(
 
 
 def evaluate_baselines(
-    manifest: pd.DataFrame, split: Split | Mapping[str, Any], params: Params
+    manifest: pd.DataFrame, split: Split | Mapping[str, Any], seed: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"rule": (y_true, y_score), "gbm": (y_true, y_score)}`` over ``split.test`` in its order.
 
@@ -62,7 +53,7 @@ def evaluate_baselines(
     if not isinstance(split, Split):
         split = Split.from_dict(split)
     _columns(manifest, ("rule_label",))
-    labels = split_labels(manifest, split.label_source)
+    labels = cell_labels(manifest, split.label_source)
     train, test = split.train_balanced, split.test
     if max(train.max(initial=-1), test.max(initial=-1)) >= len(manifest):
         raise CtcidError("split.json names rows beyond the manifest; re-run 'ctcid split' on this manifest")
@@ -71,7 +62,7 @@ def evaluate_baselines(
     y_train = labels.iloc[train].to_numpy(dtype=np.int64)
     y_test = labels.iloc[test].to_numpy(dtype=np.int64)
     weights = split.class_weight_vector()[y_train]
-    model = fit_gbm(feature_matrix(manifest, train), y_train, params.seed, sample_weight=weights)
+    model = fit_gbm(feature_matrix(manifest, train), y_train, seed, sample_weight=weights)
     return {
         "rule": (y_test, manifest["rule_label"].iloc[test].to_numpy(dtype=np.float64)),
         "gbm": (y_test, model.predict_proba(feature_matrix(manifest, test))[:, 1]),

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ctcid.composite import false_colour
+from ctcid.raw.composite import false_colour
 
 DEBRIS = "debris"
 GALLERY_COLUMNS = 8
@@ -130,15 +130,19 @@ def gallery_classes(manifest: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"rule CTC": np.flatnonzero(rule), "rule non-CTC": np.flatnonzero(~rule)}
 
 
-def draw_crop_gallery(path: Path, manifest: pd.DataFrame, crops: np.ndarray, channels: Sequence[str]) -> None:
-    """Example crops per class, one row each, on one shared contrast stretch (false colour)."""
+def draw_crop_gallery(
+    path: Path, manifest: pd.DataFrame, crops: Sequence[np.ndarray], channels: Sequence[str]
+) -> None:
+    """Example crops per class, one row each, on one shared contrast stretch (false colour).
+
+    ``crops`` is anything indexed by manifest row: an array or the stage's in-memory parts.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     classes = gallery_classes(manifest)
-    size = crops.shape[-1] if crops.ndim == 4 else 1
     size_inches = (1.4 * GALLERY_COLUMNS, 1.7 * len(classes))
     fig, axes = plt.subplots(len(classes), GALLERY_COLUMNS, figsize=size_inches, squeeze=False)
     chosen = {name: rows[np.linspace(0, len(rows) - 1, min(len(rows), GALLERY_COLUMNS)).astype(int)]
@@ -147,6 +151,7 @@ def draw_crop_gallery(path: Path, manifest: pd.DataFrame, crops: np.ndarray, cha
     if len(every):
         # One montage so that all crops share the contrast stretch and stay comparable.
         montage = np.concatenate([crops[i] for i in every], axis=2)
+        size = montage.shape[1]
         colour = false_colour(montage, channels)
     position = 0
     for row, (name, _) in enumerate(classes.items()):

@@ -9,28 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import PurePath
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from ctcid.contracts import LABEL_COLUMNS, LabelSource
 from ctcid.quarantine import QuarantineEntry
-
-SPLIT_LABEL_COLUMNS = {"truth": "true_label", "rule": "rule_label"}
 
 
 def missing_columns(manifest: pd.DataFrame, needed: Sequence[str]) -> list[str]:
     return [column for column in needed if column not in manifest.columns]
 
 
-def label_table(manifest: pd.DataFrame, label_source: Literal["truth", "rule"]) -> pd.DataFrame:
+def label_table(manifest: pd.DataFrame, label_source: LabelSource) -> pd.DataFrame:
     """Per cell: ``label`` (true_label where known, else rule_label) and ``split_label``.
 
     ``split_label`` is the label the split stage will use (``split.label_source``), NaN where the
     cell is unlabelled, so its sum is the number of positives that stratified CV can draw on.
     """
-    truth = pd.to_numeric(manifest["true_label"], errors="coerce").astype("float64")
-    rule = pd.to_numeric(manifest["rule_label"], errors="coerce").astype("float64")
+    truth, rule = (
+        pd.to_numeric(manifest[LABEL_COLUMNS[source]], errors="coerce").astype("float64")
+        for source in ("truth", "rule")
+    )
     split = truth if label_source == "truth" else rule
     return pd.DataFrame({"label": truth.fillna(rule).to_numpy(), "split_label": split.to_numpy()})
 

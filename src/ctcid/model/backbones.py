@@ -23,28 +23,21 @@ first, so a wrong or truncated file fails loudly, then adapts it. Nothing is eve
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 from torchvision import models
 
-from ctcid.dataset import ChannelNormalise, Normalisation
+from ctcid.contracts import BACKBONES, Init
 from ctcid.errors import CtcidError
+from ctcid.model.dataset import ChannelNormalise, Normalisation
 
-BackboneName = Literal["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]
-Init = Literal["scratch", "pretrained"]
 N_CLASSES = 2
 
-_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
-    "vgg16": models.vgg16,
-    "vgg19": models.vgg19,
-    "resnet18": models.resnet18,
-    "resnet50": models.resnet50,
-    "alexnet": models.alexnet,
-}
-BACKBONES: tuple[str, ...] = tuple(_CONSTRUCTORS)
+# torchvision's constructor of each backbone has the backbone's name
+_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {name: getattr(models, name) for name in BACKBONES}
 
 # torchvision's IMAGENET1K_V1 weights, the ones available when the paper was written; the file
 # names are those torch.hub caches them under, so an existing cache is found as is.
@@ -107,6 +100,19 @@ def build_classifier(
     weights_dir: str | Path | None = None,
 ) -> CellClassifier:
     return CellClassifier(build_backbone(name, init, input_size, weights_dir), normalisation)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which network to build: what a trained model needs besides its weights and normalisation."""
+
+    backbone: str
+    init: Init = "scratch"
+    input_size: int = 32
+    weights_dir: str | None = None  # ImageNet weights for init "pretrained"; None = torch hub cache
+
+    def build(self, normalisation: Normalisation) -> CellClassifier:
+        return build_classifier(self.backbone, normalisation, self.init, self.input_size, self.weights_dir)
 
 
 def _check_name(name: str) -> str:

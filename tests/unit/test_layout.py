@@ -1,0 +1,105 @@
+"""The package layout holds: steps import only the core and earlier steps, and each dvc stage
+depends on every module its command imports (so a change there re-runs the stage)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "src" / "ctcid"
+
+# Pipeline order: a module may import its own layer and any layer before it, never one after.
+LAYERS = ["core", "raw", "segmentation", "quality", "split", "model", "tuning", "evaluation", "registry"]
+ENTRY_LAYER = "cli"  # the CLI calls every step
+STAGE_ENTRIES = {
+    "segment": "ctcid.segmentation.stage",
+    "validate": "ctcid.quality.gate",
+    "split": "ctcid.split",
+    "train": "ctcid.model.train",
+    "evaluate": "ctcid.evaluation.evaluate",
+}
+
+
+def module_file(name: str) -> Path:
+    path = REPO / "src" / Path(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def layer_of(name: str) -> str:
+    parts = name.split(".")
+    if len(parts) == 1:
+        return "core"
+    if parts[1] == "cli":
+        return ENTRY_LAYER
+    if len(parts) > 2 or (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return "split" if parts[1] == "split" else "core"
+
+
+def ctcid_imports(name: str) -> set[str]:
+    """Every ``ctcid`` module that ``name`` imports, at top level or inside functions."""
+    tree = ast.parse(module_file(name).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ctcid"):
+            base = node.module
+            for alias in node.names:  # 'from ctcid import paths' names a module
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if module_file(candidate).exists() else base)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("ctcid")}
+    return {m for m in found if m != "ctcid"}
+
+
+def closure(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(ctcid_imports(current))
+    return seen
+
+
+def all_modules() -> list[str]:
+    return sorted(
+        ".".join(path.relative_to(REPO / "src").with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize("module", all_modules())
+def test_no_module_imports_a_later_step(module: str) -> None:
+    layer = layer_of(module)
+    if layer == ENTRY_LAYER:
+        return
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    upward = {m for m in ctcid_imports(module) if layer_of(m) not in allowed}
+    assert not upward, f"{module} ({layer}) imports later steps: {sorted(upward)}"
+
+
+def test_tracking_does_not_import_torch_side_code() -> None:
+    assert not {m for m in closure("ctcid.tracking") if m.startswith("ctcid.model")}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
+def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    covered = [REPO / dep for dep in deps if dep.startswith("src/")]
+    uncovered = [
+        m for m in sorted(closure(STAGE_ENTRIES[stage]))
+        if not module_file(m).name == "__init__.py"
+        and not any(module_file(m) == c or c in module_file(m).parents for c in covered)
+    ]
+    assert not uncovered, f"dvc.yaml stage {stage} lacks deps on {uncovered}"
+
+
+def test_no_stage_lists_the_mlflow_section_as_a_param() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        names = [p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])]
+        assert not [p for p in names if p.split(".")[0] == "mlflow"], name
