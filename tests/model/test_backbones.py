@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision import models
 
-from ctcid.errors import CtcidError
 from ctcid.contracts import BACKBONES
+from ctcid.errors import CtcidError
 from ctcid.model.backbones import build_backbone, weights_file_name, weights_path
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ctcid.errors import CtcidError
 from ctcid.contracts import open_crops, read_manifest
+from ctcid.errors import CtcidError
 
 
 def test_a_missing_manifest_is_named_with_the_step_that_writes_it(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ def trained(synthetic_stage_inputs, tmp_path_factory: pytest.TempPathFactory):
     params = tiny_params(root, ["alexnet"], epochs=2)
     i = synthetic_stage_inputs
     inputs = StageInputs(i["crops"], i["manifest"], i["split"])
-    outputs = train_backbone(params, "alexnet", inputs, root / "models", root / "reports", show_progress=False)
+    outputs = train_backbone(
+        params, "alexnet", inputs, root / "models", root / "reports", show_progress=False
+    )
     return root, params, outputs
 
 

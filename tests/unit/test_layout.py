@@ -92,7 +92,7 @@ def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
     covered = [REPO / dep for dep in deps if dep.startswith("src/")]
     uncovered = [
         m for m in sorted(closure(STAGE_ENTRIES[stage]))
-        if not module_file(m).name == "__init__.py"
+        if module_file(m).name != "__init__.py"
         and not any(module_file(m) == c or c in module_file(m).parents for c in covered)
     ]
     assert not uncovered, f"dvc.yaml stage {stage} lacks deps on {uncovered}"
