@@ -4,10 +4,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DVC_NO_ANALYTICS := 1
-export BENTOML_DO_NOT_TRACK := True
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := 1
 
 .PHONY: run test install lint clean-outputs
 

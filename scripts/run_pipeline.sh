@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-export DVC_NO_ANALYTICS=1 BENTOML_DO_NOT_TRACK=True MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+eval "$(python -m ctcid.offline)"  # no telemetry: src/ctcid/offline.py
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
