@@ -14,18 +14,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
-from ctcid.config import MlflowParams, Params
+from ctcid.config import Params
 from ctcid.contracts import (
     ANNOTATIONS_FILE,
     CTC_LABEL,
@@ -36,10 +32,14 @@ from ctcid.contracts import (
 )
 from ctcid.errors import CtcidError
 from ctcid.evaluation.baselines import evaluate_baselines
+from ctcid.evaluation.report import (
+    EvaluationReport,
+    ModelEvaluation,
+    TestSummary,
+    log_test_results,
+    write_reports,
+)
 from ctcid.metrics import (
-    METRIC_NAMES,
-    BinaryMetrics,
-    PatientCounts,
     binary_metrics,
     bootstrap_intervals,
     patient_counts,
@@ -48,11 +48,7 @@ from ctcid.metrics import (
 from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
 from ctcid.model.trainer import resolve_device
 from ctcid.paths import StageInputs
-from ctcid.plots import plot_confusion, plot_patient_counts, plot_roc, write_confusion_csv, write_roc_csv
 from ctcid.split import Split, read_split
-from ctcid.tracking import log_artifacts, log_metrics, open_experiment
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,31 +65,6 @@ class TestSet:
     def test_positions(self) -> np.ndarray:
         """Position of each labelled test cell within ``detections``."""
         return pd.Index(self.detections).get_indexer(self.rows)
-
-
-@dataclass(frozen=True)
-class ModelEvaluation:
-    name: str
-    y_true: np.ndarray
-    y_score: np.ndarray  # labelled test cells
-    default: BinaryMetrics  # threshold 0.5
-    operating: BinaryMetrics  # the model's own threshold (0.5 for the baselines)
-    intervals: dict[str, tuple[float, float]]
-    patients: PatientCounts | None
-    cv_auc: float | None = None
-    run: dict[str, str] | None = None
-
-    def report(self) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "default": _rates(self.default),
-            "operating": self.operating.as_dict(),
-            "ci95": {k: {"low": lo, "high": hi} for k, (lo, hi) in self.intervals.items()},
-        }
-        if self.cv_auc is not None:
-            values["cv_auc"] = self.cv_auc
-        if self.patients is not None:
-            values["patients"] = self.patients.as_dict()
-        return values
 
 
 def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> TestSet:
@@ -124,34 +95,6 @@ def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> Test
 
 def _annotated_ctcs(path: Path) -> int:
     return int((read_annotations(path, ("label",))["label"] == CTC_LABEL).sum())
-
-
-@dataclass(frozen=True)
-class TestSummary:
-    cells: int  # labelled test cells
-    ctc: int
-    samples: int
-    detections: int  # every detection of the test samples, labelled or not
-    count_source: str
-    count_threshold: float
-
-
-@dataclass(frozen=True)
-class EvaluationReport:
-    """What evaluate found; :meth:`to_dict` is the content of ``reports/metrics.json``."""
-
-    selected: str
-    test: TestSummary
-    models: dict[str, ModelEvaluation]
-    selected_by: str = "cv_auc"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "selected": self.selected,
-            "selected_by": self.selected_by,
-            "test": asdict(self.test),
-            "models": {name: e.report() for name, e in self.models.items()},
-        }
 
 
 def evaluate_models(
@@ -259,92 +202,8 @@ def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str
     return max(backbones, key=lambda name: (cv_auc(name), -backbones.index(name)))
 
 
-def write_reports(
-    report: EvaluationReport, predictions: pd.DataFrame, reports_dir: Path
-) -> dict[str, dict[str, Path]]:
-    """Write metrics.json, plot data and PNGs; returns each model's figures for MLflow."""
-    evaluations, selected = report.models, report.selected
-    plots = reports_dir / "plots"
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(_finite(report.to_dict()), indent=1) + "\n")
-    predictions.to_csv(reports_dir / "test_predictions.csv", index=False, float_format="%.6g")
-    roc = plot_roc(
-        {n: (e.y_true, e.y_score) for n, e in evaluations.items()}, plots / "roc.png", title="Test ROC"
-    )
-    figures: dict[str, dict[str, Path]] = {}
-    for name, e in evaluations.items():
-        write_roc_csv(e.y_true, e.y_score, plots / "roc" / f"{name}.csv")
-        write_confusion_csv(e.y_true, e.y_score >= e.operating.threshold, plots / "confusion" / f"{name}.csv")
-        figures[name] = {
-            "roc": roc,
-            "confusion": plot_confusion(
-                e.operating,
-                plots / f"confusion_{name}.png",
-                title=f"{name}, test, threshold {e.operating.threshold:.3g}",
-            ),
-        }
-    chosen = evaluations[selected].patients
-    if chosen is not None:
-        figures[selected]["patient_counts"] = plot_patient_counts(
-            chosen, plots / "patient_counts.png", title=f"CTCs per test patient, {selected}"
-        )
-    return figures
-
-
-def log_test_results(
-    mlflow: MlflowParams, evaluations: dict[str, ModelEvaluation], figures: dict[str, dict[str, Path]]
-) -> None:
-    """Test metrics and figures onto each backbone's training run (ids from models/<b>/run.json)."""
-    runs = {name: e for name, e in evaluations.items() if e.run is not None}
-    if not runs:
-        return
-    client, _ = open_experiment(mlflow)
-    for name, e in runs.items():
-        assert e.run is not None
-        run_id = e.run["run_id"]
-        try:
-            client.get_run(run_id)
-        except MlflowException:
-            log.warning(
-                "MLflow run %s of %s not found at %s; test results not logged there",
-                run_id,
-                name,
-                mlflow.tracking_uri,
-            )
-            continue
-        metrics = {
-            "test": _rates(e.default),
-            "test_operating": e.operating.as_dict(),
-            "test_ci95": {k: {"low": lo, "high": hi} for k, (lo, hi) in e.intervals.items()},
-        }
-        if e.patients is not None:
-            metrics["test_patients"] = e.patients.as_dict()
-        log_metrics(client, run_id, metrics)
-        log_artifacts(client, run_id, figures[name].values(), "test")
-        if e.patients is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                table = Path(tmp) / "test_patient_counts.csv"
-                e.patients.table.to_csv(table, index=False)
-                log_artifacts(client, run_id, [table], "test")
-
-
 def _read_run(path: Path) -> dict[str, str] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _rates(metrics: BinaryMetrics) -> dict[str, float]:
-    return {name: getattr(metrics, name) for name in METRIC_NAMES}
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf become null: JSON has no NaN, and DVC would reject the file."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
