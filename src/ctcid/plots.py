@@ -1,6 +1,8 @@
 """Evaluation figures (PNG) and the CSV files that ``dvc plots`` renders.
 
-Matplotlib runs on the Agg backend: no display is needed and nothing depends on one.
+Figures are built with matplotlib's object API (``Figure``, no pyplot), which renders PNGs with
+Agg whatever backend the caller has chosen: no display is needed and importing this module
+changes no global state.
 """
 
 from __future__ import annotations
@@ -8,16 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from ctcid.metrics import BinaryMetrics, PatientCounts, auc_score  # noqa: E402
+from ctcid.metrics import BinaryMetrics, PatientCounts, auc_score
 
 
 def _target(path: str | Path) -> Path:
@@ -40,7 +38,8 @@ def plot_roc(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC"
 ) -> Path:
     """One ROC curve per named (y_true, y_score) pair, AUC in the legend; curves need both classes."""
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig = Figure(figsize=(5, 5), dpi=100)
+    ax = fig.subplots()
     for name, (y_true, y_score) in curves.items():
         fpr, tpr, _ = _roc_points(y_true, y_score)
         ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc_score(y_true, y_score):.3f})")
@@ -50,13 +49,13 @@ def plot_roc(
     fig.tight_layout()
     path = _target(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def plot_confusion(metrics: BinaryMetrics, path: str | Path, title: str) -> Path:
     matrix = np.array([[metrics.tn, metrics.fp], [metrics.fn, metrics.tp]])
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    fig = Figure(figsize=(4, 4), dpi=100)
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     names = ["non-CTC", "CTC"]
     ax.set(
@@ -82,7 +81,6 @@ def plot_confusion(metrics: BinaryMetrics, path: str | Path, title: str) -> Path
     fig.tight_layout()
     path = _target(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -90,7 +88,8 @@ def plot_patient_counts(counts: PatientCounts, path: str | Path, title: str = "C
     """Predicted against true count per patient on log1p axes (counts span 0 to hundreds)."""
     true = np.log1p(counts.table["true_count"].to_numpy(dtype=np.float64))
     pred = np.log1p(counts.table["predicted_count"].to_numpy(dtype=np.float64))
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig = Figure(figsize=(5, 5), dpi=100)
+    ax = fig.subplots()
     ax.scatter(true, pred, s=18, alpha=0.7)
     top = max(float(true.max(initial=0.0)), float(pred.max(initial=0.0)), np.log1p(10.0)) * 1.05
     ax.plot([0, top], [0, top], ls="--", lw=0.8, color="grey")
@@ -109,7 +108,6 @@ def plot_patient_counts(counts: PatientCounts, path: str | Path, title: str = "C
     fig.tight_layout()
     path = _target(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -137,14 +137,12 @@ def draw_crop_gallery(
 
     ``crops`` is anything indexed by manifest row: an array or the stage's in-memory parts.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     classes = gallery_classes(manifest)
     size_inches = (1.4 * GALLERY_COLUMNS, 1.7 * len(classes))
-    fig, axes = plt.subplots(len(classes), GALLERY_COLUMNS, figsize=size_inches, squeeze=False)
+    fig = Figure(figsize=size_inches)
+    axes = fig.subplots(len(classes), GALLERY_COLUMNS, squeeze=False)
     chosen = {name: rows[np.linspace(0, len(rows) - 1, min(len(rows), GALLERY_COLUMNS)).astype(int)]
               for name, rows in classes.items() if len(rows)}
     every = np.concatenate([r for r in chosen.values()]) if chosen else np.zeros(0, dtype=int)
@@ -172,4 +170,3 @@ def draw_crop_gallery(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
