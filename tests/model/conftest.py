@@ -1,17 +1,16 @@
-"""Fixtures of the model tests: the stage inputs of a tiny synthetic cohort (see synthetic.py)."""
+"""Fixtures of the model tests: the stage inputs of a tiny synthetic cohort (see tests/factory.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from synthetic import CROP_SIZE, draw_crops, make_manifest
 
 from ctcid.config import SplitParams
 from ctcid.split import make_split, write_split
+from factory import CROP_SIZE, draw_cells, draw_crops, make_annotations, make_manifest
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +22,12 @@ def synthetic_stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str
     labels = (rng.random(n) < 0.4).astype(np.float64)
     labels[rng.choice(n, size=8, replace=False)] = np.nan  # unmatched detections: no label
     samples = np.array([f"S{i % 6:03d}" for i in range(n)])
-    np.save(root / "crops.npy", draw_crops(np.nan_to_num(labels, nan=0.0).astype(bool), CROP_SIZE, rng))
-    manifest = make_manifest(labels, samples, rng)
+    truth = np.nan_to_num(labels, nan=0.0).astype(bool)
+    cells = draw_cells(truth, rng)
+    np.save(root / "crops.npy", draw_crops(cells, CROP_SIZE, rng))
+    # the rule baseline errs on about one cell in ten, so its ROC is not a perfect corner
+    rule = np.where(rng.random(n) < 0.9, truth, ~truth).astype(np.int8)
+    manifest = make_manifest(cells=cells, seed=7, sample=samples, true_label=labels, rule_label=rule)
     manifest.to_parquet(root / "manifest.parquet", index=False)
     split = make_split(manifest, SplitParams(by="cell", test_size=0.25, n_folds=2), seed=0)
     write_split(split, root / "split.json")
@@ -33,9 +36,8 @@ def synthetic_stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str
         folder = root / "raw" / sample
         folder.mkdir(parents=True)
         # one CTC more than the labelled ones: a cell segmentation missed still counts as true
-        pd.DataFrame({"label": ["CTC"] * (ctc + 1) + ["non-CTC"] * 3}).to_csv(
-            folder / "annotations.csv", index=False
-        )
+        kinds = ["ctc"] * (ctc + 1) + ["leukocyte"] * 3
+        make_annotations(cell_type=kinds, sample=sample).to_csv(folder / "annotations.csv", index=False)
     return {
         "crops": root / "crops.npy",
         "manifest": root / "manifest.parquet",

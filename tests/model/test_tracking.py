@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from synthetic import tiny_params
 
 from ctcid.evaluation.evaluate import evaluate_models
 from ctcid.model.predict import load_model
@@ -16,6 +15,7 @@ from ctcid.model.train import train_backbone
 from ctcid.paths import StageInputs
 from ctcid.split import read_split
 from ctcid.tracking import PARENT_TAG, lineage_tags
+from factory import tiny_params
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from synthetic import tiny_params
 
 from ctcid.model.train import train_backbone
 from ctcid.paths import StageInputs
+from factory import tiny_params
 
 
 def train_once(root: Path, inputs: dict[str, Path]) -> tuple[dict[str, torch.Tensor], bytes]:
     params = tiny_params(root, ["resnet18"], epochs=2)
     stage = StageInputs(inputs["crops"], inputs["manifest"], inputs["split"])
-    outputs = train_backbone(params, "resnet18", stage, root / "models", root / "reports", show_progress=False)
+    outputs = train_backbone(
+        params, "resnet18", stage, root / "models", root / "reports", show_progress=False
+    )
     saved = torch.load(outputs.model_path, map_location="cpu", weights_only=True)
     return saved["state_dict"], outputs.oof_path.read_bytes()
 

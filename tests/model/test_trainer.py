@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import CROP_SIZE, INPUT_SIZE, draw_crops, tiny_params
 
 from ctcid.model.backbones import build_classifier
 from ctcid.model.dataset import CropBatches, LabelledCrops, Normalisation, augment, resize_crops
 from ctcid.model.predict import ModelInfo, load_model, save_model, score_crops
 from ctcid.model.trainer import FitOptions, fit, predict_scores, seed_everything
+from factory import CROP_SIZE, INPUT_SIZE, draw_crops, tiny_params
 
 
 def _crops(n: int, seed: int) -> tuple[np.ndarray, LabelledCrops]:

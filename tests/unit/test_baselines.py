@@ -7,6 +7,7 @@ from ctcid.errors import CtcidError
 from ctcid.evaluation.baselines import FEATURES, evaluate_baselines
 from ctcid.metrics import binary_metrics
 from ctcid.split import make_split
+from factory import make_manifest
 
 
 def separable_manifest(n_samples: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -17,24 +18,25 @@ def separable_manifest(n_samples: int = 30, seed: int = 0) -> pd.DataFrame:
     area = np.where(label, rng.normal(350, 60, n), rng.normal(170, 40, n))
     spots = np.where(label, rng.integers(3, 7, n), rng.integers(1, 3, n)).astype(np.int16)
     cd45 = np.where(label, rng.normal(0.02, 0.05, n), rng.normal(0.5, 0.2, n))
-    table = pd.DataFrame(
-        {
-            "sample": np.repeat([f"S{i:02d}" for i in range(n_samples)], 40),
-            "crop_index": np.arange(n),
-            "area": area,
-            "perimeter": 2 * np.sqrt(np.pi * np.abs(area)) * rng.normal(1.05, 0.05, n),
-            "circularity": rng.uniform(0.6, 1.0, n),
-            "solidity": rng.uniform(0.85, 1.0, n),
-            "dapi_mean": rng.normal(3000, 400, n),
-            "dapi_integrated": area * 3000,
-            "cd45_score": cd45,
-            "cep8_spots": spots,
-            "true_label": pd.array(label, dtype="Int8"),
-        }
-    )
+    features = {
+        "area": area,
+        "perimeter": 2 * np.sqrt(np.pi * np.abs(area)) * rng.normal(1.05, 0.05, n),
+        "circularity": rng.uniform(0.6, 1.0, n),
+        "solidity": rng.uniform(0.85, 1.0, n),
+        "dapi_mean": rng.normal(3000, 400, n),
+        "dapi_integrated": area * 3000,
+        "cd45_score": cd45,
+        "cep8_spots": spots,
+    }
     rule = (spots >= 3) & (cd45 < 0.15)
     flip = rng.random(n) < 0.05
-    table["rule_label"] = (rule ^ flip).astype(np.int8)
+    table = make_manifest(
+        sample=np.repeat([f"S{i:02d}" for i in range(n_samples)], 40),
+        true_label=label,
+        rule_label=rule ^ flip,
+        seed=seed,
+        **features,
+    )
     table.loc[3, "area"] = np.nan  # a missing feature must not break the GBM
     return table
 

@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import numpy as np
-from imfish_synthetic import DrawnCell, draw_field
 
 from ctcid.config import SegmentParams
 from ctcid.segmentation.crops import crop_window, cut_crops, write_crops
 from ctcid.segmentation.features import cd45_ring_score, dapi_features, rule_label, shape_features
 from ctcid.segmentation.nuclei import segment_nuclei
+from factory import DrawnCell, draw_field
 
 PARAMS = SegmentParams()
 

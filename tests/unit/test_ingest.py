@@ -15,6 +15,7 @@ from ctcid.errors import CtcidError
 from ctcid.quarantine import QuarantineEntry, read_quarantine, write_quarantine
 from ctcid.raw.fields import read_field
 from ctcid.raw.ingest import ingest, parse_channel_map, safe_field_id
+from factory import make_annotations
 
 CHANNELS = ["DAPI", "CEP8", "CD45"]
 runner = CliRunner()
@@ -131,8 +132,7 @@ def test_annotations_are_carried_over_when_they_follow_the_contract(tmp_path: Pa
     src = tmp_path / "S9"
     src.mkdir()
     tifffile.imwrite(src / "f000.tif", pixels(1))
-    header = "sample,field,cell_id,x,y,x0,y0,x1,y1,cell_type,label,cep8_copies,cd45_status,cluster_id\n"
-    (src / "annotations.csv").write_text(header + "S9,f000,f000-c000,5,5,1,1,9,9,ctc,CTC,3,negative,\n")
+    make_annotations(1, sample="S9", x=5, y=5, cell_type="ctc").to_csv(src / "annotations.csv", index=False)
     ingest(src, tmp_path / "raw", CHANNELS)
     assert (tmp_path / "raw" / "S9" / "annotations.csv").read_text() == (src / "annotations.csv").read_text()
 

@@ -3,6 +3,7 @@ import pandas as pd
 
 from ctcid.segmentation.matching import match_centres
 from ctcid.segmentation.stage import attach_truth
+from factory import make_annotations
 
 
 def test_each_detection_gets_its_nearest_annotated_cell():
@@ -38,10 +39,10 @@ def test_empty_inputs():
 
 def test_attach_truth_fills_true_columns_and_leaves_unmatched_rows_empty():
     table = pd.DataFrame({"x": np.float32([10, 60]), "y": np.float32([10, 60])})
-    truth = pd.DataFrame({
-        "cell_id": ["f000-c000"], "x": [11.0], "y": [9.0], "cell_type": ["ctc"], "label": ["CTC"],
-        "cep8_copies": [4], "cd45_status": ["negative"],
-    })
+    truth = make_annotations(
+        cell_id=["f000-c000"], x=[11.0], y=[9.0], cell_type="ctc", label="CTC", cep8_copies=4,
+        cd45_status="negative",
+    )
     out = attach_truth(table, truth, 6.0)
     assert out["matched"].tolist() == [True, False]
     assert out.loc[0, "true_cell_id"] == "f000-c000" and out.loc[0, "true_cep8"] == 4

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from imfish_synthetic import DrawnCell, draw_field
 
 from ctcid.config import SegmentParams
 from ctcid.segmentation.nuclei import segment_nuclei, split_touching
+from factory import DrawnCell, draw_field
 
 PARAMS = SegmentParams()
 

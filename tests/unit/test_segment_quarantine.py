@@ -1,6 +1,5 @@
 """The segment stage end to end on a tiny raw folder: bad fields quarantined, good ones cropped."""
 
-import csv
 import json
 from pathlib import Path
 
@@ -8,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from imfish_synthetic import DrawnCell, draw_field
 from typer.testing import CliRunner
 
 from ctcid.cli import app
@@ -18,6 +16,7 @@ from ctcid.errors import GateFailed
 from ctcid.quarantine import read_quarantine
 from ctcid.raw.fields import write_field
 from ctcid.segmentation.stage import run_segment
+from factory import DrawnCell, draw_field, make_annotations
 
 CHANNELS = ["DAPI", "CEP8", "CD45"]
 SIZE = 96
@@ -26,8 +25,7 @@ CELLS = [
     DrawnCell(70, 30, 11, spots=[(-4, -2), (4, -2), (0, 4)]),  # CTC
     DrawnCell(40, 72, 9, spots=[(-3, 0), (3, 0)]),  # CD45-negative diploid
 ]
-TRUTH = [("c000", "leukocyte", "non-CTC", 2, "positive"), ("c001", "ctc", "CTC", 3, "negative"),
-         ("c002", "diploid_cd45neg", "non-CTC", 2, "negative")]
+TYPES = ["leukocyte", "ctc", "diploid_cd45neg"]  # annotated truth; copies and CD45 as drawn
 
 
 def params(max_share: float = 0.5, **segment):
@@ -36,15 +34,7 @@ def params(max_share: float = 0.5, **segment):
 
 
 def write_annotations(path: Path, sample: str, field: str) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sample", "field", "cell_id", "x", "y", "x0", "y0", "x1", "y1", "cell_type", "label",
-                         "cep8_copies", "cd45_status", "cluster_id"])
-        for cell, (cid, kind, label, copies, cd45) in zip(CELLS, TRUTH, strict=True):
-            r = int(cell.radius)
-            box = [cell.x - r, cell.y - r, cell.x + r + 1, cell.y + r + 1]
-            ids = [sample, field, f"{field}-{cid}"]
-            writer.writerow([*ids, cell.x, cell.y, *box, kind, label, copies, cd45, ""])
+    make_annotations(cells=CELLS, sample=sample, field=field, cell_type=TYPES).to_csv(path, index=False)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from ctcid.split import (
     split_cells,
     write_split,
 )
+from factory import make_manifest
 
 
 def paper_labels(seed: int = 0) -> np.ndarray:
@@ -24,7 +25,8 @@ def paper_labels(seed: int = 0) -> np.ndarray:
 
 
 def cohort(n_samples: int = 60, seed: int = 1, unlabelled: int = 0) -> pd.DataFrame:
-    """A manifest-like table with a heavy-tailed CTC burden per patient, like the simulator's."""
+    """A manifest with a heavy-tailed CTC burden per patient, like the simulator's; ``unlabelled``
+    detections match no annotated cell (truth NA), though the rule still labels them."""
     rng = np.random.default_rng(seed)
     samples, labels = [], []
     for number in range(n_samples):
@@ -32,12 +34,10 @@ def cohort(n_samples: int = 60, seed: int = 1, unlabelled: int = 0) -> pd.DataFr
         n_ctc = min(int(rng.negative_binomial(0.5, 0.5 / (0.5 + 4.0))), n_cells // 2)
         samples += [f"S{number:03d}"] * n_cells
         labels += [1] * n_ctc + [0] * (n_cells - n_ctc)
-    table = pd.DataFrame({"sample": samples, "true_label": pd.array(labels, dtype="Int8")})
-    table["rule_label"] = table["true_label"].astype(np.int8)
+    truth = np.array(labels, dtype=np.float64)
     if unlabelled:
-        table.loc[rng.choice(len(table), unlabelled, replace=False), "true_label"] = pd.NA
-    table["crop_index"] = np.arange(len(table), dtype=np.int64)
-    return table
+        truth[rng.choice(len(truth), unlabelled, replace=False)] = np.nan
+    return make_manifest(sample=samples, true_label=truth, rule_label=labels, seed=seed)
 
 
 def labels_of(table: pd.DataFrame, rows) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_cell_split_reproduces_paper_table_2():
 
 
 def test_make_split_by_cell_counts_and_folds():
-    table = pd.DataFrame({"true_label": pd.array(paper_labels(), dtype="Int8")})
+    table = make_manifest(true_label=paper_labels())
     split = make_split(table, SplitParams(by="cell"), seed=42)
     assert split.counts["train"] == {"ctc": 555, "non_ctc": 10_777}
     assert split.counts["test"] == {"ctc": 139, "non_ctc": 2_695}
@@ -129,7 +129,7 @@ def test_too_few_positive_samples_for_a_sample_split():
 def test_fewer_positives_than_folds():
     labels = np.zeros(400, dtype=np.int64)
     labels[:6] = 1  # 4 or 5 CTCs end up in training: fewer than 10 folds
-    table = pd.DataFrame({"true_label": pd.array(labels, dtype="Int8")})
+    table = make_manifest(true_label=labels)
     with pytest.raises(CtcidError, match="cannot fill 10 folds"):
         make_split(table, SplitParams(by="cell", n_folds=10), seed=0)
 
