@@ -13,7 +13,7 @@ from the same schema, so a change of contract is one edit here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -65,8 +65,8 @@ LABEL_COLUMNS: dict[str, str] = {"truth": "true_label", "rule": "rule_label"}
 # --- crops and models -----------------------------------------------------------------------------
 
 CROP_DTYPE = np.dtype(np.uint16)
-BACKBONES = ("vgg16", "vgg19", "resnet18", "resnet50", "alexnet")
 Backbone = Literal["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
 Init = Literal["scratch", "pretrained"]
 
 
