@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,10 @@ import torch
 from torch import nn
 
 from ctcid.config import TrainParams
-from ctcid.model.backbones import BACKBONES, build_classifier
-from ctcid.model.dataset import LabelledCrops, Normalisation, open_crops, read_crops
-from ctcid.model.trainer import fit, flush_denormals, seed_everything
+from ctcid.contracts import BACKBONES, open_crops
+from ctcid.model.backbones import build_classifier
+from ctcid.model.dataset import LabelledCrops, Normalisation, read_crops
+from ctcid.model.trainer import FitOptions, fit, flush_denormals, seed_everything
 
 
 def synthetic_crops(path: Path, n: int, size: int) -> Path:
@@ -67,7 +69,8 @@ def measure(backbone: str, data: LabelledCrops, config: TrainParams) -> tuple[fl
     bare_loop(model, batches[:2], config.learning_rate)  # warm-up: kernel selection, allocations
     bare_before = bare_loop(model, batches, config.learning_rate)
     started = time.perf_counter()
-    fit(model, data, None, config, seed=0, epochs=1, show_progress=False)
+    options = replace(FitOptions.from_params(config, seed=0), epochs=1)
+    fit(model, data, None, options, show_progress=False)
     ctcid = time.perf_counter() - started
     bare_after = bare_loop(model, batches, config.learning_rate)
     n = sum(len(labels) for _, labels in batches)
