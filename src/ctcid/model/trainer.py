@@ -143,62 +143,106 @@ def fit(
     device = device or default_device()
     flush_denormals()
     model.to(device)
-    generator = torch.Generator().manual_seed(options.seed)
-    batches = CropBatches(
-        train,
-        options.batch_size,
-        training=True,
-        generator=generator,
-        intensity_jitter=options.intensity_jitter,
-        augmented=options.augment,
-    )
-    weights = options.class_weights
-    weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
-    criterion = nn.CrossEntropyLoss(weight=weight)
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
-    )
-    # float16 gradients underflow without loss scaling; bfloat16 (and float32) need none
-    scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
-    n_epochs = options.epochs
-    schedule = warmup_cosine(optimiser, warmup_steps=len(batches), total_steps=n_epochs * len(batches))
-
+    step = _TrainingStep.for_fit(model, train, options, device)
+    best = _BestEpoch()
     history: list[EpochMetrics] = []
-    best_key, best_epoch, best_state, best_scores = (-math.inf, -math.inf), 0, None, None
     with progress_bar(disable=not show_progress) as progress:
-        task = progress.add_task(description, total=len(batches))
-        for epoch in range(1, n_epochs + 1):
-            progress.reset(task, total=len(batches), description=f"{description} epoch {epoch}/{n_epochs}")
+        task = progress.add_task(description, total=len(step.batches))
+        for epoch in range(1, options.epochs + 1):
+            label = f"{description} epoch {epoch}/{options.epochs}"
+            progress.reset(task, total=len(step.batches), description=label)
             started = time.perf_counter()
-            train_loss = _train_one_epoch(
-                model, batches, criterion, optimiser, scaler, schedule, device, lambda: progress.advance(task)
-            )
+            train_loss = step.run_epoch(model, device, lambda: progress.advance(task))
             if val is None:
                 metrics = EpochMetrics(epoch, train_loss, seconds=time.perf_counter() - started)
             else:
-                scores, val_loss = _evaluate(model, val, options.batch_size, criterion, device)
+                scores, val_loss = _evaluate(model, val, options.batch_size, step.criterion, device)
                 auc = _auc(val.labels.numpy(), scores)
                 metrics = EpochMetrics(epoch, train_loss, val_loss, auc, time.perf_counter() - started)
-                key = (auc if math.isfinite(auc) else -math.inf, -val_loss)
-                if key > best_key:
-                    best_key, best_epoch, best_scores = key, epoch, scores
-                    best_state = copy.deepcopy(model.state_dict())
+                best.offer(epoch, auc, val_loss, scores, model)
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(metrics)
             if show_progress:
                 progress.console.print(f"{description} {_summary(metrics)}", highlight=False)
-            if val is not None and epoch - best_epoch >= options.patience:
+            if val is not None and epoch - best.epoch >= options.patience:
                 break
     if val is None:  # the last epoch is the result
         return FitResult(model, history[-1].epoch, history)
-    if best_state is None:
+    if best.state is None:
         raise CtcidError(
             f"{description}: the validation loss was NaN in every epoch (training diverged); "
             "lower train.learning_rate"
         )
-    model.load_state_dict(best_state)
-    return FitResult(model, best_epoch, history, best_scores)
+    model.load_state_dict(best.state)
+    return FitResult(model, best.epoch, history, best.scores)
+
+
+@dataclass
+class _TrainingStep:
+    """What one fit steps with: shuffled, augmented batches, the loss, AdamW and its schedule."""
+
+    batches: CropBatches
+    criterion: nn.Module
+    optimiser: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: torch.optim.lr_scheduler.LRScheduler
+
+    @classmethod
+    def for_fit(
+        cls, model: nn.Module, train: LabelledCrops, options: FitOptions, device: torch.device
+    ) -> _TrainingStep:
+        batches = CropBatches(
+            train,
+            options.batch_size,
+            training=True,
+            generator=torch.Generator().manual_seed(options.seed),
+            intensity_jitter=options.intensity_jitter,
+            augmented=options.augment,
+        )
+        weights = options.class_weights
+        weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
+        optimiser = torch.optim.AdamW(
+            model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+        )
+        # float16 gradients underflow without loss scaling; bfloat16 (and float32) need none
+        scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
+        schedule = warmup_cosine(optimiser, len(batches), options.epochs * len(batches))
+        return cls(batches, nn.CrossEntropyLoss(weight=weight), optimiser, scaler, schedule)
+
+    def run_epoch(self, model: nn.Module, device: torch.device, advance: Callable[[], None]) -> float:
+        """One pass over the batches; returns the mean training loss."""
+        model.train()
+        total, count = 0.0, 0
+        for images, labels in self.batches:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with _autocast(device):
+                loss = self.criterion(model(images), labels)
+            self.optimiser.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+            self.schedule.step()
+            total += loss.item() * len(labels)
+            count += len(labels)
+            advance()
+        return total / max(count, 1)
+
+
+@dataclass
+class _BestEpoch:
+    """Early stopping: the epoch with the best validation AUC, ties broken by lower validation loss."""
+
+    key: tuple[float, float] = (-math.inf, -math.inf)
+    epoch: int = 0
+    state: dict[str, Tensor] | None = None
+    scores: np.ndarray | None = None
+
+    def offer(self, epoch: int, auc: float, val_loss: float, scores: np.ndarray, model: nn.Module) -> None:
+        key = (auc if math.isfinite(auc) else -math.inf, -val_loss)
+        if key > self.key:
+            self.key, self.epoch, self.scores = key, epoch, scores
+            self.state = copy.deepcopy(model.state_dict())
 
 
 def warmup_cosine(
@@ -217,33 +261,6 @@ def warmup_cosine(
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
-
-
-def _train_one_epoch(
-    model: nn.Module,
-    batches: CropBatches,
-    criterion: nn.Module,
-    optimiser: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
-    advance: Callable[[], None],
-) -> float:
-    model.train()
-    total, count = 0.0, 0
-    for images, labels in batches:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device):
-            loss = criterion(model(images), labels)
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
-        schedule.step()
-        total += loss.item() * len(labels)
-        count += len(labels)
-        advance()
-    return total / max(count, 1)
 
 
 @torch.no_grad()
