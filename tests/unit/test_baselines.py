@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 
 from ctcid.config import Params, SplitParams
+from ctcid.contracts import FEATURE_COLUMNS
 from ctcid.errors import CtcidError
-from ctcid.evaluation.baselines import FEATURES, evaluate_baselines
+from ctcid.evaluation.baselines import evaluate_baselines
 from ctcid.metrics import binary_metrics
 from ctcid.split import make_split
 from factory import make_manifest
@@ -66,7 +67,7 @@ def test_baselines_are_seeded():
 
 
 def test_missing_feature_column_is_reported():
-    table = separable_manifest().drop(columns=[FEATURES[-1]])
+    table = separable_manifest().drop(columns=[FEATURE_COLUMNS[-1]])
     params = Params()
     split = make_split(table, params.split, params.seed)
     with pytest.raises(CtcidError, match="cep8_spots"):

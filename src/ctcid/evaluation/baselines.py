@@ -20,8 +20,6 @@ from ctcid.contracts import FEATURE_COLUMNS, cell_labels
 from ctcid.errors import CtcidError
 from ctcid.split import Split
 
-FEATURES = FEATURE_COLUMNS
-
 
 def _columns(manifest: pd.DataFrame, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in manifest.columns]
@@ -31,8 +29,8 @@ def _columns(manifest: pd.DataFrame, columns: tuple[str, ...]) -> None:
 
 def feature_matrix(manifest: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     """The hand-made features of ``rows`` as float64; NaN stays NaN (the GBM handles it)."""
-    _columns(manifest, FEATURES)
-    return manifest.iloc[rows][list(FEATURES)].to_numpy(dtype=np.float64, na_value=np.nan)
+    _columns(manifest, FEATURE_COLUMNS)
+    return manifest.iloc[rows][list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def fit_gbm(
