@@ -308,6 +308,31 @@ class MlflowParams(_Section):
     # artifact root of a newly created experiment: a local folder or a URI (s3://..., file://...)
     artifact_location: Annotated[str, Field(min_length=1)] = "mlruns"
     experiment: Annotated[str, Field(min_length=1)] = "ctcid"
+    # registered model that 'ctcid register' adds versions to and 'ctcid promote' gates
+    model_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = (
+        "ctcid-classifier"
+    )
+
+
+PromotionMetric = Literal["auc", "sensitivity", "specificity", "accuracy", "f1"]
+
+
+class RegistryParams(_Section):
+    """The promotion gate: what a challenger must reach on the current test set (docs/registry.md).
+
+    Cell metrics are taken at each model's own operating threshold; the count error is the mean
+    absolute error of CTCs per test patient at the counting threshold.
+    """
+
+    primary_metric: PromotionMetric = "auc"
+    # challenger - champion on primary_metric must reach this; 0 = not worse, negative tolerates a drop
+    min_improvement: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    min_sensitivity: Probability = 0.95
+    min_specificity: Probability = 0.90
+    max_patient_mae: NonNegative = 3.0
+    # dihedral invariance, CD45 ring lowers and extra CEP8 spots raise the score (docs/registry.md)
+    behaviour_checks: bool = True
+    behaviour_probes: Annotated[int, Field(ge=8, le=4096)] = 128
 
 
 class Params(_Section):
@@ -319,6 +344,7 @@ class Params(_Section):
     split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -22,3 +22,11 @@ class FieldReadError(CtcidError):
 
 class GateFailed(CtcidError):
     """A quality gate (quarantine share, data validation, promotion) refused to let data through."""
+
+
+class TrackingUnavailable(CtcidError):
+    """The MLflow tracking server or registry named by ``mlflow.tracking_uri`` does not answer."""
+
+
+class RegistryError(CtcidError):
+    """A registry request that cannot be met: no such model or alias, nothing to roll back to."""

@@ -16,14 +16,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 
 from ctcid.config import MlflowParams
+from ctcid.errors import TrackingUnavailable
 
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment of unknown kind on the GenAI "Overview / Traces" page; this kind
+# opens it on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The data a run saw, as MLflow dataset inputs: name and the DVC-tracked path behind it.
+DATASETS = {"ctcid-raw": "data/raw", "ctcid-crops": "data/segment", "ctcid-split": "data/split"}
+_REACH_TIMEOUT_S = 5.0
 # MLflow stores at most this many characters per param value.
 _PARAM_LIMIT = 6000
 
@@ -35,19 +45,51 @@ def artifact_uri(location: str) -> str:
     return Path(location).resolve().as_uri()
 
 
+def check_reachable(tracking_uri: str) -> None:
+    """Fail in seconds, naming the URI, when a tracking server does not answer.
+
+    MLflow's own client retries a dead server for minutes and then prints a stack trace; a quick
+    probe of the server's ``/health`` endpoint replaces that with one message. Database and file
+    URIs need no server and are not probed.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=_REACH_TIMEOUT_S).raise_for_status()
+    except requests.RequestException as error:
+        reason = type(error).__name__ if not str(error) else str(error).split("(Caused by")[0].strip()
+        raise TrackingUnavailable(
+            f"MLflow tracking server {tracking_uri} does not answer ({reason}); start it "
+            "(docs/registry.md shows the 'mlflow server' command) or set mlflow.tracking_uri in "
+            "params.yaml to a reachable server or to the default sqlite:///mlflow.db"
+        ) from None
+
+
+def client_for(params: MlflowParams) -> MlflowClient:
+    """A client of the tracking server and model registry, checked to be reachable."""
+    check_reachable(params.tracking_uri)
+    return MlflowClient(tracking_uri=params.tracking_uri, registry_uri=params.tracking_uri)
+
+
 def open_experiment(params: MlflowParams) -> tuple[MlflowClient, str]:
     """The client for ``params.tracking_uri`` and the id of ``params.experiment``, created if new."""
-    client = MlflowClient(tracking_uri=params.tracking_uri)
+    client = client_for(params)
     experiment = client.get_experiment_by_name(params.experiment)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(
+                params.experiment, artifact_uri(params.artifact_location), tags=EXPERIMENT_KIND
+            )
+        except MlflowException:  # created meanwhile by a parallel stage
+            experiment = client.get_experiment_by_name(params.experiment)
+            if experiment is None:
+                raise
     if experiment is not None:
-        return client, experiment.experiment_id
-    try:
-        return client, client.create_experiment(params.experiment, artifact_uri(params.artifact_location))
-    except MlflowException:  # created meanwhile by a parallel stage
-        experiment = client.get_experiment_by_name(params.experiment)
-        if experiment is None:
-            raise
-        return client, experiment.experiment_id
+        experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_KIND.items():
+            if experiment.tags.get(key) != value:  # experiments made before the tag existed
+                client.set_experiment_tag(experiment_id, key, value)
+    return client, experiment_id
 
 
 @contextmanager
@@ -91,29 +133,62 @@ def log_artifacts(
         client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
-def lineage_tags(root: str | Path = ".") -> dict[str, str]:
-    """Git commit and DVC data hashes of the working tree, for whatever of them exists.
+def data_inputs(context: str, root: str | Path = ".") -> list[DatasetInput]:
+    """The DVC-tracked data (raw fields, crops + manifest, split) as MLflow dataset inputs.
 
-    ``dvc.raw_md5`` comes from ``data/raw.dvc``; every ``data/...`` output recorded in
-    ``dvc.lock`` (segment crops and manifest, split) adds ``dvc.md5:<path>``.
+    Each carries its DVC hash as digest, so two runs that saw the same bytes show the same
+    dataset; ``context`` ("train" or "test") says what the run used it for. Paths without a
+    DVC hash yet (a run outside ``dvc repro``) are left out.
     """
     root = Path(root)
-    tags: dict[str, str] = {}
-    commit = _git_commit(root)
-    if commit:
-        tags["git_commit"] = commit
-        tags["mlflow.source.git.commit"] = commit
+    hashes = dvc_hashes(root)
+    inputs = []
+    for name, path in DATASETS.items():
+        digest = hashes.get(path)
+        if digest is None:
+            continue
+        dataset = MetaDataset(LocalArtifactDatasetSource(str((root / path).resolve())), name, digest)
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+def log_data_inputs(client: MlflowClient, run_id: str, context: str, root: str | Path = ".") -> None:
+    inputs = data_inputs(context, root)
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def dvc_hashes(root: str | Path = ".") -> dict[str, str]:
+    """DVC md5 of ``data/raw`` (from ``data/raw.dvc``) and of every ``data/...`` stage output."""
+    root = Path(root)
+    hashes: dict[str, str] = {}
     raw = _read_yaml(root / "data" / "raw.dvc")
     for out in raw.get("outs", []) if isinstance(raw.get("outs"), list) else []:
         if isinstance(out, dict) and out.get("md5"):
-            tags["dvc.raw_md5"] = str(out["md5"])
+            hashes["data/raw"] = str(out["md5"])
     lock = _read_yaml(root / "dvc.lock")
     stages = lock.get("stages", {}) if isinstance(lock.get("stages"), dict) else {}
     for stage in stages.values():
         for out in stage.get("outs", []) if isinstance(stage, dict) else []:
             path = str(out.get("path", "")) if isinstance(out, dict) else ""
             if path.startswith("data/") and out.get("md5"):
-                tags[f"dvc.md5:{path}"] = str(out["md5"])
+                hashes[path] = str(out["md5"])
+    return hashes
+
+
+def lineage_tags(root: str | Path = ".") -> dict[str, str]:
+    """Git commit and DVC data hashes of the working tree, for whatever of them exists.
+
+    ``dvc.raw_md5`` comes from ``data/raw.dvc``; every ``data/...`` output recorded in
+    ``dvc.lock`` (segment crops and manifest, split) adds ``dvc.md5:<path>``.
+    """
+    tags: dict[str, str] = {}
+    commit = _git_commit(Path(root))
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    for path, digest in dvc_hashes(root).items():
+        tags["dvc.raw_md5" if path == "data/raw" else f"dvc.md5:{path}"] = digest
     return tags
 
 

@@ -23,6 +23,7 @@ from ctcid.tracking import (
     PARENT_TAG,
     lineage_tags,
     log_artifacts,
+    log_data_inputs,
     log_metrics,
     log_params,
     open_experiment,
@@ -44,8 +45,17 @@ class TrainRunLog:
     def start(cls, mlflow: MlflowParams, backbone: str, init: str) -> Iterator[TrainRunLog]:
         client, experiment_id = open_experiment(mlflow)
         name = f"{backbone}-{init}"
-        tags = {**lineage_tags(), "backbone": backbone, "init": init, "stage": "train"}
+        tags = {
+            **lineage_tags(),
+            "backbone": backbone,
+            "init": init,
+            "stage": "train",
+            # the runs table's Source column
+            "mlflow.source.name": f"ctcid train --backbone {backbone}",
+            "mlflow.source.type": "LOCAL",
+        }
         with tracked_run(client, experiment_id, name, tags=tags) as run_id:
+            log_data_inputs(client, run_id, "train")
             yield cls(client, experiment_id, run_id, name)
 
     def params(self, values: Mapping[str, Any]) -> None:
@@ -111,6 +121,7 @@ class MlflowFoldLogger:
             self.experiment_id, tags={PARENT_TAG: self.parent_id}, run_name=f"{self.name}-fold{fold}"
         ).info.run_id
         log_params(self.client, self._open, {"fold": fold, "train_size": train_size, "val_size": val_size})
+        log_data_inputs(self.client, self._open, "train")
 
     def epoch_ended(self, fold: int, metrics: EpochMetrics) -> None:
         if self._open is not None:
