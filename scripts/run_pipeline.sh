@@ -43,6 +43,19 @@ for name in (chosen, "rule"):
     print(f"{name:>10}: test AUC {m['auc']:.3f}  sensitivity {m['sensitivity']:.3f}  specificity {m['specificity']:.3f}")
 print(f"selected on CV AUC: {chosen}; every number: dvc metrics show")
 PY
+
+say "Model registry"
+ctcid models --limit 5
+python - <<'PY'
+import json
+decision = json.load(open("reports/promotion.json"))
+action, name = decision["action"], decision["model_name"]
+if action in ("promoted", "forced", "kept"):
+    print(f"{name}@champion is version {decision['champion_after']} ({action}); model card: reports/model_card.md")
+else:
+    print(f"the gate refused challenger v{decision['challenger']}: {'; '.join(decision['failed'])}")
+    print(f"{name}@champion stays {decision['champion_before'] or 'unset'}; see reports/promotion.json")
+PY
 cat <<MSG
 
 Outputs:
@@ -50,7 +63,10 @@ Outputs:
   data/segment/              crops.npy + manifest.parquet
   reports/                   metrics, plots, segmentation overlay, data docs (reports/data_docs/index.html)
   models/<backbone>/         trained models
+  reports/model_card.md      the registered version's model card; reports/promotion.json: the gate's decision
 
-MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000)
+Registry:    .venv/bin/ctcid models     (promote: ctcid promote; undo: ctcid rollback; docs/registry.md)
+MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000;
+             the 'Models' tab shows ctcid-classifier with its champion and challenger)
 Metrics:     .venv/bin/dvc metrics show      Plots: .venv/bin/dvc plots show
 MSG

@@ -380,3 +380,131 @@ def evaluate_command(
 
 def _number(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.3f}"
+
+
+# The registry: register (a stage), promote (a stage and a command), rollback, models.
+
+ModelNameOption = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model (default: mlflow.model_name).")
+]
+
+
+def _with_model_name(config: Params, model_name: str | None) -> Params:
+    if model_name is None:
+        return config
+    return config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"model_name": model_name})})
+
+
+@app.command("register")
+@reports_errors
+def register_command(
+    models: Annotated[
+        Path, typer.Option(help="Models folder with <backbone>/model.pt and run.json.")
+    ] = paths.MODELS_DIR,
+    reports: Annotated[
+        Path,
+        typer.Option(help="Reports folder: reads metrics.json, writes model_card.md and registration.json."),
+    ] = paths.REPORTS_DIR,
+    crops: CropsOption = paths.CROPS_FILE,
+    manifest: ManifestOption = paths.MANIFEST_FILE,
+    split: SplitOption = paths.SPLIT_FILE,
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Register the selected backbone as a new version of the MLflow model and alias it 'challenger'.
+
+    The model is logged into its training run as an MLflow pyfunc with a signature, input example and
+    model card; tags carry its metrics, data hashes and lineage. A model file registered before is
+    reused, not registered again.
+    """
+    from ctcid.registry.register import register_selected
+
+    config = _with_model_name(read_params(params), model_name)
+    done = register_selected(config, StageInputs(crops, manifest, split), models, reports)
+    verb = "already registered as" if done.reused else "registered"
+    console.print(
+        f"{done.backbone} {verb} {done.model_name} version {done.version} (alias challenger; "
+        f"run {done.run_id}); see 'ctcid models'",
+        highlight=False,
+    )
+
+
+@app.command("promote")
+@reports_errors
+def promote_command(
+    crops: CropsOption = paths.CROPS_FILE,
+    manifest: ManifestOption = paths.MANIFEST_FILE,
+    split: SplitOption = paths.SPLIT_FILE,
+    raw: Annotated[Path, typer.Option(help="Raw data folder (true per-patient counts).")] = paths.RAW_DIR,
+    record: Annotated[Path, typer.Option(help="Where to write the decision (DVC metrics).")] = (
+        paths.REPORTS_DIR / "promotion.json"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Promote even when the gate refuses.")] = False,
+    reason: Annotated[
+        str, typer.Option(help="Why, recorded with the decision (required with --force).")
+    ] = "",
+    strict: Annotated[
+        bool, typer.Option(help="Exit non-zero when the gate refuses (--no-strict: record and exit 0).")
+    ] = True,
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """The gate: score challenger and champion on today's test set; move 'champion' if it passes.
+
+    The policy is params.yaml's registry section (docs/registry.md). With no champion yet, a challenger
+    that meets the guard-rails becomes champion.
+    """
+    from ctcid.errors import GateFailed
+    from ctcid.registry.promote import promote
+    from ctcid.registry.views import decision_table
+
+    config = _with_model_name(read_params(params), model_name)
+    decision = promote(config, StageInputs(crops, manifest, split), raw, force, reason)
+    decision.write(record)
+    if decision.criteria:
+        Console().print(decision_table(decision))
+    else:
+        console.print(f"version {decision.challenger} is already champion; nothing to do", highlight=False)
+    if decision.action == "refused" and strict:
+        raise GateFailed(f"promotion refused: {'; '.join(decision.failed)} (recorded in {record})")
+
+
+@app.command("rollback")
+@reports_errors
+def rollback_command(
+    reason: Annotated[str, typer.Option(help="Why, recorded with the decision.")] = "",
+    record: Annotated[Path, typer.Option(help="Where to write the decision.")] = (
+        paths.REPORTS_DIR / "promotion.json"
+    ),
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Move 'champion' back to the version it replaced; the demoted version is marked rolled back."""
+    from ctcid.registry.promote import rollback
+
+    config = _with_model_name(read_params(params), model_name)
+    decision = rollback(config, reason)
+    decision.write(record)
+    console.print(
+        f"{decision.model_name}: champion v{decision.champion_before} -> "
+        f"v{decision.champion_after} (rolled back)",
+        highlight=False,
+    )
+
+
+@app.command("models")
+@reports_errors
+def models_command(
+    limit: Annotated[int, typer.Option(min=1, help="Newest versions to show.")] = 20,
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """List registered versions, newest first: aliases, backbone, test metrics, data hash, last decision."""
+    from ctcid.registry.store import Registry
+    from ctcid.registry.views import versions_table
+
+    config = _with_model_name(read_params(params), model_name)
+    registry = Registry(config.mlflow)
+    registry.require()
+    Console().print(versions_table(registry, limit))
+    console.print(f"MLflow UI: {registry.ui_hint()}", highlight=False)

@@ -333,6 +333,10 @@ class RegistryParams(_Section):
     # dihedral invariance, CD45 ring lowers and extra CEP8 spots raise the score (docs/registry.md)
     behaviour_checks: bool = True
     behaviour_probes: Annotated[int, Field(ge=8, le=4096)] = 128
+    # a directional check passes when the score moves the right way by this much on average ...
+    behaviour_min_shift: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # ... and for at least this share of the probe cells (a model ignoring the marker: about half)
+    behaviour_min_share: Probability = 0.75
 
 
 class Params(_Section):

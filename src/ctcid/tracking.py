@@ -45,6 +45,18 @@ def artifact_uri(location: str) -> str:
     return Path(location).resolve().as_uri()
 
 
+def experiment_artifacts(params: MlflowParams) -> str | None:
+    """Artifact root of a new experiment; a tracking server keeps its own unless given a URI.
+
+    A plain folder means "on this machine", which a server's clients may not share, so with a
+    server it is left to the server's ``--artifacts-destination`` (artifacts then go over HTTP).
+    """
+    location = params.artifact_location
+    if params.tracking_uri.startswith(("http://", "https://")) and "://" not in location:
+        return None
+    return artifact_uri(location)
+
+
 def check_reachable(tracking_uri: str) -> None:
     """Fail in seconds, naming the URI, when a tracking server does not answer.
 
@@ -78,7 +90,7 @@ def open_experiment(params: MlflowParams) -> tuple[MlflowClient, str]:
     if experiment is None:
         try:
             experiment_id = client.create_experiment(
-                params.experiment, artifact_uri(params.artifact_location), tags=EXPERIMENT_KIND
+                params.experiment, experiment_artifacts(params), tags=EXPERIMENT_KIND
             )
         except MlflowException:  # created meanwhile by a parallel stage
             experiment = client.get_experiment_by_name(params.experiment)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ctcid.contracts import BACKBONES as CONTRACT_BACKBONES
 
@@ -27,6 +28,7 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     # the stages call `ctcid`; it lives next to the interpreter running the tests
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["COLUMNS"] = "200"  # rich tables in full, not cut to 80 columns
     env.update(GIT_AUTHOR_NAME="ctcid", GIT_AUTHOR_EMAIL="ctcid@example.org")
     env.update(GIT_COMMITTER_NAME="ctcid", GIT_COMMITTER_EMAIL="ctcid@example.org")
     return env
@@ -103,11 +105,41 @@ def test_mlflow_has_a_parent_run_per_backbone_with_fold_children(project: Path) 
         assert logged["test_operating.specificity"] == pytest.approx(reported["operating"]["specificity"])
 
 
+def registry(project: Path):
+    from ctcid.config import MlflowParams
+    from ctcid.registry.store import Registry
+
+    return Registry(MlflowParams(tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
+
+
+def test_the_run_ends_with_a_registered_champion_its_card_and_lineage(project: Path) -> None:
+    from ctcid.registry.store import CHALLENGER, CHAMPION
+
+    models = registry(project)
+    champion, challenger = models.alias(CHAMPION), models.alias(CHALLENGER)
+    assert champion is not None and challenger is not None
+    assert champion.version == challenger.version == "1"
+    decision = json.loads((project / "reports/promotion.json").read_text())
+    assert decision["action"] == "promoted" and decision["champion_after"] == "1"
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert champion.tags["backbone"] == metrics["selected"]
+    raw_md5 = yaml.safe_load((project / "data/raw.dvc").read_text())["outs"][0]["md5"]
+    assert champion.tags["dvc.md5.data/raw"] == raw_md5
+    assert champion.tags["data_source"] == "simulated"
+    assert "Not for diagnosis" in (project / "reports/model_card.md").read_text()
+    listing = run(project, "ctcid", "models").stdout
+    assert "champion" in listing and metrics["selected"] in listing
+
+
 def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:
     shown = run(project, "dvc", "metrics", "show", "--json").stdout
     assert "metrics.json" in shown and "segmentation.json" in shown
+    assert "promotion.json" in shown
     status = run(project, "dvc", "status", "--json").stdout
     assert json.loads(status or "{}") == {}
+    # nothing changed: registering again would reuse the version; nothing new appears
+    run(project, "dvc", "repro")
+    assert [v.version for v in registry(project).versions()] == ["1"]
     plots = run(project, "dvc", "plots", "show", "-o", "dvc_plots")
     assert "failed" not in plots.stdout + plots.stderr
     page = (project / "dvc_plots" / "index.html").read_text()
@@ -118,11 +150,18 @@ def test_a_new_batch_triggers_the_downstream_stages(project: Path, tmp_path: Pat
     # on a copy: the shared project stays as the pipeline left it for the other tests
     copy = tmp_path / "project"
     shutil.copytree(project, copy, symlinks=True)
-    run(copy, "ctcid", "simulate", "--out", "data/raw", "--first-sample", "14", "--samples", "1")
+    run(copy, "ctcid", "simulate", "--out", "data/raw", "--first-sample", "14", "--samples", "2")
     run(copy, "dvc", "add", "-q", "data/raw")
     status = json.loads(run(copy, "dvc", "status", "--json").stdout)
     assert "segment" in status
     assert json.loads(run(project, "dvc", "status", "--json").stdout or "{}") == {}
+    # the new batch retrains, registers a new challenger, and the gate decides on the new test set
+    repro = run(copy, "dvc", "repro")
+    assert "challenger v2 against champion v1" in repro.stdout.replace("\n", " ")
+    decision = json.loads((copy / "reports/promotion.json").read_text())
+    assert decision["challenger"] == "2" and decision["champion_before"] == "1"
+    assert decision["action"] in ("promoted", "refused")
+    assert registry(copy).version("2").tags["promotion.decision"] == decision["action"]
 
 
 def test_raw_data_round_trips_through_the_dvc_remote(tmp_path: Path, project: Path) -> None:

@@ -11,17 +11,13 @@ CD45-positive aneuploid cells). It must then
 * score a CD45-negative nucleus higher with 4-5 CEP8 spots than with 2 (aneuploidy is the
   tumour signal).
 
-Each check is a plain function of a scoring callable (raw ``N x 3 x S x S`` crops in, CTC
-probabilities out) and its probe crops, returning a :class:`Behaviour`, so that a promotion gate
-can run the same checks on a candidate model. The directional checks ask for a real effect, not
-just a sign, so a model that ignores the marker (an untrained one, say) fails them; see
-:func:`test_an_untrained_model_fails_the_directional_checks`.
+The checks live in :mod:`ctcid.registry.behaviour`, where the promotion gate runs them on probes
+made from real test crops; here they run on synthetic probes. The directional checks ask for a
+real effect, not just a sign, so a model that ignores the marker (an untrained one, say) fails
+them; see :func:`test_an_untrained_model_fails_the_directional_checks`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -31,106 +27,14 @@ from torch import nn
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.dataset import LabelledCrops, Normalisation, resize_crops
 from ctcid.model.trainer import FitOptions, fit, predict_scores, seed_everything
+from ctcid.registry.behaviour import (
+    Scorer,
+    check_all,
+    check_cd45_ring_lowers_score,
+    check_dihedral_invariance,
+    check_more_spots_raise_score,
+)
 from factory import CROP_SIZE, INPUT_SIZE, LOOKS, draw_crop, draw_crops
-
-Scorer = Callable[[np.ndarray], np.ndarray]  # raw uint16 crops N x C x S x S -> CTC scores (N,)
-
-# --- the checks: reusable on any scorer -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """The outcome of one behavioural check, with the numbers it was decided on."""
-
-    name: str
-    passed: bool
-    measured: dict[str, float] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        numbers = ", ".join(f"{key}={value:.3f}" for key, value in self.measured.items())
-        return f"{self.name}: {'passed' if self.passed else 'FAILED'} ({numbers})"
-
-
-# The seven non-identity symmetries of a square crop (axes 2 and 3 are rows and columns).
-DIHEDRAL: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "flip_horizontal": lambda c: c[..., ::-1],
-    "flip_vertical": lambda c: c[..., ::-1, :],
-    "rotate_90": lambda c: np.rot90(c, 1, axes=(2, 3)),
-    "rotate_180": lambda c: np.rot90(c, 2, axes=(2, 3)),
-    "rotate_270": lambda c: np.rot90(c, 3, axes=(2, 3)),
-    "transpose": lambda c: np.swapaxes(c, 2, 3),
-    "anti_transpose": lambda c: np.rot90(np.swapaxes(c, 2, 3), 2, axes=(2, 3)),
-}
-
-
-def check_dihedral_invariance(
-    score: Scorer,
-    crops: np.ndarray,
-    *,
-    max_mean_change: float = 0.05,
-    min_same_call: float = 0.9,
-    threshold: float = 0.5,
-) -> Behaviour:
-    """Flips and quarter turns change the score little on average and the call rarely.
-
-    Over every symmetry, the worst mean absolute score change must stay below
-    ``max_mean_change`` and the worst share of unchanged calls at ``threshold`` reach
-    ``min_same_call``.
-    """
-    base = score(crops)
-    worst_change, worst_same = 0.0, 1.0
-    for turn in DIHEDRAL.values():
-        turned = score(np.ascontiguousarray(turn(crops)))
-        worst_change = max(worst_change, float(np.mean(np.abs(turned - base))))
-        worst_same = min(worst_same, float(np.mean((turned >= threshold) == (base >= threshold))))
-    return Behaviour(
-        "dihedral invariance",
-        worst_change < max_mean_change and worst_same >= min_same_call,
-        {"worst_mean_change": worst_change, "worst_same_call": worst_same},
-    )
-
-
-def check_direction(
-    name: str,
-    score: Scorer,
-    before: np.ndarray,
-    after: np.ndarray,
-    direction: int,
-    *,
-    min_mean_shift: float = 0.1,
-    min_share: float = 0.9,
-) -> Behaviour:
-    """Changing ``before`` into ``after`` (pairwise) moves the score in ``direction`` (+1 or -1).
-
-    On average by at least ``min_mean_shift``, and strictly so for at least ``min_share`` of pairs.
-    """
-    shift = direction * (score(after) - score(before))
-    mean_shift, share = float(np.mean(shift)), float(np.mean(shift > 0))
-    return Behaviour(
-        name, mean_shift >= min_mean_shift and share >= min_share, {"mean_shift": mean_shift, "share": share}
-    )
-
-
-def check_cd45_ring_lowers_score(
-    score: Scorer, without_ring: np.ndarray, with_ring: np.ndarray, **limits: float
-) -> Behaviour:
-    return check_direction("CD45 ring lowers the score", score, without_ring, with_ring, -1, **limits)
-
-
-def check_more_spots_raise_score(
-    score: Scorer, two_spots: np.ndarray, more_spots: np.ndarray, **limits: float
-) -> Behaviour:
-    return check_direction("more CEP8 spots raise the score", score, two_spots, more_spots, +1, **limits)
-
-
-def check_all(score: Scorer, probes: dict[str, np.ndarray]) -> list[Behaviour]:
-    """Every check on one scorer, with probes as :func:`draw_probes` makes them."""
-    return [
-        check_dihedral_invariance(score, probes["mixed"]),
-        check_cd45_ring_lowers_score(score, probes["without_ring"], probes["with_ring"]),
-        check_more_spots_raise_score(score, probes["two_spots"], probes["more_spots"]),
-    ]
-
 
 # --- probes: paired synthetic crops that differ in one property only ------------------------------
 

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ctcid.errors import TrackingUnavailable
 from ctcid.evaluation.evaluate import evaluate_models
 from ctcid.model.predict import load_model
 from ctcid.model.train import train_backbone
 from ctcid.paths import StageInputs
 from ctcid.split import read_split
-from ctcid.tracking import PARENT_TAG, lineage_tags
+from ctcid.tracking import PARENT_TAG, check_reachable, lineage_tags, log_data_inputs, open_experiment
 from factory import tiny_params
 
 
@@ -116,3 +117,54 @@ def test_lineage_tags_read_git_and_dvc_hashes(tmp_path: Path) -> None:
     assert tags["dvc.md5:data/segment"] == "def456.dir"
     assert not any("reports" in key for key in tags)
     assert "git_commit" not in tags  # not a git repository: tolerated, not guessed
+
+
+def test_the_experiment_opens_on_the_training_runs_in_mlflow_3s_ui(trained) -> None:
+    _, params, _ = trained
+    experiment = MlflowClient(params.mlflow.tracking_uri).get_experiment_by_name("ctcid-test")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it(tmp_path: Path) -> None:
+    params = tiny_params(tmp_path, ["alexnet"])
+    client = MlflowClient(params.mlflow.tracking_uri)
+    old = client.create_experiment(params.mlflow.experiment)
+    _, experiment_id = open_experiment(params.mlflow)
+    assert experiment_id == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_dvc_tracked_data_becomes_dataset_inputs_with_digest_source_and_context(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    raw_md5 = "0123456789abcdef0123456789abcdef.dir"  # DVC's 36 characters: MLflow's digest limit
+    (tmp_path / "data" / "raw.dvc").write_text(f"outs:\n- md5: {raw_md5}\n  path: raw\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  split:\n    cmd: ctcid split\n    outs:\n"
+        "    - path: data/split\n      md5: fedcba9876543210fedcba9876543210.dir\n"
+    )
+    params = tiny_params(tmp_path, ["alexnet"])
+    client, experiment_id = open_experiment(params.mlflow)
+    run_id = client.create_run(experiment_id).info.run_id
+    log_data_inputs(client, run_id, "test", tmp_path)
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    found = {i.dataset.name: i for i in inputs}
+    assert set(found) == {"ctcid-raw", "ctcid-split"}  # no segment hash yet: left out, not invented
+    split = found["ctcid-split"]
+    assert split.dataset.digest == "fedcba9876543210fedcba9876543210.dir"
+    assert str(tmp_path / "data" / "split") in split.dataset.source
+    assert {t.key: t.value for t in split.tags}["mlflow.data.context"] == "test"
+
+
+def test_a_tracking_server_that_does_not_answer_fails_fast_naming_it() -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nobody listens there
+    uri = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=f"{uri} does not answer"):
+        check_reachable(uri)
+    assert time.monotonic() - start < 10
+    check_reachable("sqlite:///anything.db")  # no server to probe

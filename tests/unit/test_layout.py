@@ -21,6 +21,8 @@ STAGE_ENTRIES = {
     "split": "ctcid.split",
     "train": "ctcid.model.train",
     "evaluate": "ctcid.evaluation.evaluate",
+    "register": "ctcid.registry.register",
+    "promote": "ctcid.registry.promote",
 }
 
 
@@ -99,7 +101,8 @@ def test_each_stage_depends_on_every_module_it_imports(stage: str) -> None:
 
 
 def test_no_stage_lists_the_mlflow_section_as_a_param() -> None:
+    # where runs are tracked changes no result; which registered model gets the version does
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         names = [p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])]
-        assert not [p for p in names if p.split(".")[0] == "mlflow"], name
+        assert not [p for p in names if p.split(".")[0] == "mlflow" and p != "mlflow.model_name"], name

@@ -141,20 +141,36 @@ def score_backbone(
     """One trained backbone on the test cells and on every detection of the test samples."""
     loaded = load_model(model_dir / MODEL_FILE, resolve_device(params.train.device))
     scores = score_crops(loaded, crops, tests.detections)
+    evaluation = evaluate_scores(
+        model_dir.name, scores, tests, loaded.info.threshold, count_threshold, params,
+        cv_auc=loaded.info.cv.get("auc"), run=_read_run(model_dir / RUN_FILE),
+    )
+    return evaluation, scores
+
+
+def evaluate_scores(
+    name: str,
+    scores: np.ndarray,
+    tests: TestSet,
+    threshold: float,
+    count_threshold: float,
+    params: Params,
+    cv_auc: float | None = None,
+    run: dict[str, str] | None = None,
+) -> ModelEvaluation:
+    """Metrics of any scorer's ``scores`` over ``tests.detections`` (the promotion gate's too)."""
     y_score = scores[tests.test_positions()]
-    threshold = loaded.info.threshold
-    evaluation = ModelEvaluation(
-        name=model_dir.name,
+    return ModelEvaluation(
+        name=name,
         y_true=tests.y_true,
         y_score=y_score,
         default=binary_metrics(tests.y_true, y_score, 0.5),
         operating=binary_metrics(tests.y_true, y_score, threshold),
         intervals=bootstrap_intervals(tests.y_true, y_score, threshold, params.train.bootstrap, params.seed),
         patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
-        cv_auc=loaded.info.cv.get("auc"),
-        run=_read_run(model_dir / RUN_FILE),
+        cv_auc=cv_auc,
+        run=run,
     )
-    return evaluation, scores
 
 
 def score_baselines(

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from ctcid.config import MlflowParams
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts
 from ctcid.plots import plot_confusion, plot_patient_counts, plot_roc, write_confusion_csv, write_roc_csv
-from ctcid.tracking import log_artifacts, log_metrics, open_experiment
+from ctcid.tracking import log_artifacts, log_data_inputs, log_metrics, open_experiment
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def log_test_results(
         if e.patients is not None:
             metrics["test_patients"] = e.patients.as_dict()
         log_metrics(client, run_id, metrics)
+        log_data_inputs(client, run_id, "test")
         log_artifacts(client, run_id, figures[name].values(), "test")
         if e.patients is not None:
             with tempfile.TemporaryDirectory() as tmp:

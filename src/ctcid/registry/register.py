@@ -1,0 +1,183 @@
+"""The register stage: the selected backbone's model becomes a version of the registered model.
+
+1. the backbone ``reports/metrics.json`` selected (on CV AUC), its ``model.pt`` and training run;
+2. if a version with the same ``model.pt`` content hash exists, it is reused (a second
+   ``dvc repro`` or re-run registers nothing new) and only the ``challenger`` alias is set;
+3. else the model card and the gallery of test disagreements are written, the model is logged as
+   an MLflow pyfunc (:mod:`.pyfunc`) into the training run with a signature and input example,
+   registered with its tags and description (:mod:`.metadata`), and aliased ``challenger``;
+4. ``reports/registration.json`` records what was registered (the promote stage's input).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ctcid.config import Params
+from ctcid.contracts import open_crops, read_manifest
+from ctcid.errors import CtcidError
+from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model
+from ctcid.paths import StageInputs
+from ctcid.registry import card, gallery, metadata
+from ctcid.registry.pyfunc import (
+    CARD_ARTIFACT,
+    MODEL_ARTIFACT,
+    MODEL_CODE,
+    file_sha256,
+    pip_requirements,
+    signature,
+)
+from ctcid.registry.store import CHALLENGER, HASH_TAG, Registry, use_registry
+from ctcid.split import read_split
+
+REGISTRATION_FILE = "registration.json"
+CARD_FILE = "model_card.md"
+EXAMPLE_CROPS = 2  # crops in the logged input example
+
+
+@dataclass(frozen=True)
+class Registration:
+    model_name: str
+    version: str
+    backbone: str
+    run_id: str
+    model_sha256: str
+    model_uri: str
+    reused: bool  # True: this model file was registered before, nothing new was logged
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        return path
+
+
+def register_selected(
+    params: Params, inputs: StageInputs, models_dir: Path, reports_dir: Path
+) -> Registration:
+    """Register the backbone evaluate selected and alias it ``challenger``."""
+    backbone = metadata.read_metrics(reports_dir / "metrics.json")["selected"]
+    model_path = models_dir / backbone / MODEL_FILE
+    loaded = load_model(model_path)  # a file that does not load is refused before the registry is touched
+    run_id = training_run(models_dir / backbone / RUN_FILE)
+    sha256 = file_sha256(model_path)
+    registry = Registry(params.mlflow)
+    existing = registry.find_by_hash(sha256)
+    if existing is not None:
+        registry.set_alias(CHALLENGER, existing.version)
+        registration = Registration(
+            registry.name,
+            str(existing.version),
+            backbone,
+            existing.run_id or run_id,
+            sha256,
+            registry.model_uri(str(existing.version)),
+            reused=True,
+        )
+        return _recorded(registration, reports_dir)
+
+    registry.call(f"finding training run {run_id}", lambda: registry.client.get_run(run_id))
+    crops = open_crops(inputs.crops)
+    manifest = read_manifest(inputs.manifest)
+    facts = metadata.collect(
+        params,
+        backbone,
+        loaded.info,
+        int(crops.shape[-1]),
+        run_id,
+        sha256,
+        reports_dir / "metrics.json",
+        manifest,
+        read_split(inputs.split).label_source,
+    )
+    picture = _gallery(reports_dir, crops, params.channels, backbone, loaded.info.threshold)
+    card_path = card.write(facts, reports_dir / CARD_FILE, picture)
+    example = np.asarray(crops[:EXAMPLE_CROPS], dtype=np.float32)
+    version = _log_and_register(registry, facts, model_path, card_path, picture, example)
+    registry.set_alias(CHALLENGER, version)
+    registration = Registration(
+        registry.name, version, backbone, run_id, sha256, registry.model_uri(version), reused=False
+    )
+    return _recorded(registration, reports_dir)
+
+
+def training_run(run_file: Path) -> str:
+    try:
+        return str(json.loads(run_file.read_text())["run_id"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise CtcidError(
+            f"{run_file}: no training run recorded; run 'ctcid train' for this backbone (dvc repro)"
+        ) from None
+
+
+def _gallery(
+    reports_dir: Path, crops: np.ndarray, channels: list[str], backbone: str, threshold: float
+) -> Path | None:
+    table = reports_dir / "test_predictions.csv"
+    if not table.is_file():
+        return None
+    predictions = pd.read_csv(table)
+    if backbone not in predictions.columns:
+        return None
+    return gallery.draw(reports_dir / card.GALLERY, predictions, crops, channels, backbone, threshold)
+
+
+def _log_and_register(
+    registry: Registry,
+    facts: metadata.VersionFacts,
+    model_path: Path,
+    card_path: Path,
+    picture: Path | None,
+    example: np.ndarray,
+) -> str:
+    """Log the pyfunc into the training run, register it linked to run and logged model."""
+    use_registry(registry.params)
+    artifacts = {MODEL_ARTIFACT: str(model_path), CARD_ARTIFACT: str(card_path)}
+    with mlflow.start_run(run_id=facts.run_id):  # resumes the finished training run, ends it again
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts=artifacts,
+            signature=signature(len(facts.info.channels), facts.crop_size),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            metadata={
+                "ctcid": {**facts.info.to_dict(), "crop_size": facts.crop_size, HASH_TAG: facts.model_sha256}
+            },
+            tags={"backbone": facts.backbone, HASH_TAG: facts.model_sha256},
+        )
+        mlflow.log_artifact(str(card_path), "model_card")
+        if picture is not None:
+            mlflow.log_artifact(str(picture), "model_card")
+    tags = facts.tags()
+    version = registry.call(
+        f"registering a version of {registry.name!r}",
+        lambda: mlflow.register_model(info.model_uri, registry.name, tags=tags),
+    )
+    registry.call(
+        "describing the version",
+        lambda: registry.client.update_model_version(registry.name, version.version, facts.description()),
+    )
+    if not registry.call(
+        "reading the model", lambda: registry.client.get_registered_model(registry.name)
+    ).description:
+        registry.call(
+            "describing the model",
+            lambda: registry.client.update_registered_model(
+                registry.name,
+                "CTC classifier of ctcid (imFISH crops in, CTC probability out). Aliases: 'champion' is "
+                "in use, 'challenger' the newest candidate; 'ctcid promote' moves champion through the "
+                "gate (docs/registry.md).",
+            ),
+        )
+    return str(version.version)
+
+
+def _recorded(registration: Registration, reports_dir: Path) -> Registration:
+    registration.write(reports_dir / REGISTRATION_FILE)
+    return registration

@@ -1,0 +1,94 @@
+"""One-screen tables of the registry for the terminal: the gate's decision and the version list."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.table import Table
+
+from ctcid.registry.promote import Decision
+from ctcid.registry.store import CHALLENGER, CHAMPION, Registry
+
+_VERDICT_STYLE = {"pass": "green", "FAIL": "bold red", "-": "dim"}
+
+
+def decision_table(decision: Decision) -> Table:
+    """Each criterion, both models' values on the current test set, and the verdict."""
+    champion = f"champion v{decision.champion_before}" if decision.champion_before else "champion (none)"
+    table = Table(
+        title=f"{decision.model_name}: challenger v{decision.challenger} against {champion}",
+        caption=_caption(decision),
+    )
+    table.add_column("criterion")
+    table.add_column(f"challenger v{decision.challenger}", justify="right")
+    table.add_column(champion, justify="right")
+    table.add_column("verdict", justify="center")
+    for criterion in decision.criteria:
+        style = _VERDICT_STYLE[criterion.verdict]
+        table.add_row(
+            criterion.name,
+            _cell(criterion.challenger),
+            _cell(criterion.champion),
+            f"[{style}]{criterion.verdict}[/{style}]",
+        )
+    return table
+
+
+def _caption(decision: Decision) -> str:
+    if decision.action == "promoted":
+        return f"PROMOTED: champion is now v{decision.champion_after}"
+    if decision.action == "forced":
+        return f"FORCED past the gate by {decision.by}: {decision.reason}"
+    if decision.action == "refused":
+        kept = f"v{decision.champion_before}" if decision.champion_before else "none"
+        return f"REFUSED ({'; '.join(decision.failed)}); champion stays {kept}"
+    if decision.action == "rolled_back":
+        return f"ROLLED BACK: champion v{decision.champion_before} -> v{decision.champion_after}"
+    return f"nothing to do: v{decision.challenger} is already champion"
+
+
+def versions_table(registry: Registry, limit: int = 20) -> Table:
+    """Registered versions, newest first: aliases, backbone, key test metrics, data hash, decision."""
+    aliases = registry.aliases()
+    table = Table(title=f"{registry.name} at {registry.uri}")
+    for column, justify in [
+        ("version", "right"),
+        ("aliases", "left"),
+        ("backbone", "left"),
+        ("AUC", "right"),
+        ("sens", "right"),
+        ("spec", "right"),
+        ("patient MAE", "right"),
+        ("data (raw md5)", "left"),
+        ("registered", "left"),
+        ("last decision", "left"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for version in registry.versions()[:limit]:
+        tags = version.tags
+        names = aliases.get(str(version.version), [])
+        marked = ", ".join(
+            f"[bold green]{a}[/]" if a == CHAMPION else f"[yellow]{a}[/]" if a == CHALLENGER else a
+            for a in sorted(names)
+        )
+        table.add_row(
+            str(version.version),
+            marked,
+            tags.get("backbone", "?"),
+            tags.get("test.auc", "-"),
+            tags.get("test.sensitivity", "-"),
+            tags.get("test.specificity", "-"),
+            tags.get("test.patient_mae", "-"),
+            tags.get("dvc.md5.data/raw", "-")[:12],
+            datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            tags.get("promotion.decision", "-"),
+        )
+    return table
+
+
+def _cell(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.3f}"
+    return str(value)

@@ -1,0 +1,111 @@
+"""Helpers of the registry tests: a real ``mlflow server`` process, lenient params, candidate models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from ctcid.config import Params
+from factory import tiny_params
+
+BACKBONE = "alexnet"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    uri: str
+    artifacts: Path  # the server's --artifacts-destination
+
+    def stored_files(self, model_id: str, name: str) -> list[Path]:
+        """The server's own copies of a logged model's file (not a download)."""
+        return [p for p in self.artifacts.rglob(name) if model_id in p.parts]
+
+
+@contextmanager
+def running_mlflow_server(root: Path, timeout_s: float = 120) -> Iterator[MlflowServer]:
+    """``mlflow server`` with a SQLite backend store and artifacts under ``root``, on a free port."""
+    port = free_port()
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_healthy(server, uri, timeout_s, log_path)
+            yield MlflowServer(uri, root / "artifacts")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _wait_until_healthy(server: subprocess.Popen, uri: str, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if requests.get(f"{uri}/health", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow server at {uri} did not start:\n{log.read_text()[-3000:]}")
+
+
+def server_params(uri: str, model_name: str, **registry: object) -> Params:
+    """tiny_params tracked on the server, with a lenient gate a few-epoch model can meet."""
+    base = tiny_params(Path("unused"), [BACKBONE], epochs=4, patience=4)
+    policy = {
+        "min_sensitivity": 0.5, "min_specificity": 0.5, "max_patient_mae": 50.0,
+        "behaviour_checks": False, "behaviour_probes": 32, **registry,
+    }
+    mlflow = {"tracking_uri": uri, "experiment": "ctcid-registry-test", "model_name": model_name}
+    return base.model_copy(
+        update={
+            "mlflow": base.mlflow.model_copy(update=mlflow),
+            "registry": base.registry.model_copy(update=policy),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A models folder (``<backbone>/model.pt`` + run.json) and the reports evaluate wrote for it."""
+
+    models: Path
+    reports: Path
+
+    def copy_to(self, folder: Path) -> Candidate:
+        """A private copy: register writes the card and registration.json into the reports."""
+        shutil.copytree(self.models, folder / "models")
+        shutil.copytree(self.reports, folder / "reports")
+        return Candidate(folder / "models", folder / "reports")
+
+    def selected_metrics(self) -> dict:
+        report = json.loads((self.reports / "metrics.json").read_text())
+        return report["models"][report["selected"]]
