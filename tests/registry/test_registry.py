@@ -171,7 +171,11 @@ def test_force_needs_a_reason_is_recorded_and_rollback_restores_the_champion(
     back = rollback(params, reason="v2 over-counts")
     assert (back.champion_before, back.champion_after) == ("2", "1")
     assert aliases(params)[CHAMPION] == "1"
-    assert Registry(params.mlflow).version("2").tags["rolled_back"] == "true"
+    tags = Registry(params.mlflow).version("2").tags
+    assert tags["rolled_back"] == "true"
+    history = tags["promotion.history"].splitlines()
+    assert [line.split()[1] for line in history] == ["forced", "rolled_back"]
+    assert history[0].endswith("field test of v2") and history[1].endswith("v2 over-counts")
     # the gate does not quietly re-promote what was rolled back
     again = promote(params, stage_inputs, raw)
     assert again.action == "refused" and "not rolled back before" in again.failed
@@ -253,3 +257,20 @@ def test_a_tracking_server_that_is_down_is_named_in_one_message(tmp_path: Path, 
     assert time.monotonic() - start < 30
     result = runner.invoke(app, ["models", "--params", str(write_params(params, tmp_path / "p.yaml"))])
     assert result.exit_code == 1 and "does not answer" in result.output and "Traceback" not in result.output
+
+
+def test_the_behavioural_checks_run_on_probes_from_the_test_crops(
+    tmp_path: Path, mlflow_server: MlflowServer, good_model: Candidate, bad_model: Candidate,
+    stage_inputs: StageInputs, raw_dir: Path, model_name: str,
+) -> None:
+    params = server_params(mlflow_server.uri, model_name, behaviour_checks=True)
+    register(good_model.copy_to(tmp_path / "good"), params, stage_inputs)
+    first = promote(params, stage_inputs, raw_dir)
+    names = [c.name for c in first.criteria]
+    for check in ("dihedral invariance", "CD45 ring lowers the score", "more CEP8 spots raise the score"):
+        assert f"behaviour: {check}" in names
+    register(bad_model.copy_to(tmp_path / "bad"), params, stage_inputs)
+    # taught that leukocytes are the CTCs, a CD45 ring raises its score: the gate names that
+    second = promote(params, stage_inputs, raw_dir)
+    assert second.action == "refused"
+    assert "behaviour: CD45 ring lowers the score" in second.failed

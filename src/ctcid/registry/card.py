@@ -13,7 +13,7 @@ from typing import Any
 
 from ctcid.registry.metadata import CELL_METRICS, VersionFacts
 
-GALLERY = "plots/disagreements.png"  # under reports/, beside the card
+GALLERY = "disagreements.png"  # beside the card: under reports/, and in the run's model_card/
 
 
 def render(facts: VersionFacts, gallery: Path | None) -> str:

@@ -42,6 +42,7 @@ from ctcid.split import read_split
 Action = Literal["promoted", "refused", "kept", "forced", "rolled_back"]
 PROMOTION_FILE = "promotion.json"
 _SCORE_CHUNK = 2048  # crops per pyfunc call: bounds memory
+_HISTORY_LIMIT = 4000  # characters; MLflow keeps at most 5000 per tag value
 
 
 @dataclass(frozen=True)
@@ -295,8 +296,22 @@ def _record(registry: Registry, decision: Decision) -> Decision:
             tags["promotion.reason"] = stamped.reason[:4000]
         if stamped.failed:
             tags["promotion.failed"] = "; ".join(stamped.failed)[:4000]
+        tags["promotion.history"] = _history(registry, stamped)
         registry.tag(stamped.challenger, tags)
     return stamped
+
+
+def _history(registry: Registry, decision: Decision) -> str:
+    """Every decision about a version, one line each, newest last (the tag keeps the latest ones)."""
+    assert decision.challenger is not None
+    earlier = registry.version(decision.challenger).tags.get("promotion.history", "")
+    line = f"{decision.at} {decision.action} by {decision.by}"
+    if decision.reason:
+        line += f": {decision.reason}"
+    lines = [*earlier.splitlines(), line[:500]]
+    while len("\n".join(lines)) > _HISTORY_LIMIT:
+        lines.pop(0)
+    return "\n".join(lines)
 
 
 def _finite(value: Any) -> Any:
