@@ -118,7 +118,7 @@ def test_the_run_ends_with_a_registered_champion_its_card_and_lineage(project: P
     models = registry(project)
     champion, challenger = models.alias(CHAMPION), models.alias(CHALLENGER)
     assert champion is not None and challenger is not None
-    assert champion.version == challenger.version == "1"
+    assert str(champion.version) == str(challenger.version) == "1"
     decision = json.loads((project / "reports/promotion.json").read_text())
     assert decision["action"] == "promoted" and decision["champion_after"] == "1"
     metrics = json.loads((project / "reports/metrics.json").read_text())
@@ -139,7 +139,7 @@ def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:
     assert json.loads(status or "{}") == {}
     # nothing changed: registering again would reuse the version; nothing new appears
     run(project, "dvc", "repro")
-    assert [v.version for v in registry(project).versions()] == ["1"]
+    assert [str(v.version) for v in registry(project).versions()] == ["1"]
     plots = run(project, "dvc", "plots", "show", "-o", "dvc_plots")
     assert "failed" not in plots.stdout + plots.stderr
     page = (project / "dvc_plots" / "index.html").read_text()

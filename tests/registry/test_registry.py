@@ -230,6 +230,21 @@ def test_a_model_file_that_does_not_load_is_refused_and_nothing_moves(
         promote(params, stage_inputs, raw_dir)
     assert aliases(params) == {CHAMPION: "1", CHALLENGER: done.version}
 
+    # a champion that no longer loads blocks the comparison; only --force promotes past it
+    third = good_model.copy_to(tmp_path / "third")
+    with (third.models / BACKBONE / MODEL_FILE).open("ab") as handle:
+        handle.write(b"\0\0")
+    newest = register(third, params, stage_inputs).version
+    champion = Registry(params.mlflow).version("1")
+    for path in mlflow_server.stored_files(champion.source.removeprefix("models:/"), MODEL_FILE):
+        path.write_bytes(b"truncated")
+    with pytest.raises(CtcidError, match="champion cannot be compared"):
+        promote(params, stage_inputs, raw_dir)
+    assert aliases(params) == {CHAMPION: "1", CHALLENGER: newest}
+    forced = promote(params, stage_inputs, raw_dir, force=True, reason="v1's files are damaged")
+    assert forced.action == "forced" and "champion scores the current test set" in forced.failed
+    assert aliases(params) == {CHAMPION: newest, CHALLENGER: newest}
+
 
 def test_models_lists_versions_with_aliases_newest_first(
     tmp_path: Path, mlflow_server: MlflowServer, good_model: Candidate, bad_model: Candidate,

@@ -87,7 +87,7 @@ def write_reports(
     evaluations, selected = report.models, report.selected
     plots = reports_dir / "plots"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(_finite(report.to_dict()), indent=1) + "\n")
+    (reports_dir / "metrics.json").write_text(json.dumps(json_safe(report.to_dict()), indent=1) + "\n")
     predictions.to_csv(reports_dir / "test_predictions.csv", index=False, float_format="%.6g")
     roc = plot_roc(
         {n: (e.y_true, e.y_score) for n, e in evaluations.items()}, plots / "roc.png", title="Test ROC"
@@ -154,12 +154,12 @@ def _rates(metrics: BinaryMetrics) -> dict[str, float]:
     return {name: getattr(metrics, name) for name in METRIC_NAMES}
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf become null: JSON has no NaN, and DVC would reject the file."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

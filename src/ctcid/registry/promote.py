@@ -33,7 +33,7 @@ from ctcid.config import Params
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError, RegistryError
 from ctcid.evaluation.evaluate import counting_threshold, evaluate_scores, test_set
-from ctcid.evaluation.report import ModelEvaluation
+from ctcid.evaluation.report import ModelEvaluation, json_safe
 from ctcid.paths import StageInputs
 from ctcid.registry.behaviour import check_all, probes_from_crops
 from ctcid.registry.store import CHALLENGER, CHAMPION, PREVIOUS_TAG, ROLLED_BACK_TAG, Registry
@@ -84,7 +84,7 @@ class Decision:
         values["promoted"] = int(self.action in ("promoted", "forced"))
         values["failed"] = self.failed
         values["criteria"] = [{**asdict(c), "verdict": c.verdict} for c in self.criteria]
-        return _finite(values)
+        return json_safe(values)
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +127,18 @@ def promote(
         )
 
     ours = assess(registry, challenger, params, inputs, raw_dir)
-    theirs = assess(registry, champion, params, inputs, raw_dir) if champion is not None else None
+    theirs, unusable = None, ""
+    if champion is not None:
+        try:
+            theirs = assess(registry, champion, params, inputs, raw_dir)
+        except CtcidError as error:  # a champion that no longer loads or fits today's crops
+            if not force:
+                raise CtcidError(f"the champion cannot be compared: {error}; --force --reason ... "
+                                 "promotes the challenger without the comparison") from None
+            unusable = str(error)
     criteria = judge(params, ours, theirs, rolled_back=challenger.tags.get(ROLLED_BACK_TAG) == "true")
+    if unusable:
+        criteria.insert(0, Criterion("champion scores the current test set", None, unusable[:200], False))
     passed = all(c.passed is not False for c in criteria)
     if passed or force:
         if before is not None:
@@ -183,10 +193,16 @@ def assess(
     crops = open_crops(inputs.crops)
 
     def score(batch: np.ndarray) -> np.ndarray:
-        parts = [
-            model.predict(np.asarray(batch[i : i + _SCORE_CHUNK], dtype=np.float32))["ctc_probability"]
-            for i in range(0, len(batch), _SCORE_CHUNK)
-        ]
+        try:
+            parts = [
+                model.predict(np.asarray(batch[i : i + _SCORE_CHUNK], dtype=np.float32))["ctc_probability"]
+                for i in range(0, len(batch), _SCORE_CHUNK)
+            ]
+        except Exception as error:  # a signature that does not fit today's crops (another crop size)
+            raise CtcidError(
+                f"version {version.version} cannot score crops of shape {tuple(batch.shape[1:])} "
+                f"({str(error).splitlines()[0][:300]})"
+            ) from None
         return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]) if parts else np.empty(0)
 
     scores = score(crops[tests.detections])  # detections are in manifest order: a sequential read
@@ -313,12 +329,3 @@ def _history(registry: Registry, decision: Decision) -> str:
         lines.pop(0)
     return "\n".join(lines)
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
