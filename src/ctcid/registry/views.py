@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+from rich import box
 from rich.table import Table
 
 from ctcid.registry.promote import Decision
@@ -48,42 +47,57 @@ def _caption(decision: Decision) -> str:
 
 
 def versions_table(registry: Registry, limit: int = 20) -> Table:
-    """Registered versions, newest first: aliases, backbone, key test metrics, data hash, decision."""
+    """Registered versions, newest first: aliases, backbone, key test metrics, data hash, decision.
+
+    Compact enough for an 80-column terminal (aliases stacked, short hashes); dates and the rest
+    are in the MLflow UI.
+    """
     aliases = registry.aliases()
-    table = Table(title=f"{registry.name} at {registry.uri}")
+    table = Table(
+        title=f"{registry.name} at {registry.uri}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for column, justify in [
-        ("version", "right"),
+        ("v", "right"),
         ("aliases", "left"),
         ("backbone", "left"),
         ("AUC", "right"),
         ("sens", "right"),
         ("spec", "right"),
-        ("patient MAE", "right"),
-        ("data (raw md5)", "left"),
-        ("registered", "left"),
-        ("last decision", "left"),
+        ("MAE/pt", "right"),
+        ("raw md5", "left"),
+        ("decision", "left"),
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for version in registry.versions()[:limit]:
         tags = version.tags
-        names = aliases.get(str(version.version), [])
-        marked = ", ".join(
+        names = sorted(aliases.get(str(version.version), []), key=lambda a: (a != CHAMPION, a))
+        marked = "\n".join(
             f"[bold green]{a}[/]" if a == CHAMPION else f"[yellow]{a}[/]" if a == CHALLENGER else a
-            for a in sorted(names)
+            for a in names
         )
         table.add_row(
             str(version.version),
             marked,
             tags.get("backbone", "?"),
-            tags.get("test.auc", "-"),
-            tags.get("test.sensitivity", "-"),
-            tags.get("test.specificity", "-"),
-            tags.get("test.patient_mae", "-"),
-            tags.get("dvc.md5.data/raw", "-")[:12],
-            datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            _short(tags.get("test.auc")),
+            _short(tags.get("test.sensitivity")),
+            _short(tags.get("test.specificity")),
+            _short(tags.get("test.patient_mae")),
+            tags.get("dvc.md5.data/raw", "-")[:8],
             tags.get("promotion.decision", "-"),
         )
     return table
+
+
+def _short(value: str | None) -> str:
+    try:
+        return f"{float(value):.3f}" if value is not None else "-"
+    except ValueError:
+        return value or "-"
 
 
 def _cell(value: float | str | None) -> str:
