@@ -42,6 +42,7 @@ from ctcid.split import read_split
 Action = Literal["promoted", "refused", "kept", "forced", "rolled_back"]
 PROMOTION_FILE = "promotion.json"
 _SCORE_CHUNK = 2048  # crops per pyfunc call: bounds memory
+_SHORT = {"worst_mean_change": "change", "worst_same_call": "same call", "mean_shift": "shift"}
 _HISTORY_LIMIT = 4000  # characters; MLflow keeps at most 5000 per tag value
 
 
@@ -280,7 +281,7 @@ def judge(
     if primary != "auc":
         criteria.insert(1, Criterion("auc", metric(mine, "auc"), metric(other, "auc"), None))
     for name, passed in ours.behaviours.items():
-        numbers = ", ".join(f"{k} {v:.2f}" for k, v in ours.behaviour_numbers[name].items())
+        numbers = ", ".join(f"{_SHORT.get(k, k)} {v:.2f}" for k, v in ours.behaviour_numbers[name].items())
         theirs_text = None
         if theirs is not None and name in theirs.behaviours:
             theirs_text = {True: "pass", False: "fail", None: "undecided"}[theirs.behaviours[name]]

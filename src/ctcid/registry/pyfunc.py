@@ -14,7 +14,6 @@ lists too), channels in the model's order. Output: one row per crop, ``ctc_proba
 from __future__ import annotations
 
 import hashlib
-import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -37,30 +36,27 @@ OUTPUT_COLUMNS = ("ctc_probability", "ctc")
 _REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "mlflow")
 
 
-# MLflow asks for type hints on ``predict`` when the class is defined; hints would replace the
-# explicit tensor signature (a 4-d crop array is not a list of records), so the request is ignored.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
+class CtcClassifier(mlflow.pyfunc.PythonModel):
+    """CTC probability and call of each crop, by the saved ``model.pt`` of one backbone."""
 
-    class CtcClassifier(mlflow.pyfunc.PythonModel):
-        """CTC probability and call of each crop, by the saved ``model.pt`` of one backbone."""
+    # No type hints on the MLflow hooks: MLflow would read them as an input schema and replace the
+    # explicit tensor signature (a 4-d crop array is not a list of records). MLflow then warns once
+    # per process ("Add type hints to the `predict` method"), inside its own warning filter.
+    def load_context(self, context):  # noqa: ANN001
+        from ctcid.model.predict import load_model
 
-        # No type hints on the MLflow hooks: MLflow would read them as an input schema.
-        def load_context(self, context):  # noqa: ANN001
-            from ctcid.model.predict import load_model
+        self.loaded = load_model(context.artifacts[MODEL_ARTIFACT])
 
-            self.loaded = load_model(context.artifacts[MODEL_ARTIFACT])
+    @property
+    def threshold(self) -> float:
+        return self.loaded.info.threshold
 
-        @property
-        def threshold(self) -> float:
-            return self.loaded.info.threshold
+    def predict(self, context, model_input, params=None):  # noqa: ANN001
+        from ctcid.model.predict import score_crops
 
-        def predict(self, context, model_input, params=None):  # noqa: ANN001
-            from ctcid.model.predict import score_crops
-
-            crops = as_crops(model_input, len(self.loaded.info.channels))
-            scores = score_crops(self.loaded, crops).astype(np.float64)
-            return pd.DataFrame({"ctc_probability": scores, "ctc": scores >= self.threshold})
+        crops = as_crops(model_input, len(self.loaded.info.channels))
+        scores = score_crops(self.loaded, crops).astype(np.float64)
+        return pd.DataFrame({"ctc_probability": scores, "ctc": scores >= self.threshold})
 
 
 def as_crops(values: Any, channels: int) -> np.ndarray:
