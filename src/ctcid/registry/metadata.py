@@ -117,14 +117,14 @@ def collect(
     crop_size: int,
     run_id: str,
     model_sha256: str,
-    metrics_path: Path,
+    report: dict[str, Any],
     manifest: pd.DataFrame,
     label_source: str,
 ) -> VersionFacts:
-    report = read_metrics(metrics_path)
+    """``report`` is ``reports/metrics.json`` as :func:`read_metrics` returns it."""
     if backbone not in report["models"] or "rule" not in report["models"]:
         raise CtcidError(
-            f"{metrics_path} has no test results for {backbone} and the rule; "
+            f"the evaluation report has no test results for {backbone} and the rule; "
             "run 'ctcid evaluate' (dvc repro)"
         )
     return VersionFacts(

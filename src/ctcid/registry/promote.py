@@ -32,7 +32,7 @@ from mlflow.entities.model_registry import ModelVersion
 from ctcid.config import Params
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError, RegistryError
-from ctcid.evaluation.evaluate import counting_threshold, evaluate_scores, test_set
+from ctcid.evaluation.evaluate import TestSet, counting_threshold, evaluate_scores, test_set
 from ctcid.evaluation.report import ModelEvaluation, json_safe
 from ctcid.paths import StageInputs
 from ctcid.registry.behaviour import check_all, probes_from_crops
@@ -94,6 +94,34 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class GateData:
+    """The current test set, read once and shared by both models' assessments."""
+
+    crops: np.ndarray
+    tests: TestSet
+    count_threshold: float
+    probes: dict[str, np.ndarray] | None  # None when the behavioural checks are off
+
+    @classmethod
+    def load(cls, params: Params, inputs: StageInputs, raw_dir: Path | None) -> GateData:
+        manifest = read_manifest(inputs.manifest)
+        split = read_split(inputs.split)
+        tests = test_set(manifest, split, raw_dir)
+        crops = open_crops(inputs.crops)
+        probes = None
+        if params.registry.behaviour_checks:
+            probes = probes_from_crops(
+                crops,
+                manifest.iloc[tests.detections],
+                params.channels,
+                params.segment.cd45_threshold,
+                params.registry.behaviour_probes,
+                params.seed,
+            )
+        return cls(crops, tests, counting_threshold(split), probes)
+
+
+@dataclass(frozen=True)
 class Assessment:
     """One model's results on the current test set."""
 
@@ -127,11 +155,12 @@ def promote(
             registry, Decision("kept", registry.name, before, before, before, reason="already champion")
         )
 
-    ours = assess(registry, challenger, params, inputs, raw_dir)
+    data = GateData.load(params, inputs, raw_dir)
+    ours = assess(registry, challenger, params, data)
     theirs, unusable = None, ""
     if champion is not None:
         try:
-            theirs = assess(registry, champion, params, inputs, raw_dir)
+            theirs = assess(registry, champion, params, data)
         except CtcidError as error:  # a champion that no longer loads or fits today's crops
             if not force:
                 raise CtcidError(f"the champion cannot be compared: {error}; --force --reason ... "
@@ -182,16 +211,10 @@ def rollback(params: Params, reason: str = "") -> Decision:
     return _record(registry, decision)
 
 
-def assess(
-    registry: Registry, version: ModelVersion, params: Params, inputs: StageInputs, raw_dir: Path | None
-) -> Assessment:
+def assess(registry: Registry, version: ModelVersion, params: Params, data: GateData) -> Assessment:
     """Score a registered version, as the registry serves it, on the current test set."""
     model = registry.load(version)
     threshold = float(model.unwrap_python_model().threshold)
-    manifest = read_manifest(inputs.manifest)
-    split = read_split(inputs.split)
-    tests = test_set(manifest, split, raw_dir)
-    crops = open_crops(inputs.crops)
 
     def score(batch: np.ndarray) -> np.ndarray:
         try:
@@ -206,27 +229,19 @@ def assess(
             ) from None
         return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]) if parts else np.empty(0)
 
-    scores = score(crops[tests.detections])  # detections are in manifest order: a sequential read
+    # detections are in manifest order: a sequential read
+    scores = score(data.crops[data.tests.detections])
     evaluation = evaluate_scores(
-        f"v{version.version}", scores, tests, threshold, counting_threshold(split), params
+        f"v{version.version}", scores, data.tests, threshold, data.count_threshold, params
     )
     behaviours: dict[str, bool | None] = {}
     numbers: dict[str, dict[str, float]] = {}
-    if params.registry.behaviour_checks:
-        cells = manifest.iloc[tests.detections]
-        probes = probes_from_crops(
-            crops,
-            cells,
-            params.channels,
-            params.segment.cd45_threshold,
-            params.registry.behaviour_probes,
-            params.seed,
-        )
+    if data.probes is not None:
         limits = {
             "min_mean_shift": params.registry.behaviour_min_shift,
             "min_share": params.registry.behaviour_min_share,
         }
-        for outcome in check_all(score, probes, **limits):
+        for outcome in check_all(score, data.probes, **limits):
             behaviours[outcome.name], numbers[outcome.name] = outcome.passed, outcome.measured
     return Assessment(str(version.version), evaluation, behaviours, numbers)
 

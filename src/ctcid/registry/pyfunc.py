@@ -31,7 +31,6 @@ MODEL_ARTIFACT = "model"  # the model.pt file inside the MLflow model
 # unpickles nothing (no cloudpickled Python object in the registry).
 MODEL_CODE = Path(__file__).with_name("served_model.py")
 CARD_ARTIFACT = "model_card"
-OUTPUT_COLUMNS = ("ctc_probability", "ctc")
 # What the model needs to run; the ctcid package itself is installed beside it (docs/registry.md).
 _REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "mlflow")
 

@@ -61,7 +61,8 @@ def register_selected(
     params: Params, inputs: StageInputs, models_dir: Path, reports_dir: Path
 ) -> Registration:
     """Register the backbone evaluate selected and alias it ``challenger``."""
-    backbone = metadata.read_metrics(reports_dir / "metrics.json")["selected"]
+    report = metadata.read_metrics(reports_dir / "metrics.json")
+    backbone = report["selected"]
     model_path = models_dir / backbone / MODEL_FILE
     loaded = load_model(model_path)  # a file that does not load is refused before the registry is touched
     run_id = training_run(models_dir / backbone / RUN_FILE)
@@ -91,7 +92,7 @@ def register_selected(
         int(crops.shape[-1]),
         run_id,
         sha256,
-        reports_dir / "metrics.json",
+        report,
         manifest,
         read_split(inputs.split).label_source,
     )
