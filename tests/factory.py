@@ -21,6 +21,7 @@ Intensities are camera counts like the simulator's defaults.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,6 +432,16 @@ def make_annotations(
     if "cluster_id" not in table:
         table["cluster_id"] = ""
     return table[list(ANNOTATION_COLUMNS)]
+
+
+# --- servers ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for the real servers the tests start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # --- parameters -----------------------------------------------------------------------------------

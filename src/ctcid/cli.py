@@ -508,3 +508,92 @@ def models_command(
     registry.require()
     Console().print(versions_table(registry, limit))
     console.print(f"MLflow UI: {registry.ui_hint()}", highlight=False)
+
+
+def _serving(params: Path, model_name: str | None) -> Params:
+    """Params, with BentoML's store pointed at serving.bentoml_home before bentoml is imported."""
+    from ctcid.serving.bento import use_bentoml_home
+
+    config = _with_model_name(read_params(params), model_name)
+    use_bentoml_home(config.serving)
+    return config
+
+
+@app.command("package")
+@reports_errors
+def package_command(
+    reports: Annotated[Path, typer.Option(help="Where to write package.json.")] = paths.REPORTS_DIR,
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Import the registry's champion into BentoML's store and build the service's Bento.
+
+    The Bento holds serving/service.py, a wheel of this ctcid, requirements.lock and the serving
+    params as build arguments. Packaging the same champion again imports nothing new.
+    """
+    from ctcid.serving.package import package
+
+    config = _serving(params, model_name)
+    done = package(config, reports)
+    model = "already packaged as" if done.reused_model else "imported as"
+    console.print(
+        f"{done.model_name} v{done.version} ({done.alias}) {model} {done.bento_model}; "
+        f"Bento {done.bento}{' (unchanged)' if done.reused_bento else ''}. Start it: ctcid serve",
+        highlight=False,
+    )
+
+
+@app.command("serve")
+@reports_errors
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default serving.host, loopback).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serving.port).")] = None,
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Start the newest Bento built by 'ctcid package' and print its URL and a curl line.
+
+    Loopback only unless --host names another interface: the service has no authentication.
+    """
+    from ctcid.serving import server
+    from ctcid.serving.bento import latest_bento
+
+    config = _serving(params, model_name)
+    bento = latest_bento(config.mlflow.model_name)
+    host, port = host or config.serving.host, port or config.serving.port
+    console.print(f"serving Bento {bento.tag}\n{server.how_to_call(host, port)}", highlight=False)
+    raise typer.Exit(server.run(server.serve_command(bento, host, port)))
+
+
+@app.command("predict")
+@reports_errors
+def predict_command(
+    fields: Annotated[list[Path], typer.Argument(help="Multi-channel TIFF fields of one sample.")],
+    sample: Annotated[
+        str | None, typer.Option(help="Sample name (default: the first field's folder name).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the CSV, JSON and overlays.")] = Path("predictions"),
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Count CTCs in fields on disk with the packaged champion, as POST /count_sample would.
+
+    Writes <sample>_cells.csv (one row per cell), <sample>.json and <field>_overlay.png per field.
+    """
+    from ctcid.serving.bento import latest_bento
+    from ctcid.serving.predict import predict_fields
+
+    config = _serving(params, model_name)
+    bento = latest_bento(config.mlflow.model_name)
+    name = sample or fields[0].resolve().parent.name
+    done = predict_fields(fields, name, out, bento.info.args["model_tag"], config.serving)
+    answer = done.sample
+    console.print(
+        f"{answer.sample}: {answer.ctc_count} CTC by {answer.model} (rule: {answer.rule_count}) in "
+        f"{answer.cells} cells of {answer.fields_used}/{answer.fields_sent} fields; written to {out}",
+        highlight=False,
+    )
+    for problem in answer.problems:
+        console.print(f"[yellow]skipped[/yellow] {problem.field}: {problem.reason}", highlight=False)

@@ -339,6 +339,32 @@ class RegistryParams(_Section):
     behaviour_min_share: Probability = 0.75
 
 
+class ServingParams(_Section):
+    """The BentoML service: where it listens, what it accepts, how it batches (docs/serving.md).
+
+    ``ctcid package`` bakes these into the Bento (as its build arguments), so a served Bento keeps
+    the limits it was built with; change one, then package and restart.
+    """
+
+    # loopback by default: the service has no authentication, so exposing it is a decision
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    # BentoML's model and Bento store, relative to the working directory (the repository root)
+    bentoml_home: Annotated[str, Field(min_length=1)] = ".bentoml"
+    # largest field side in pixels (checked from the TIFF header before any pixel is decoded)
+    max_field_px: Annotated[int, Field(ge=64, le=65536)] = 4096
+    max_upload_mb: Annotated[float, Field(gt=0.0, le=4096.0)] = 64.0
+    max_crops: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    max_fields: Annotated[int, Field(ge=1, le=1000)] = 32  # fields per /count_sample request
+    # adaptive batching of crop scoring across requests (/classify and the fields' crops)
+    batching: bool = True
+    max_batch_size: Annotated[int, Field(ge=2, le=100_000)] = 256
+    max_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 500
+    # a request that runs longer is answered 504 by BentoML, and the worker goes on to the next
+    timeout_s: Annotated[int, Field(ge=1, le=3600)] = 120
+    workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes of the API service
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 42
     channels: list[str] = Field(default_factory=lambda: ["DAPI", "CEP8", "CD45"])
@@ -349,6 +375,7 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
+    serving: ServingParams = Field(default_factory=ServingParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

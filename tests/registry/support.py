@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,9 @@ from pathlib import Path
 import requests
 
 from ctcid.config import Params
-from factory import tiny_params
+from factory import free_port, tiny_params
 
 BACKBONE = "alexnet"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -99,12 +100,24 @@ def register_selected(
     picture = _gallery(reports_dir, crops, params.channels, backbone, loaded.info.threshold)
     card_path = card.write(facts, reports_dir / CARD_FILE, picture)
     example = np.asarray(crops[:EXAMPLE_CROPS], dtype=np.float32)
-    version = _log_and_register(registry, facts, model_path, card_path, picture, example)
+    version = _log_and_register(
+        registry, facts, model_path, card_path, picture, example, serving_metadata(params, report)
+    )
     registry.set_alias(CHALLENGER, version)
     registration = Registration(
         registry.name, version, backbone, run_id, sha256, registry.model_uri(version), reused=False
     )
     return _recorded(registration, reports_dir)
+
+
+def serving_metadata(params: Params, report: dict[str, Any]) -> dict[str, Any]:
+    """What the service needs beside the network: the segmentation that made its training crops
+    (a field must be cut the same way) and the per-patient counting threshold."""
+    return {
+        "segment": params.segment.model_dump(mode="json"),
+        "channels": list(params.channels),
+        "counting_threshold": float(report["test"].get("count_threshold", 0.5)),
+    }
 
 
 def training_run(run_file: Path) -> str:
@@ -135,6 +148,7 @@ def _log_and_register(
     card_path: Path,
     picture: Path | None,
     example: np.ndarray,
+    serving: dict[str, Any],
 ) -> str:
     """Log the pyfunc into the training run, register it linked to run and logged model."""
     use_registry(registry.params)
@@ -148,7 +162,12 @@ def _log_and_register(
             input_example=example,
             pip_requirements=pip_requirements(),
             metadata={
-                "ctcid": {**facts.info.to_dict(), "crop_size": facts.crop_size, HASH_TAG: facts.model_sha256}
+                "ctcid": {
+                    **facts.info.to_dict(),
+                    "crop_size": facts.crop_size,
+                    HASH_TAG: facts.model_sha256,
+                    **serving,
+                }
             },
             tags={"backbone": facts.backbone, HASH_TAG: facts.model_sha256},
         )

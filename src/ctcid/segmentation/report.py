@@ -100,8 +100,9 @@ def draw_overlay(
     spot_rows: np.ndarray,
     spot_cols: np.ndarray,
     title: str,
+    called: str = "rule CTC",
 ) -> None:
-    """False-colour field with nuclear outlines (yellow: rule CTC, white: not) and CEP8 spots (cyan)."""
+    """False-colour field with nuclear outlines (yellow: ``called``, white: not) and CEP8 spots (cyan)."""
     scale = 2  # thin outlines stay visible on a 512-pixel field
     rgb = false_colour(image, channels)
     rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
@@ -111,7 +112,7 @@ def draw_overlay(
     for row, col in zip(spot_rows, spot_cols, strict=True):
         cv2.circle(rgb, (int(col) * scale + 1, int(row) * scale + 1), 3, (0, 255, 255), 1, cv2.LINE_AA)
     banner = np.zeros((28, rgb.shape[1], 3), dtype=np.uint8)
-    cv2.putText(banner, f"{title}  yellow: rule CTC  white: non-CTC  cyan: CEP8 spot", (6, 19),
+    cv2.putText(banner, f"{title}  yellow: {called}  white: non-CTC  cyan: CEP8 spot", (6, 19),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), np.vstack([banner, rgb])[..., ::-1])

@@ -1,0 +1,153 @@
+"""ctcid's BentoML service: the registry's champion counts CTCs in whole imFISH fields.
+
+Two services in one Bento. ``CtcScorer`` holds the network and scores crops with adaptive batching
+(crops of concurrent requests share a batch); ``CtcService`` is what clients call: it reads and
+checks uploads, segments fields with the settings the model was trained with and asks the scorer.
+Everything here is wiring: the reading, segmentation and counting are ctcid's own functions, the
+same ones ``ctcid predict`` runs offline. docs/serving.md documents endpoints, limits and errors.
+
+Built by ``ctcid package``, which passes the model's tag and the ``serving`` params as the Bento's
+arguments; started by ``ctcid serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from ctcid.errors import InputRejected
+from ctcid.serving.bento import ServiceArgs, probabilities, served_of
+from ctcid.serving.counting import FieldCount, SampleCount, field_count, prepare_field, problem_of, sample_count
+from ctcid.serving.http import BodyLimit, rejection, upload_name
+from ctcid.serving.served import ServedModel
+from ctcid.serving.uploads import read_crops_file
+
+ARGS = bentoml.use_arguments(ServiceArgs)
+MODEL = bentoml.models.BentoModel(ARGS.model_tag)
+TRAFFIC = {"timeout": ARGS.timeout_s, "max_concurrency": 64}
+
+info_app = FastAPI(title="ctcid")
+
+
+class Classified(BaseModel):
+    model: str = Field(description="name and version of the model")
+    operating_threshold: float
+    ctc_probability: list[float] = Field(description="one per crop, in the order sent")
+    ctc: list[bool] = Field(description="called CTC at the operating threshold")
+
+    model_config = {
+        "json_schema_extra": {
+            "example":                 {"model": "ctcid-classifier v3", "operating_threshold": 0.42,
+                 "ctc_probability": [0.013, 0.987], "ctc": [False, True]}
+        }
+    }
+
+
+@bentoml.service(name="ctcid-scorer", workers=1, traffic=TRAFFIC)
+class CtcScorer:
+    """The network: crops in, CTC probabilities out, batched across requests."""
+
+    bento_model = MODEL
+
+    def __init__(self) -> None:
+        self.model = bentoml.mlflow.load_model(self.bento_model)
+
+    @bentoml.api(batchable=ARGS.batching, max_batch_size=ARGS.max_batch_size, max_latency_ms=ARGS.max_latency_ms)
+    def score(self, crops: np.ndarray) -> np.ndarray:
+        return probabilities(self.model, crops)
+
+
+@bentoml.service(name="ctcid", workers=ARGS.workers, traffic=TRAFFIC)
+@bentoml.asgi_app(info_app, path="/")
+class CtcService:
+    """Fields and crops in, CTC calls and counts out."""
+
+    scorer = bentoml.depends(CtcScorer)
+    bento_model = MODEL
+
+    def __init__(self) -> None:
+        self.served: ServedModel = served_of(self.bento_model)
+
+    async def _score(self, crops: np.ndarray) -> np.ndarray:
+        """Crops in slices of at most max_batch_size, scored concurrently by the scorer."""
+        if len(crops) == 0:
+            return np.empty(0, dtype=np.float64)
+        size = ARGS.max_batch_size
+        parts = await asyncio.gather(
+            *(self.scorer.to_async.score(crops[i : i + size]) for i in range(0, len(crops), size))
+        )
+        return np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
+
+    async def _count(self, name: str, files: dict[str, Path]) -> FieldCount:
+        cut = await asyncio.to_thread(prepare_field, name, files, self.served, ARGS)
+        return field_count(name, cut, await self._score(cut.crops), self.served)
+
+    @bentoml.api(route="/count_field")
+    async def count_field(
+        self,
+        field: Path | None = Field(None, description="one multi-channel TIFF / OME-TIFF (DAPI, CEP8, CD45)"),
+        dapi: Path | None = Field(None, description="or one single-channel TIFF per channel: DAPI"),
+        cep8: Path | None = Field(None, description="CEP8 (FISH spots)"),
+        cd45: Path | None = Field(None, description="CD45 (leukocyte membrane)"),
+    ) -> FieldCount:
+        """Count CTCs in one field: the model's and the rule's counts and a row per cell."""
+        files = {k: v for k, v in {"field": field, "DAPI": dapi, "CEP8": cep8, "CD45": cd45}.items() if v}
+        name = upload_name(field) if field else upload_name(dapi) if dapi else "field"
+        try:
+            return await self._count(name, files)
+        except InputRejected as error:
+            return rejection(error)
+
+    @bentoml.api(route="/count_sample")
+    async def count_sample(
+        self,
+        fields: list[Path] = Field(description="the patient's fields, one multi-channel TIFF each"),
+        sample: str = Field("sample", description="the sample's name, echoed back"),
+    ) -> SampleCount:
+        """Count one patient's CTCs over several fields; unusable fields are listed, not fatal."""
+        if len(fields) > ARGS.max_fields:
+            return rejection(InputRejected(
+                413, "fields", f"{len(fields)} fields, more than serving.max_fields {ARGS.max_fields}",
+                "Send the sample in several requests and add the counts",
+            ))
+        results, problems = [], []
+        for path in fields:
+            name = upload_name(path)
+            try:
+                results.append(await self._count(name, {"field": path}))
+            except InputRejected as error:
+                problems.append(problem_of(name, error))
+        if not results:
+            error = InputRejected(422, "fields", "no field of the sample could be used", "; ".join(
+                f"{p.field}: {p.reason}" for p in problems))
+            return rejection(error)
+        return sample_count(sample, results, problems, self.served)
+
+    @bentoml.api(route="/classify")
+    async def classify(
+        self, crops: Path = Field(description="a .npy array of crops, N x C x S x S raw intensities")
+    ) -> Classified:
+        """CTC probability and call of each crop (crops cut as GET /model's crop_size says)."""
+        served = self.served
+        try:
+            array = await asyncio.to_thread(read_crops_file, crops, len(served.channels), served.crop_size, ARGS)
+        except InputRejected as error:
+            return rejection(error)
+        scores = await self._score(array)
+        return Classified(
+            model=served.label, operating_threshold=served.operating_threshold,
+            ctc_probability=scores.tolist(), ctc=(scores >= served.operating_threshold).tolist(),
+        )
+
+    @info_app.get("/model", response_model=ServedModel, summary="The served model")
+    def model(self) -> ServedModel:
+        """Name, version, alias, backbone, thresholds, training data hash, commit and headline metrics."""
+        return self.served
+
+
+CtcService.add_asgi_middleware(BodyLimit, max_bytes=int(ARGS.max_upload_mb * 2**20))

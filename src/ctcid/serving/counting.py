@@ -1,0 +1,188 @@
+"""A field in, its cells and CTC counts out: the segment step's analysis, then the served model.
+
+:func:`cut_field` runs the same analysis as the segment stage (nuclei, CEP8 spots, CD45 ring, the
+rule, crops) with the settings the served model was trained with; the crops are then scored by
+whoever holds the model (the service's batching scorer, or ``ctcid predict`` in-process) and
+:func:`field_count` turns the probabilities into the answer. Counting uses the version's counting
+threshold (the per-patient count evaluate reports); ``ctc`` marks cells at the operating threshold,
+the sensitive call meant for review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ctcid.config import ServingParams
+from ctcid.errors import InputRejected
+from ctcid.segmentation.analysis import FieldAnalysis, analyse_field
+from ctcid.serving.served import ServedModel
+from ctcid.serving.uploads import check_usable, read_field_files
+
+
+class CellCall(BaseModel):
+    cell: int = Field(description="index of the nucleus in the field")
+    x: float = Field(description="nucleus centre, px from the left")
+    y: float = Field(description="nucleus centre, px from the top")
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    ctc_probability: float = Field(description="the model's CTC probability")
+    ctc: bool = Field(description="called CTC at the operating threshold (flag for review)")
+    counted: bool = Field(description="counted as CTC (probability >= counting threshold)")
+    cep8_spots: int = Field(description="CEP8 FISH spots found in the nucleus")
+    cd45_score: float = Field(description="CD45 ring signal over background noise")
+    rule_ctc: bool = Field(description="the paper's rule: CD45- and CEP8 >= 3")
+
+
+class FieldCount(BaseModel):
+    field: str = Field(description="the field's name (its file name)")
+    width: int
+    height: int
+    cells: int = Field(description="nuclei found")
+    ctc_count: int = Field(description="CTCs counted by the model")
+    ctc_flagged: int = Field(description="cells the model flags at its operating threshold")
+    rule_count: int = Field(description="CTCs by the rule (CD45- and CEP8 >= 3)")
+    model: str = Field(description="name and version of the model that scored the cells")
+    note: str = ""
+    cell_table: list[CellCall] = Field(default_factory=list)
+
+    model_config = {
+        "json_schema_extra": {
+            "example":                 {
+                    "field": "f000.tif", "width": 512, "height": 512, "cells": 41, "ctc_count": 2,
+                    "ctc_flagged": 3, "rule_count": 2, "model": "ctcid-classifier v3", "note": "",
+                    "cell_table": [
+                        {
+                            "cell": 0, "x": 101.4, "y": 37.9, "x0": 93, "y0": 30, "x1": 110, "y1": 46,
+                            "ctc_probability": 0.991, "ctc": True, "counted": True, "cep8_spots": 4,
+                            "cd45_score": 0.2, "rule_ctc": True,
+                        }
+                    ],
+                }
+        }
+    }
+
+
+class FieldProblem(BaseModel):
+    field: str
+    status: int = Field(description="the HTTP status this field alone would get")
+    reason: str
+    hint: str = ""
+
+
+class FieldSummary(BaseModel):
+    field: str
+    cells: int
+    ctc_count: int
+    ctc_flagged: int
+    rule_count: int
+
+
+class SampleCount(BaseModel):
+    sample: str = Field(description="the patient sample's name")
+    ctc_count: int = Field(description="CTCs counted by the model over the usable fields")
+    ctc_flagged: int
+    rule_count: int
+    cells: int
+    fields_sent: int
+    fields_used: int
+    model: str
+    per_field: list[FieldSummary]
+    problems: list[FieldProblem] = Field(description="fields that could not be used, and why")
+
+    model_config = {
+        "json_schema_extra": {
+            "example":                 {
+                    "sample": "S0007", "ctc_count": 3, "ctc_flagged": 4, "rule_count": 3, "cells": 85,
+                    "fields_sent": 3, "fields_used": 2, "model": "ctcid-classifier v3",
+                    "per_field": [
+                        {"field": "f000.tif", "cells": 41, "ctc_count": 2, "ctc_flagged": 3, "rule_count": 2},
+                        {"field": "f001.tif", "cells": 44, "ctc_count": 1, "ctc_flagged": 1, "rule_count": 1},
+                    ],
+                    "problems": [
+                        {"field": "f002.tif", "status": 422, "reason": "DAPI channel is dark", "hint": "re-image"}
+                    ],
+                }
+        }
+    }
+
+
+@dataclass(frozen=True)
+class CutField:
+    """One analysed field: its pixels, the segment step's analysis and the crops to score (float32)."""
+
+    image: np.ndarray
+    analysis: FieldAnalysis
+    crops: np.ndarray
+
+
+def cut_field(image: np.ndarray, served: ServedModel) -> CutField:
+    analysis = analyse_field(image, served.segment, served.channels)
+    return CutField(image, analysis, analysis.crops.astype(np.float32))
+
+
+def prepare_field(name: str, files: Mapping[str, Path], served: ServedModel, limits: ServingParams) -> CutField:
+    """Read, check and cut one field: everything before scoring, for the service and ``ctcid predict``."""
+    image = read_field_files(files, served.channels, limits)
+    check_usable(image, name, served.segment, served.channels)
+    return cut_field(image, served)
+
+
+def problem_of(name: str, error: InputRejected) -> FieldProblem:
+    return FieldProblem(field=name, status=error.status, reason=error.reason, hint=error.hint)
+
+
+def field_count(name: str, cut: CutField, probabilities: np.ndarray, served: ServedModel) -> FieldCount:
+    table = cut.analysis.table
+    if len(probabilities) != len(table):
+        raise ValueError(f"{len(probabilities)} scores for {len(table)} cells")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    flagged = probabilities >= served.operating_threshold
+    counted = probabilities >= served.counting_threshold
+    rule = table["rule_label"].to_numpy() == 1
+    cells = [
+        CellCall(
+            cell=int(row.cell_idx), x=float(row.x), y=float(row.y),
+            x0=int(row.x0), y0=int(row.y0), x1=int(row.x1), y1=int(row.y1),
+            ctc_probability=float(p), ctc=bool(f), counted=bool(c),
+            cep8_spots=int(row.cep8_spots), cd45_score=float(row.cd45_score), rule_ctc=bool(r),
+        )
+        for row, p, f, c, r in zip(table.itertuples(), probabilities, flagged, counted, rule, strict=True)
+    ]
+    height, width = (int(v) for v in cut.analysis.nuclei.labels.shape)
+    return FieldCount(
+        field=name, width=width, height=height, cells=len(cells),
+        ctc_count=int(counted.sum()), ctc_flagged=int(flagged.sum()), rule_count=int(rule.sum()),
+        model=served.label, note="" if cells else "no nuclei found in the DAPI channel",
+        cell_table=cells,
+    )
+
+
+def sample_count(
+    sample: str, results: Sequence[FieldCount], problems: Sequence[FieldProblem], served: ServedModel
+) -> SampleCount:
+    """The patient's count over its usable fields; the unusable ones are listed, not fatal."""
+    return SampleCount(
+        sample=sample,
+        ctc_count=sum(r.ctc_count for r in results),
+        ctc_flagged=sum(r.ctc_flagged for r in results),
+        rule_count=sum(r.rule_count for r in results),
+        cells=sum(r.cells for r in results),
+        fields_sent=len(results) + len(problems),
+        fields_used=len(results),
+        model=served.label,
+        per_field=[
+            FieldSummary(
+                field=r.field, cells=r.cells, ctc_count=r.ctc_count, ctc_flagged=r.ctc_flagged,
+                rule_count=r.rule_count,
+            )
+            for r in results
+        ],
+        problems=list(problems),
+    )

@@ -1,0 +1,86 @@
+"""Helpers of the service tests: a packaged champion and a real ``ctcid serve`` process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from ctcid.config import Params
+
+REPO = Path(__file__).resolve().parents[2]
+CTCID = [str(Path(sys.executable).with_name("ctcid"))]  # the installed command, as users run it
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A champion packaged into a private BentoML home, with the params file that made it."""
+
+    params_file: Path
+    params: Params
+    home: Path
+    fields: Path  # <sample>/<field>.tif of a small simulated cohort
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "BENTOML_HOME": str(self.home)}
+
+    def ctcid(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run the real CLI from the repository root (where serving/ lies)."""
+        return subprocess.run(
+            [*CTCID, *args, "--params", str(self.params_file)],
+            cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+
+def write_params(params: Params, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+@contextmanager
+def running_service(packaged: Packaged, port: int, timeout_s: float = 180) -> Iterator[Server]:
+    """``ctcid serve --port`` as a subprocess, until /readyz answers; stopped with SIGTERM after."""
+    log_path = packaged.home / f"serve-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*CTCID, "serve", "--port", str(port), "--params", str(packaged.params_file)],
+            cwd=REPO, env=packaged.env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+        server = Server(f"http://127.0.0.1:{port}", process, log_path)
+        try:
+            _wait_ready(server, timeout_s)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(server: Server, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.process.poll() is None:
+        try:
+            if requests.get(f"{server.url}/readyz", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the service at {server.url} did not start:\n{server.log.read_text()[-4000:]}")
