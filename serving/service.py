@@ -15,21 +15,24 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from ctcid.errors import InputRejected
 from ctcid.serving.bento import ServiceArgs, probabilities, served_of
 from ctcid.serving.counting import FieldCount, SampleCount, field_count, prepare_field, problem_of, sample_count
-from ctcid.serving.http import BodyLimit, rejection, upload_name
+from ctcid.serving.http import BodyLimit, field_name, rejection, upload_name
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import read_crops_file
 
 ARGS = bentoml.use_arguments(ServiceArgs)
 MODEL = bentoml.models.BentoModel(ARGS.model_tag)
 TRAFFIC = {"timeout": ARGS.timeout_s, "max_concurrency": 64}
+RETRIES = 6  # scorer calls shed under load are retried, with a doubling pause from 50 ms
 
 info_app = FastAPI(title="ctcid")
 
@@ -78,28 +81,43 @@ class CtcService:
         if len(crops) == 0:
             return np.empty(0, dtype=np.float64)
         size = ARGS.max_batch_size
-        parts = await asyncio.gather(
-            *(self.scorer.to_async.score(crops[i : i + size]) for i in range(0, len(crops), size))
-        )
+        parts = await asyncio.gather(*(self._score_slice(crops[i : i + size]) for i in range(0, len(crops), size)))
         return np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
 
-    async def _count(self, name: str, files: dict[str, Path]) -> FieldCount:
-        cut = await asyncio.to_thread(prepare_field, name, files, self.served, ARGS)
+    async def _score_slice(self, crops: np.ndarray) -> np.ndarray:
+        # BentoML's batcher sheds a request that waited past max_latency_ms (503), and under a burst
+        # the scorer's socket may drop a kept-alive connection: scoring is idempotent, so the slice
+        # is sent again rather than failing a request whose input was fine
+        for attempt in range(RETRIES):
+            try:
+                return await self.scorer.to_async.score(crops)
+            except (ServiceUnavailable, aiohttp.ClientConnectionError):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _count(self, files: list[Path], channel_map: str | None = None) -> FieldCount:
+        named = {upload_name(path): path for path in files}
+        name = next(iter(named)) if len(named) == 1 else field_name(named)
+        cut = await asyncio.to_thread(prepare_field, name, named, self.served, ARGS, channel_map)
         return field_count(name, cut, await self._score(cut.crops), self.served)
 
     @bentoml.api(route="/count_field")
     async def count_field(
         self,
-        field: Path | None = Field(None, description="one multi-channel TIFF / OME-TIFF (DAPI, CEP8, CD45)"),
-        dapi: Path | None = Field(None, description="or one single-channel TIFF per channel: DAPI"),
-        cep8: Path | None = Field(None, description="CEP8 (FISH spots)"),
-        cd45: Path | None = Field(None, description="CD45 (leukocyte membrane)"),
+        field: list[Path] = Field(
+            description="one multi-channel TIFF / OME-TIFF (DAPI, CEP8, CD45), or one single-channel "
+            "TIFF per channel named by channel_map"
+        ),
+        channel_map: str = Field(
+            "", description="for single-channel files: DAPI=*_dapi.tif,CEP8=*_cep8.tif,CD45=*_cd45.tif "
+            "(the default: stems ending _dapi, _cep8, _cd45)",
+        ),
     ) -> FieldCount:
         """Count CTCs in one field: the model's and the rule's counts and a row per cell."""
-        files = {k: v for k, v in {"field": field, "DAPI": dapi, "CEP8": cep8, "CD45": cd45}.items() if v}
-        name = upload_name(field) if field else upload_name(dapi) if dapi else "field"
         try:
-            return await self._count(name, files)
+            return await self._count(field, channel_map or None)
         except InputRejected as error:
             return rejection(error)
 
@@ -119,7 +137,7 @@ class CtcService:
         for path in fields:
             name = upload_name(path)
             try:
-                results.append(await self._count(name, {"field": path}))
+                results.append(await self._count([path]))
             except InputRejected as error:
                 problems.append(problem_of(name, error))
         if not results:

@@ -359,7 +359,7 @@ class ServingParams(_Section):
     # adaptive batching of crop scoring across requests (/classify and the fields' crops)
     batching: bool = True
     max_batch_size: Annotated[int, Field(ge=2, le=100_000)] = 256
-    max_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 500
+    max_latency_ms: Annotated[int, Field(ge=1, le=600_000)] = 2000
     # a request that runs longer is answered 504 by BentoML, and the worker goes on to the next
     timeout_s: Annotated[int, Field(ge=1, le=3600)] = 120
     workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes of the API service

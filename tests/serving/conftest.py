@@ -40,7 +40,7 @@ def service_params(root: Path) -> Params:
             ),
             "serving": base.serving.model_copy(
                 update={"max_field_px": 1024, "max_upload_mb": 4.0, "max_crops": 300, "max_fields": 4,
-                        "max_batch_size": 64, "max_latency_ms": 50}
+                        "max_batch_size": 64, "max_latency_ms": 1000}
             ),
         }
     )
@@ -59,7 +59,10 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, synthetic_stage_inputs: d
     decision = promote(params, inputs, s["raw"])
     assert decision.action == "promoted", decision
     simulate_dataset(params, root / "fields", show_progress=False, workers=1)
-    done = Packaged(write_params(params, root / "params.yaml"), params, root / "bentoml", root / "fields")
+    done = Packaged(
+        write_params(params, root / "params.yaml"), params, root / "bentoml", root / "fields",
+        root / "models", root / "reports", s["crops"],
+    )
     result = done.ctcid("package", "--reports", str(root / "reports"))
     assert result.returncode == 0, result.stderr
     return done

@@ -28,6 +28,12 @@ class Packaged:
     params: Params
     home: Path
     fields: Path  # <sample>/<field>.tif of a small simulated cohort
+    models: Path  # <backbone>/model.pt as training wrote it
+    reports: Path
+    crops: Path  # the synthetic training crops (24 px)
+
+    def field(self, sample: int = 0, number: int = 0) -> Path:
+        return self.fields / f"S{sample:04d}" / f"f{number:03d}.tif"
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "BENTOML_HOME": str(self.home)}

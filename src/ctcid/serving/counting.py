@@ -127,9 +127,15 @@ def cut_field(image: np.ndarray, served: ServedModel) -> CutField:
     return CutField(image, analysis, analysis.crops.astype(np.float32))
 
 
-def prepare_field(name: str, files: Mapping[str, Path], served: ServedModel, limits: ServingParams) -> CutField:
+def prepare_field(
+    name: str,
+    files: Mapping[str, Path],
+    served: ServedModel,
+    limits: ServingParams,
+    channel_map: str | None = None,
+) -> CutField:
     """Read, check and cut one field: everything before scoring, for the service and ``ctcid predict``."""
-    image = read_field_files(files, served.channels, limits)
+    image = read_field_files(files, served.channels, limits, channel_map)
     check_usable(image, name, served.segment, served.channels)
     return cut_field(image, served)
 

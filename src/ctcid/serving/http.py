@@ -7,6 +7,7 @@ so a client can show the lab what to fix; BentoML's own 400 for a malformed form
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ _TEMP_PREFIX = re.compile(r"^tmp[a-z0-9_]{8}(?=.)")
 
 def upload_name(path: Path) -> str:
     return _TEMP_PREFIX.sub("", path.name) or path.name
+
+
+def field_name(files: dict[str, Path]) -> str:
+    """A field sent as one file per channel is named by what the file names share."""
+    prefix = os.path.commonprefix(sorted(files)).rstrip("_-. ")
+    return prefix or "field"
 
 
 def rejection(error: InputRejected) -> JSONResponse:

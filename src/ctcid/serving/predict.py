@@ -45,7 +45,7 @@ def predict_fields(
     results, problems, written = [], [], []
     for name, path in _named(paths):
         try:
-            cut = prepare_field(name, {"field": path}, served, limits)
+            cut = prepare_field(name, {name: path}, served, limits)
         except InputRejected as error:
             problems.append(problem_of(name, error))
             continue

@@ -12,15 +12,15 @@ Status codes: 400 a request without the parts it needs, 413 too large, 415 not a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from ctcid.config import SegmentParams, ServingParams
-from ctcid.errors import FieldReadError, InputRejected
-from ctcid.raw.ingest import read_multichannel, read_plane
+from ctcid.errors import CtcidError, FieldReadError, InputRejected
+from ctcid.raw.ingest import parse_channel_map, read_multichannel, read_plane
 from ctcid.segmentation.analysis import input_problem
 
 BAD_REQUEST, TOO_LARGE, UNSUPPORTED, UNPROCESSABLE = 400, 413, 415, 422
@@ -58,45 +58,62 @@ def check_tiff_header(path: Path, name: str, limits: ServingParams) -> None:
         )
 
 
-def _read(name: str, read: callable) -> np.ndarray:  # type: ignore[valid-type]
+def _read(name: str, read: Callable[[], np.ndarray]) -> np.ndarray:
     try:
         return read()
-    except FieldReadError as error:
-        status = UNSUPPORTED if "cannot be decoded" in error.reason else UNPROCESSABLE
-        raise InputRejected(status, name, error.reason, error.hint) from None
+    except FieldReadError as error:  # the header was a TIFF's (checked first): damaged or unusable data
+        raise InputRejected(UNPROCESSABLE, name, error.reason, error.hint) from None
 
 
 def read_field_files(
-    files: Mapping[str, Path], channels: Sequence[str], limits: ServingParams
+    files: Mapping[str, Path], channels: Sequence[str], limits: ServingParams, channel_map: str | None = None
 ) -> np.ndarray:
-    """One field from ``{"field": path}`` (multi-channel) or ``{channel: path}`` for every channel."""
-    per_channel = {name.upper(): path for name, path in files.items() if name != "field"}
-    if "field" in files and per_channel:
+    """One field from its files, keyed by file name: one multi-channel TIFF, or one file per channel.
+
+    Single-channel files are matched to channels by ``channel_map`` (``ctcid ingest``'s syntax:
+    ``DAPI=*_dapi.tif,...``; by default the stem ends in ``_dapi``, ``_cep8``, ``_cd45``).
+    """
+    if len(files) not in (1, len(channels)):
         raise InputRejected(
-            BAD_REQUEST, "field", "sent together with single-channel files",
-            f"Send either 'field' (one multi-channel TIFF) or {', '.join(c.lower() for c in channels)}",
+            BAD_REQUEST, "field", f"{len(files)} files",
+            f"Send one multi-channel TIFF, or {len(channels)} single-channel files ({', '.join(channels)})",
         )
     for name, path in files.items():
         check_size(path, name, limits)
         check_tiff_header(path, name, limits)
-    if "field" in files:
-        return _read("field", lambda: read_multichannel(files["field"], channels))
-    missing = [c.lower() for c in channels if c not in per_channel]
-    if missing or not per_channel:
-        raise InputRejected(
-            BAD_REQUEST, ", ".join(missing) or "field", "missing",
-            f"Send 'field' (one multi-channel TIFF), or one single-channel TIFF per channel as "
-            f"{', '.join(c.lower() for c in channels)}",
-        )
-    planes = {c: _read(c.lower(), lambda c=c: read_plane(per_channel[c])) for c in channels}
+    if len(files) == 1:
+        name, path = next(iter(files.items()))
+        return _read(name, lambda: read_multichannel(path, channels))
+    by_channel = _match_channels(files, channels, channel_map)
+    planes = {c: _read(by_channel[c][0], lambda c=c: read_plane(by_channel[c][1])) for c in channels}
     shapes = {c: plane.shape for c, plane in planes.items()}
     if len(set(shapes.values())) > 1:
-        sizes = ", ".join(f"{c.lower()} {h}x{w}" for c, (h, w) in shapes.items())
+        sizes = ", ".join(f"{c} {h}x{w}" for c, (h, w) in shapes.items())
         raise InputRejected(
             UNPROCESSABLE, "field", f"channel sizes differ: {sizes}",
             "All channels of a field must come from the same camera frame",
         )
     return np.stack([planes[c] for c in channels])
+
+
+def _match_channels(
+    files: Mapping[str, Path], channels: Sequence[str], channel_map: str | None
+) -> dict[str, tuple[str, Path]]:
+    try:
+        patterns = parse_channel_map(channel_map, channels)
+    except CtcidError as error:
+        raise InputRejected(BAD_REQUEST, "channel_map", str(error)) from None
+    found: dict[str, tuple[str, Path]] = {}
+    for name, path in files.items():
+        matches = [p.channel for p in patterns if p.field_id(name)]
+        if len(matches) != 1 or matches[0] in found:
+            wanted = ", ".join(f"{p.channel}={p.pattern}" for p in patterns)
+            raise InputRejected(
+                BAD_REQUEST, name, "matches no channel, or the same channel as another file",
+                f"Name single-channel files to match the channel map ({wanted}), or send channel_map",
+            )
+        found[matches[0]] = (name, path)
+    return found
 
 
 def check_usable(image: np.ndarray, name: str, seg: SegmentParams, channels: Sequence[str]) -> None:
