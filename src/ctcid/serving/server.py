@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,11 +28,31 @@ def how_to_call(host: str, port: int) -> str:
     )
 
 
-def run(command: list[str]) -> int:
-    """Run the server in the foreground until Ctrl+C; its exit status."""
+def run(command: list[str], grace_s: float = 30) -> int:
+    """Run the server in the foreground; Ctrl+C or SIGTERM stop it gracefully (exit 0).
+
+    The signal is passed on to ``bentoml serve``, which lets requests in flight finish and stops its
+    workers; only if it has not stopped after ``grace_s`` is it killed.
+    """
     process = subprocess.Popen(command, env=dict(os.environ))
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        process.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            stopping = True
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
         return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait(timeout=30)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
