@@ -34,24 +34,28 @@ def run(command: list[str], grace_s: float = 30) -> int:
     The signal is passed on to ``bentoml serve``, which lets requests in flight finish and stops its
     workers; only if it has not stopped after ``grace_s`` is it killed.
     """
-    process = subprocess.Popen(command, env=dict(os.environ))
+    # its own process group: a stop reaches the arbiter and every worker at once, rather than
+    # depending on the arbiter passing it on
+    process = subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
     stopping = False
 
-    def stop(signum: int, frame: object) -> None:
+    def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
         nonlocal stopping
         stopping = True
-        process.send_signal(signal.SIGTERM)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         try:
             code = process.wait()
         except KeyboardInterrupt:
-            stopping = True
-            process.send_signal(signal.SIGTERM)
+            stop()
             code = process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         return process.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
