@@ -26,4 +26,4 @@ test: install
 	bash scripts/run_tests.sh
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench serving

@@ -56,6 +56,12 @@ else:
     print(f"the gate refused challenger v{decision['challenger']}: {'; '.join(decision['failed'])}")
     print(f"{name}@champion stays {decision['champion_before'] or 'unset'}; see reports/promotion.json")
 PY
+say "Service"
+python - <<'PY'
+import json
+packaged = json.load(open("reports/package.json"))
+print(f"Bento {packaged['bento']} serves {packaged['model_name']} v{packaged['version']} ({packaged['alias']})")
+PY
 cat <<MSG
 
 Outputs:
@@ -69,4 +75,6 @@ Registry:    .venv/bin/ctcid models     (promote: ctcid promote; undo: ctcid rol
 MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000;
              the 'Models' tab shows ctcid-classifier with its champion and challenger)
 Metrics:     .venv/bin/dvc metrics show      Plots: .venv/bin/dvc plots show
+Service:     .venv/bin/ctcid serve           (http://127.0.0.1:3000, Swagger UI at /; docs/serving.md)
+             curl -F field=@data/raw/S0000/f000.tif http://127.0.0.1:3000/count_field
 MSG

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
 
 import aiohttp
 import bentoml
@@ -24,7 +25,14 @@ from pydantic import BaseModel, Field
 
 from ctcid.errors import InputRejected
 from ctcid.serving.bento import ServiceArgs, probabilities, served_of
-from ctcid.serving.counting import FieldCount, SampleCount, field_count, prepare_field, problem_of, sample_count
+from ctcid.serving.counting import (
+    FieldCount,
+    SampleCount,
+    field_count,
+    prepare_field,
+    problem_of,
+    sample_count,
+)
 from ctcid.serving.http import BodyLimit, field_name, rejection, upload_name
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import read_crops_file
@@ -35,6 +43,14 @@ TRAFFIC = {"timeout": ARGS.timeout_s, "max_concurrency": 64}
 RETRIES = 6  # scorer calls shed under load are retried, with a doubling pause from 50 ms
 
 info_app = FastAPI(title="ctcid")
+FIELD_HELP = (
+    "one multi-channel TIFF / OME-TIFF (DAPI, CEP8, CD45), or one single-channel TIFF per channel "
+    "named as channel_map says"
+)
+CHANNEL_MAP_HELP = (
+    "for single-channel files, ctcid ingest's syntax: DAPI=*_dapi.tif,CEP8=*_cep8.tif,CD45=*_cd45.tif "
+    "(default: file stems ending _dapi, _cep8, _cd45)"
+)
 
 
 class Classified(BaseModel):
@@ -45,8 +61,12 @@ class Classified(BaseModel):
 
     model_config = {
         "json_schema_extra": {
-            "example":                 {"model": "ctcid-classifier v3", "operating_threshold": 0.42,
-                 "ctc_probability": [0.013, 0.987], "ctc": [False, True]}
+            "example": {
+                "model": "ctcid-classifier v3",
+                "operating_threshold": 0.42,
+                "ctc_probability": [0.013, 0.987],
+                "ctc": [False, True],
+            }
         }
     }
 
@@ -60,7 +80,9 @@ class CtcScorer:
     def __init__(self) -> None:
         self.model = bentoml.mlflow.load_model(self.bento_model)
 
-    @bentoml.api(batchable=ARGS.batching, max_batch_size=ARGS.max_batch_size, max_latency_ms=ARGS.max_latency_ms)
+    @bentoml.api(
+        batchable=ARGS.batching, max_batch_size=ARGS.max_batch_size, max_latency_ms=ARGS.max_latency_ms
+    )
     def score(self, crops: np.ndarray) -> np.ndarray:
         return probabilities(self.model, crops)
 
@@ -81,7 +103,9 @@ class CtcService:
         if len(crops) == 0:
             return np.empty(0, dtype=np.float64)
         size = ARGS.max_batch_size
-        parts = await asyncio.gather(*(self._score_slice(crops[i : i + size]) for i in range(0, len(crops), size)))
+        parts = await asyncio.gather(
+            *(self._score_slice(crops[i : i + size]) for i in range(0, len(crops), size))
+        )
         return np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
 
     async def _score_slice(self, crops: np.ndarray) -> np.ndarray:
@@ -106,14 +130,8 @@ class CtcService:
     @bentoml.api(route="/count_field")
     async def count_field(
         self,
-        field: list[Path] = Field(
-            description="one multi-channel TIFF / OME-TIFF (DAPI, CEP8, CD45), or one single-channel "
-            "TIFF per channel named by channel_map"
-        ),
-        channel_map: str = Field(
-            "", description="for single-channel files: DAPI=*_dapi.tif,CEP8=*_cep8.tif,CD45=*_cd45.tif "
-            "(the default: stems ending _dapi, _cep8, _cd45)",
-        ),
+        field: Annotated[list[Path], Field(description=FIELD_HELP)],
+        channel_map: Annotated[str, Field(description=CHANNEL_MAP_HELP)] = "",
     ) -> FieldCount:
         """Count CTCs in one field: the model's and the rule's counts and a row per cell."""
         try:
@@ -124,15 +142,19 @@ class CtcService:
     @bentoml.api(route="/count_sample")
     async def count_sample(
         self,
-        fields: list[Path] = Field(description="the patient's fields, one multi-channel TIFF each"),
-        sample: str = Field("sample", description="the sample's name, echoed back"),
+        fields: Annotated[list[Path], Field(description="the patient's fields, one multi-channel TIFF each")],
+        sample: Annotated[str, Field(description="the sample's name, echoed back")] = "sample",
     ) -> SampleCount:
         """Count one patient's CTCs over several fields; unusable fields are listed, not fatal."""
         if len(fields) > ARGS.max_fields:
-            return rejection(InputRejected(
-                413, "fields", f"{len(fields)} fields, more than serving.max_fields {ARGS.max_fields}",
-                "Send the sample in several requests and add the counts",
-            ))
+            return rejection(
+                InputRejected(
+                    413,
+                    "fields",
+                    f"{len(fields)} fields, more than serving.max_fields {ARGS.max_fields}",
+                    "Send the sample in several requests and add the counts",
+                )
+            )
         results, problems = [], []
         for path in fields:
             name = upload_name(path)
@@ -141,25 +163,34 @@ class CtcService:
             except InputRejected as error:
                 problems.append(problem_of(name, error))
         if not results:
-            error = InputRejected(422, "fields", "no field of the sample could be used", "; ".join(
-                f"{p.field}: {p.reason}" for p in problems))
+            error = InputRejected(
+                422,
+                "fields",
+                "no field of the sample could be used",
+                "; ".join(f"{p.field}: {p.reason}" for p in problems),
+            )
             return rejection(error)
         return sample_count(sample, results, problems, self.served)
 
     @bentoml.api(route="/classify")
     async def classify(
-        self, crops: Path = Field(description="a .npy array of crops, N x C x S x S raw intensities")
+        self,
+        crops: Annotated[Path, Field(description="a .npy array of crops, N x C x S x S raw intensities")],
     ) -> Classified:
         """CTC probability and call of each crop (crops cut as GET /model's crop_size says)."""
         served = self.served
         try:
-            array = await asyncio.to_thread(read_crops_file, crops, len(served.channels), served.crop_size, ARGS)
+            array = await asyncio.to_thread(
+                read_crops_file, crops, len(served.channels), served.crop_size, ARGS
+            )
         except InputRejected as error:
             return rejection(error)
         scores = await self._score(array)
         return Classified(
-            model=served.label, operating_threshold=served.operating_threshold,
-            ctc_probability=scores.tolist(), ctc=(scores >= served.operating_threshold).tolist(),
+            model=served.label,
+            operating_threshold=served.operating_threshold,
+            ctc_probability=scores.tolist(),
+            ctc=(scores >= served.operating_threshold).tolist(),
         )
 
     @info_app.get("/model", response_model=ServedModel, summary="The served model")

@@ -10,9 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from ctcid.contracts import BACKBONES as CONTRACT_BACKBONES
@@ -29,6 +31,7 @@ def _env() -> dict[str, str]:
     # the stages call `ctcid`; it lives next to the interpreter running the tests
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "200"  # rich tables in full, not cut to 80 columns
+    env.pop("BENTOML_HOME", None)  # the project's own store, serving.bentoml_home, as 'make run' has it
     env.update(GIT_AUTHOR_NAME="ctcid", GIT_AUTHOR_EMAIL="ctcid@example.org")
     env.update(GIT_COMMITTER_NAME="ctcid", GIT_COMMITTER_EMAIL="ctcid@example.org")
     return env
@@ -52,6 +55,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo / "gx").mkdir()
     shutil.copy(ROOT / "gx" / "great_expectations.yml", repo / "gx" / "great_expectations.yml")
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    # the package stage builds a wheel of the project and a Bento of serving/
+    for name in ("pyproject.toml", "README.md", "requirements.lock"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "serving").mkdir()
+    for name in ("service.py", "bentofile.yaml"):
+        shutil.copy(ROOT / "serving" / name, repo / "serving" / name)
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
     run(repo, "dvc", "remote", "add", "-d", "local", str(repo.parent / f"{repo.name}-remote"))
@@ -129,6 +138,39 @@ def test_the_run_ends_with_a_registered_champion_its_card_and_lineage(project: P
     assert "Not for diagnosis" in (project / "reports/model_card.md").read_text()
     listing = run(project, "ctcid", "models").stdout
     assert "champion" in listing and metrics["selected"] in listing
+    packaged = json.loads((project / "reports/package.json").read_text())
+    assert (packaged["version"], packaged["alias"]) == ("1", "champion")
+    assert (project / ".bentoml" / "bentos" / "ctcid-classifier-service").is_dir()
+
+
+def test_the_readme_serve_command_counts_a_simulated_field(project: Path) -> None:
+    from factory import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["ctcid", "serve", "--port", str(port)], cwd=project, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        field = project / "data/raw/S0000/f000.tif"
+        upload = {"field": (field.name, field.read_bytes())}
+        answer = requests.post(f"{url}/count_field", files=upload, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == "ctcid-classifier v1" and answer.json()["cells"] > 0
+        assert requests.get(f"{url}/model", timeout=10).json()["alias"] == "champion"
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output[-3000:]
+    assert f"curl -F field=@data/raw/S0000/f000.tif {url}/count_field" in output
 
 
 def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:

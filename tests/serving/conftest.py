@@ -16,11 +16,11 @@ from service_support import Packaged, Server, running_service, write_params
 
 from ctcid.config import Params
 from ctcid.evaluation.evaluate import evaluate_models
+from ctcid.model.train import train_backbone
 from ctcid.paths import StageInputs
 from ctcid.raw.simulate import simulate_dataset
 from ctcid.registry.promote import promote
 from ctcid.registry.register import register_selected
-from ctcid.model.train import train_backbone
 from factory import CROP_SIZE, free_port, tiny_params
 
 BACKBONE = "alexnet"
@@ -35,12 +35,22 @@ def service_params(root: Path) -> Params:
                 update={"n_samples": 2, "fields_per_sample": (2, 2), "field_size": 192, "workers": 1}
             ),
             "registry": base.registry.model_copy(
-                update={"min_sensitivity": 0.0, "min_specificity": 0.0, "max_patient_mae": 1e6,
-                        "behaviour_checks": False}
+                update={
+                    "min_sensitivity": 0.0,
+                    "min_specificity": 0.0,
+                    "max_patient_mae": 1e6,
+                    "behaviour_checks": False,
+                }
             ),
             "serving": base.serving.model_copy(
-                update={"max_field_px": 1024, "max_upload_mb": 4.0, "max_crops": 300, "max_fields": 4,
-                        "max_batch_size": 64, "max_latency_ms": 1000}
+                update={
+                    "max_field_px": 1024,
+                    "max_upload_mb": 4.0,
+                    "max_crops": 300,
+                    "max_fields": 4,
+                    "max_batch_size": 64,
+                    "max_latency_ms": 1000,
+                }
             ),
         }
     )
@@ -60,8 +70,13 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, synthetic_stage_inputs: d
     assert decision.action == "promoted", decision
     simulate_dataset(params, root / "fields", show_progress=False, workers=1)
     done = Packaged(
-        write_params(params, root / "params.yaml"), params, root / "bentoml", root / "fields",
-        root / "models", root / "reports", s["crops"],
+        write_params(params, root / "params.yaml"),
+        params,
+        root / "bentoml",
+        root / "fields",
+        root / "models",
+        root / "reports",
+        s["crops"],
     )
     result = done.ctcid("package", "--reports", str(root / "reports"))
     assert result.returncode == 0, result.stderr

@@ -42,7 +42,12 @@ class Packaged:
         """Run the real CLI from the repository root (where serving/ lies)."""
         return subprocess.run(
             [*CTCID, *args, "--params", str(self.params_file)],
-            cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
 
@@ -65,7 +70,10 @@ def running_service(packaged: Packaged, port: int, timeout_s: float = 180) -> It
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [*CTCID, "serve", "--port", str(port), "--params", str(packaged.params_file)],
-            cwd=REPO, env=packaged.env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=packaged.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         server = Server(f"http://127.0.0.1:{port}", process, log_path)
         try:

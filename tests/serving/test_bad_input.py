@@ -37,18 +37,37 @@ FIELD_CASES: dict[str, tuple[FieldCase, int, str]] = {
     "not a TIFF": (lambda p: [("notes.txt", b"not an image at all, just text\n" * 20)], 415, "is not a TIFF"),
     "truncated TIFF": (lambda p: [("cut.tif", p.field(0, 0).read_bytes()[:5000])], 422, "cut.tif"),
     "two channels": (lambda p: [("two.tif", _tiff(_field(p)[:2]))], 422, "has 2 channels"),
-    "float pixels": (lambda p: [("float.tif", _tiff(_field(p).astype(np.float32)))], 422, "pixel type float32"),
+    "float pixels": (
+        lambda p: [("float.tif", _tiff(_field(p).astype(np.float32)))],
+        422,
+        "pixel type float32",
+    ),
     "signed pixels": (lambda p: [("signed.tif", _tiff(_field(p).astype(np.int16)))], 422, "pixel type int16"),
     "field too large": (
         lambda p: [("huge.tif", _tiff(np.zeros((3, 1100, 1100), np.uint16), compression="zlib"))],
-        413, "serving.max_field_px 1024",
+        413,
+        "serving.max_field_px 1024",
     ),
-    "upload too large": (lambda p: [("big.tif", np.random.default_rng(0).bytes(5 * 2**20))], 413, "max_upload_mb"),
-    "all-dark field": (lambda p: [("dark.tif", _tiff(np.full((3, 192, 192), 100, np.uint16)))], 422, "DAPI channel is dark"),
+    "upload too large": (
+        lambda p: [("big.tif", np.random.default_rng(0).bytes(5 * 2**20))],
+        413,
+        "max_upload_mb",
+    ),
+    "all-dark field": (
+        lambda p: [("dark.tif", _tiff(np.full((3, 192, 192), 100, np.uint16)))],
+        422,
+        "DAPI channel is dark",
+    ),
     "empty file": (lambda p: [("empty.tif", b"")], 400, "empty file"),
-    "two files": (lambda p: [("a.tif", p.field(0, 0).read_bytes()), ("b.tif", p.field(0, 1).read_bytes())], 400, "2 files"),
+    "two files": (
+        lambda p: [("a.tif", p.field(0, 0).read_bytes()), ("b.tif", p.field(0, 1).read_bytes())],
+        400,
+        "2 files",
+    ),
     "unmatched channel files": (
-        lambda p: [(f"x_{i}.tif", _tiff(_field(p)[i])) for i in range(3)], 400, "channel map",
+        lambda p: [(f"x_{i}.tif", _tiff(_field(p)[i])) for i in range(3)],
+        400,
+        "channel map",
     ),
 }
 
@@ -67,7 +86,11 @@ def test_count_field_refuses(case: str, service: Server, packaged: Packaged) -> 
 CROP = 24
 CROP_CASES: dict[str, tuple[Callable[[], bytes], int, str]] = {
     "wrong crop size": (lambda: _npy(np.zeros((2, 3, 40, 40), np.uint16)), 422, "expected N x 3 x 24 x 24"),
-    "wrong channels": (lambda: _npy(np.zeros((2, 4, CROP, CROP), np.uint16)), 422, "expected N x 3 x 24 x 24"),
+    "wrong channels": (
+        lambda: _npy(np.zeros((2, 4, CROP, CROP), np.uint16)),
+        422,
+        "expected N x 3 x 24 x 24",
+    ),
     "too many crops": (lambda: _npy(np.zeros((301, 3, CROP, CROP), np.uint8)), 413, "serving.max_crops 300"),
     "no crops": (lambda: _npy(np.zeros((0, 3, CROP, CROP), np.uint16)), 422, "holds no crops"),
     "not numbers": (lambda: _npy(np.array(["a", "b"])), 422, "expected numbers"),
@@ -104,7 +127,9 @@ def test_count_sample_refuses_too_many_fields_and_all_bad_ones(service: Server, 
 
 def test_the_service_is_still_healthy_after_bad_input(service: Server, packaged: Packaged) -> None:
     path: Path = packaged.field(1, 1)
-    answer = requests.post(f"{service.url}/count_field", files={"field": (path.name, path.read_bytes())}, timeout=120)
+    answer = requests.post(
+        f"{service.url}/count_field", files={"field": (path.name, path.read_bytes())}, timeout=120
+    )
     assert answer.status_code == 200
     # BentoML logs each refused request; none was answered 5xx
     assert "status=5" not in service.log.read_text()

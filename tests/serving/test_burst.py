@@ -36,7 +36,9 @@ def test_a_burst_gets_no_5xx_and_right_answers(service: Server, packaged: Packag
         if i % BAD_EVERY == 0:  # malformed: alternately bad crops and a field that is no TIFF
             if i % 2:
                 bad = _npy(np.zeros((3, 3, 7, 7), np.float32))
-                answer = requests.post(f"{service.url}/classify", files={"crops": ("c.npy", bad)}, timeout=300)
+                answer = requests.post(
+                    f"{service.url}/classify", files={"crops": ("c.npy", bad)}, timeout=300
+                )
             else:
                 answer = requests.post(
                     f"{service.url}/count_field", files={"field": ("x.tif", b"junk" * 50)}, timeout=300

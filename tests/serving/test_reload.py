@@ -33,8 +33,12 @@ def _copy(packaged: Packaged, root: Path) -> Packaged:
     mlflow = packaged.params.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"})
     params = packaged.params.model_copy(update={"mlflow": mlflow})
     return replace(
-        packaged, params=params, params_file=write_params(params, root / "params.yaml"), home=root / "bentoml",
-        models=root / "models", reports=root / "reports",
+        packaged,
+        params=params,
+        params_file=write_params(params, root / "params.yaml"),
+        home=root / "bentoml",
+        models=root / "models",
+        reports=root / "reports",
     )
 
 

@@ -27,7 +27,11 @@ def test_model_names_the_champion(service: Server, packaged: Packaged) -> None:
     assert answer.status_code == 200, answer.text
     info = answer.json()
     registration = json.loads((packaged.reports / "registration.json").read_text())
-    assert (info["name"], info["version"], info["alias"]) == ("ctcid-classifier", registration["version"], "champion")
+    assert (info["name"], info["version"], info["alias"]) == (
+        "ctcid-classifier",
+        registration["version"],
+        "champion",
+    )
     assert info["run_id"] == registration["run_id"]
     assert info["backbone"] == BACKBONE
     assert info["segment"] == packaged.params.segment.model_dump(mode="json")
@@ -74,7 +78,9 @@ def test_count_field_takes_one_file_per_channel(service: Server, packaged: Packa
     )
 
 
-def test_count_sample_adds_the_fields_and_lists_the_bad_one(service: Server, packaged: Packaged, tmp_path) -> None:
+def test_count_sample_adds_the_fields_and_lists_the_bad_one(
+    service: Server, packaged: Packaged, tmp_path
+) -> None:
     good = [packaged.field(0, 0), packaged.field(0, 1)]
     bad = tmp_path / "broken.tif"
     bad.write_bytes(good[0].read_bytes()[:600])

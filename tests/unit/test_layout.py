@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "ctcid"
 
 # Pipeline order: a module may import its own layer and any layer before it, never one after.
-LAYERS = ["core", "raw", "segmentation", "quality", "split", "model", "tuning", "evaluation", "registry"]
+LAYERS = [
+    "core", "raw", "segmentation", "quality", "split", "model", "tuning", "evaluation", "registry", "serving",
+]
 ENTRY_LAYER = "cli"  # the CLI calls every step
 STAGE_ENTRIES = {
     "segment": "ctcid.segmentation.stage",
@@ -23,6 +25,7 @@ STAGE_ENTRIES = {
     "evaluate": "ctcid.evaluation.evaluate",
     "register": "ctcid.registry.register",
     "promote": "ctcid.registry.promote",
+    "package": "ctcid.serving.package",
 }
 
 

@@ -72,7 +72,10 @@ def find_model(served: ServedModel) -> Any | None:
     """The BentoML model already packaged from this registry version and model file, if any."""
     for model in listed("models", bento_name(served.name)):
         labels = model.info.labels
-        if labels.get("registry_version") == served.version and labels.get("model_sha256") == served.model_sha256[:16]:
+        if (
+            labels.get("registry_version") == served.version
+            and labels.get("model_sha256") == served.model_sha256[:16]
+        ):
             return model
     return None
 
@@ -99,7 +102,9 @@ def load_served(model_tag: str) -> tuple[ServedModel, Any]:
     try:
         bento_model = bentoml.models.get(model_tag)
     except bentoml.exceptions.NotFound:
-        raise CtcidError(f"no packaged model {model_tag} in {os.environ.get('BENTOML_HOME')}; run 'ctcid package'") from None
+        raise CtcidError(
+            f"no packaged model {model_tag} in {os.environ.get('BENTOML_HOME')}; run 'ctcid package'"
+        ) from None
     return served_of(bento_model), bentoml.mlflow.load_model(bento_model)
 
 

@@ -54,17 +54,34 @@ class FieldCount(BaseModel):
 
     model_config = {
         "json_schema_extra": {
-            "example":                 {
-                    "field": "f000.tif", "width": 512, "height": 512, "cells": 41, "ctc_count": 2,
-                    "ctc_flagged": 3, "rule_count": 2, "model": "ctcid-classifier v3", "note": "",
-                    "cell_table": [
-                        {
-                            "cell": 0, "x": 101.4, "y": 37.9, "x0": 93, "y0": 30, "x1": 110, "y1": 46,
-                            "ctc_probability": 0.991, "ctc": True, "counted": True, "cep8_spots": 4,
-                            "cd45_score": 0.2, "rule_ctc": True,
-                        }
-                    ],
-                }
+            "example": {
+                "field": "f000.tif",
+                "width": 512,
+                "height": 512,
+                "cells": 41,
+                "ctc_count": 2,
+                "ctc_flagged": 3,
+                "rule_count": 2,
+                "model": "ctcid-classifier v3",
+                "note": "",
+                "cell_table": [
+                    {
+                        "cell": 0,
+                        "x": 101.4,
+                        "y": 37.9,
+                        "x0": 93,
+                        "y0": 30,
+                        "x1": 110,
+                        "y1": 46,
+                        "ctc_probability": 0.991,
+                        "ctc": True,
+                        "counted": True,
+                        "cep8_spots": 4,
+                        "cd45_score": 0.2,
+                        "rule_ctc": True,
+                    }
+                ],
+            }
         }
     }
 
@@ -98,17 +115,23 @@ class SampleCount(BaseModel):
 
     model_config = {
         "json_schema_extra": {
-            "example":                 {
-                    "sample": "S0007", "ctc_count": 3, "ctc_flagged": 4, "rule_count": 3, "cells": 85,
-                    "fields_sent": 3, "fields_used": 2, "model": "ctcid-classifier v3",
-                    "per_field": [
-                        {"field": "f000.tif", "cells": 41, "ctc_count": 2, "ctc_flagged": 3, "rule_count": 2},
-                        {"field": "f001.tif", "cells": 44, "ctc_count": 1, "ctc_flagged": 1, "rule_count": 1},
-                    ],
-                    "problems": [
-                        {"field": "f002.tif", "status": 422, "reason": "DAPI channel is dark", "hint": "re-image"}
-                    ],
-                }
+            "example": {
+                "sample": "S0007",
+                "ctc_count": 3,
+                "ctc_flagged": 4,
+                "rule_count": 3,
+                "cells": 85,
+                "fields_sent": 3,
+                "fields_used": 2,
+                "model": "ctcid-classifier v3",
+                "per_field": [
+                    {"field": "f000.tif", "cells": 41, "ctc_count": 2, "ctc_flagged": 3, "rule_count": 2},
+                    {"field": "f001.tif", "cells": 44, "ctc_count": 1, "ctc_flagged": 1, "rule_count": 1},
+                ],
+                "problems": [
+                    {"field": "f002.tif", "status": 422, "reason": "DAPI channel is dark", "hint": "re-image"}
+                ],
+            }
         }
     }
 
@@ -154,18 +177,33 @@ def field_count(name: str, cut: CutField, probabilities: np.ndarray, served: Ser
     rule = table["rule_label"].to_numpy() == 1
     cells = [
         CellCall(
-            cell=int(row.cell_idx), x=float(row.x), y=float(row.y),
-            x0=int(row.x0), y0=int(row.y0), x1=int(row.x1), y1=int(row.y1),
-            ctc_probability=float(p), ctc=bool(f), counted=bool(c),
-            cep8_spots=int(row.cep8_spots), cd45_score=float(row.cd45_score), rule_ctc=bool(r),
+            cell=int(row.cell_idx),
+            x=float(row.x),
+            y=float(row.y),
+            x0=int(row.x0),
+            y0=int(row.y0),
+            x1=int(row.x1),
+            y1=int(row.y1),
+            ctc_probability=float(p),
+            ctc=bool(f),
+            counted=bool(c),
+            cep8_spots=int(row.cep8_spots),
+            cd45_score=float(row.cd45_score),
+            rule_ctc=bool(r),
         )
         for row, p, f, c, r in zip(table.itertuples(), probabilities, flagged, counted, rule, strict=True)
     ]
     height, width = (int(v) for v in cut.analysis.nuclei.labels.shape)
     return FieldCount(
-        field=name, width=width, height=height, cells=len(cells),
-        ctc_count=int(counted.sum()), ctc_flagged=int(flagged.sum()), rule_count=int(rule.sum()),
-        model=served.label, note="" if cells else "no nuclei found in the DAPI channel",
+        field=name,
+        width=width,
+        height=height,
+        cells=len(cells),
+        ctc_count=int(counted.sum()),
+        ctc_flagged=int(flagged.sum()),
+        rule_count=int(rule.sum()),
+        model=served.label,
+        note="" if cells else "no nuclei found in the DAPI channel",
         cell_table=cells,
     )
 
@@ -185,7 +223,10 @@ def sample_count(
         model=served.label,
         per_field=[
             FieldSummary(
-                field=r.field, cells=r.cells, ctc_count=r.ctc_count, ctc_flagged=r.ctc_flagged,
+                field=r.field,
+                cells=r.cells,
+                ctc_count=r.ctc_count,
+                ctc_flagged=r.ctc_flagged,
                 rule_count=r.rule_count,
             )
             for r in results

@@ -55,10 +55,20 @@ class BodyLimit:
 
     async def _refuse(self, send: Any, size: int) -> None:
         error = InputRejected(
-            413, "request", f"body of {size / 2**20:.1f} MB exceeds serving.max_upload_mb "
-            f"{self.max_bytes / 2**20:g}", "Send fewer or smaller files per request",
+            413,
+            "request",
+            f"body of {size / 2**20:.1f} MB exceeds serving.max_upload_mb {self.max_bytes / 2**20:g}",
+            "Send fewer or smaller files per request",
         )
         body = json.dumps({"error": str(error), **error.as_dict()}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -147,9 +147,22 @@ def build_wheel(root: Path, out: Path) -> Path:
         old.unlink()
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-             "--wheel-dir", str(out), str(root.resolve())],
-            capture_output=True, text=True, check=False, cwd=scratch,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--wheel-dir",
+                str(out),
+                str(root.resolve()),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=scratch,
         )
     wheels = sorted(out.glob("ctcid-*.whl"))
     if done.returncode != 0 or not wheels:

@@ -77,14 +77,31 @@ def _cells_csv(path: Path, results: Sequence[FieldCount]) -> Path:
 def _overlay(path: Path, cut: CutField, result: FieldCount, channels: Sequence[str]) -> Path:
     analysis = cut.analysis
     draw_overlay(
-        path, cut.image, channels, [c.contour for c in analysis.nuclei.nuclei],
-        [cell.counted for cell in result.cell_table], analysis.spots.rows, analysis.spots.cols,
-        f"{result.field} {result.model}: {result.ctc_count} CTC", called="model CTC",
+        path,
+        cut.image,
+        channels,
+        [c.contour for c in analysis.nuclei.nuclei],
+        [cell.counted for cell in result.cell_table],
+        analysis.spots.rows,
+        analysis.spots.cols,
+        f"{result.field} {result.model}: {result.ctc_count} CTC",
+        called="model CTC",
     )
     return path
 
 
 _CELL_COLUMNS = [
-    "cell", "x", "y", "x0", "y0", "x1", "y1", "ctc_probability", "ctc", "counted",
-    "cep8_spots", "cd45_score", "rule_ctc",
+    "cell",
+    "x",
+    "y",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "ctc_probability",
+    "ctc",
+    "counted",
+    "cep8_spots",
+    "cd45_score",
+    "rule_ctc",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,10 +43,8 @@ def run(command: list[str], grace_s: float = 30) -> int:
     def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
         nonlocal stopping
         stopping = True
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:

@@ -34,7 +34,9 @@ def check_size(path: Path, name: str, limits: ServingParams) -> None:
         raise InputRejected(BAD_REQUEST, name, "is an empty file", _TIFF_HINT)
     if size > limits.max_upload_mb * _MB:
         raise InputRejected(
-            TOO_LARGE, name, f"is {size / _MB:.1f} MB, more than serving.max_upload_mb {limits.max_upload_mb:g}",
+            TOO_LARGE,
+            name,
+            f"is {size / _MB:.1f} MB, more than serving.max_upload_mb {limits.max_upload_mb:g}",
             "Send fewer or smaller files per request",
         )
 
@@ -51,7 +53,8 @@ def check_tiff_header(path: Path, name: str, limits: ServingParams) -> None:
     side = max(shape[-2:], default=0)
     if side > limits.max_field_px:
         raise InputRejected(
-            TOO_LARGE, name,
+            TOO_LARGE,
+            name,
             f"is a {' x '.join(map(str, shape))} image; its side of {side} px exceeds "
             f"serving.max_field_px {limits.max_field_px}",
             "Send one field (one camera frame) per file, not a stitched scan",
@@ -75,7 +78,9 @@ def read_field_files(
     """
     if len(files) not in (1, len(channels)):
         raise InputRejected(
-            BAD_REQUEST, "field", f"{len(files)} files",
+            BAD_REQUEST,
+            "field",
+            f"{len(files)} files",
             f"Send one multi-channel TIFF, or {len(channels)} single-channel files ({', '.join(channels)})",
         )
     for name, path in files.items():
@@ -90,7 +95,9 @@ def read_field_files(
     if len(set(shapes.values())) > 1:
         sizes = ", ".join(f"{c} {h}x{w}" for c, (h, w) in shapes.items())
         raise InputRejected(
-            UNPROCESSABLE, "field", f"channel sizes differ: {sizes}",
+            UNPROCESSABLE,
+            "field",
+            f"channel sizes differ: {sizes}",
             "All channels of a field must come from the same camera frame",
         )
     return np.stack([planes[c] for c in channels])
@@ -109,7 +116,9 @@ def _match_channels(
         if len(matches) != 1 or matches[0] in found:
             wanted = ", ".join(f"{p.channel}={p.pattern}" for p in patterns)
             raise InputRejected(
-                BAD_REQUEST, name, "matches no channel, or the same channel as another file",
+                BAD_REQUEST,
+                name,
+                "matches no channel, or the same channel as another file",
                 f"Name single-channel files to match the channel map ({wanted}), or send channel_map",
             )
         found[matches[0]] = (name, path)
@@ -120,8 +129,10 @@ def check_usable(image: np.ndarray, name: str, seg: SegmentParams, channels: Seq
     """Refuse an empty (uniform), dark or saturated field with the segment stage's own checks."""
     if image.shape[1] < seg.crop_size or image.shape[2] < seg.crop_size:
         raise InputRejected(
-            UNPROCESSABLE, name, f"is {image.shape[2]} x {image.shape[1]} px, smaller than one "
-            f"{seg.crop_size}-px cell crop", "Send a whole field",
+            UNPROCESSABLE,
+            name,
+            f"is {image.shape[2]} x {image.shape[1]} px, smaller than one {seg.crop_size}-px cell crop",
+            "Send a whole field",
         )
     problem = input_problem(image, seg, channels)
     if problem is not None:
@@ -135,28 +146,39 @@ def read_crops_file(path: Path, channels: int, crop_size: int, limits: ServingPa
     with path.open("rb") as handle:
         try:
             major, _ = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            )
             shape, _, dtype = read_header(handle)
         except Exception as error:  # not an .npy, or a header numpy cannot parse
             raise InputRejected(
-                UNSUPPORTED, name, f"is not a NumPy .npy file ({error})",
+                UNSUPPORTED,
+                name,
+                f"is not a NumPy .npy file ({error})",
                 "Save the crops with numpy.save(path, crops), shaped N x C x S x S",
             ) from None
     expected = f"N x {channels} x {crop_size} x {crop_size}"
     if dtype.kind not in "uif":
         raise InputRejected(
-            UNPROCESSABLE, name, f"has dtype {dtype}, expected numbers", "Send raw intensities as integers or floats"
+            UNPROCESSABLE,
+            name,
+            f"has dtype {dtype}, expected numbers",
+            "Send raw intensities as integers or floats",
         )
     if len(shape) != 4 or tuple(shape[1:]) != (channels, crop_size, crop_size):
         raise InputRejected(
-            UNPROCESSABLE, name, f"has shape {tuple(shape)}, expected {expected}",
+            UNPROCESSABLE,
+            name,
+            f"has shape {tuple(shape)}, expected {expected}",
             "Cut crops the size the served model was trained on (GET /model: crop_size)",
         )
     if shape[0] == 0:
         raise InputRejected(UNPROCESSABLE, name, "holds no crops", f"Send at least one crop, {expected}")
     if shape[0] > limits.max_crops:
         raise InputRejected(
-            TOO_LARGE, name, f"holds {shape[0]} crops, more than serving.max_crops {limits.max_crops}",
+            TOO_LARGE,
+            name,
+            f"holds {shape[0]} crops, more than serving.max_crops {limits.max_crops}",
             "Split them over several requests",
         )
     try:
