@@ -5,6 +5,8 @@ The model and registry tests train on :func:`synthetic_stage_inputs` (see tests/
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from ctcid.split import make_split, write_split
 from factory import CROP_SIZE, draw_cells, draw_crops, make_annotations, make_manifest
 
 go_offline()
+# BentoML reads its home when first imported: never the developer's ~/bentoml from a test
+os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="ctcid-test-bentoml-"))
 
 
 @pytest.fixture(scope="session")

@@ -128,3 +128,15 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+def test_the_python_client_of_the_docs(service: Server, packaged: Packaged) -> None:
+    import bentoml
+
+    fields = sorted((packaged.fields / "S0000").glob("*.tif"))
+    with bentoml.SyncHTTPClient(service.url) as client:
+        field = client.count_field(field=[fields[0]])
+        sample = client.count_sample(fields=fields, sample="S0000")
+    assert field["model"] == sample["model"] and field["cells"] > 0
+    assert sample["fields_used"] == len(fields) and sample["problems"] == []
+    assert sample["per_field"][0]["ctc_count"] == field["ctc_count"]
