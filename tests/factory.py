@@ -22,6 +22,8 @@ Intensities are camera counts like the simulator's defaults.
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import requests
 
 from ctcid.config import Params, parse_params
 from ctcid.contracts import (
@@ -442,6 +445,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_until_ok(process: subprocess.Popen, url: str, timeout_s: float, log: Path) -> None:
+    """Poll ``url`` until it answers 2xx; fail with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the server behind {url} did not start:\n{log.read_text()[-4000:]}")
 
 
 # --- parameters -----------------------------------------------------------------------------------

@@ -582,13 +582,14 @@ def predict_command(
 
     Writes <sample>_cells.csv (one row per cell), <sample>.json and <field>_overlay.png per field.
     """
-    from ctcid.serving.bento import latest_bento
+    from ctcid.serving.bento import ServiceArgs, latest_bento
     from ctcid.serving.predict import predict_fields
 
     config = _serving(params, model_name)
     bento = latest_bento(config.mlflow.model_name)
+    served_as = ServiceArgs.model_validate(bento.info.args)  # the model and limits the service has
     name = sample or fields[0].resolve().parent.name
-    done = predict_fields(fields, name, out, bento.info.args["model_tag"], config.serving)
+    done = predict_fields(fields, name, out, served_as.model_tag, served_as)
     answer = done.sample
     console.print(
         f"{answer.sample}: {answer.ctc_count} CTC by {answer.model} (rule: {answer.rule_count}) in "

@@ -7,16 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from ctcid.config import Params
-from factory import free_port, tiny_params
+from factory import free_port, tiny_params, wait_until_ok
 
 BACKBONE = "alexnet"
 
@@ -48,7 +45,7 @@ def running_mlflow_server(root: Path, timeout_s: float = 120) -> Iterator[Mlflow
         )
         uri = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_healthy(server, uri, timeout_s, log_path)
+            wait_until_ok(server, f"{uri}/health", timeout_s, log_path)
             yield MlflowServer(uri, root / "artifacts")
         finally:
             server.terminate()
@@ -56,18 +53,6 @@ def running_mlflow_server(root: Path, timeout_s: float = 120) -> Iterator[Mlflow
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 server.kill()
-
-
-def _wait_until_healthy(server: subprocess.Popen, uri: str, timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if requests.get(f"{uri}/health", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"mlflow server at {uri} did not start:\n{log.read_text()[-3000:]}")
 
 
 def server_params(uri: str, model_name: str, **registry: object) -> Params:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 import yaml
 
 from ctcid.config import Params
+from factory import wait_until_ok
 
 REPO = Path(__file__).resolve().parents[2]
 CTCID = [str(Path(sys.executable).with_name("ctcid"))]  # the installed command, as users run it
@@ -77,7 +76,7 @@ def running_service(packaged: Packaged, port: int, timeout_s: float = 180) -> It
         )
         server = Server(f"http://127.0.0.1:{port}", process, log_path)
         try:
-            _wait_ready(server, timeout_s)
+            wait_until_ok(process, f"{server.url}/readyz", timeout_s, log_path)
             yield server
         finally:
             process.terminate()
@@ -86,15 +85,3 @@ def running_service(packaged: Packaged, port: int, timeout_s: float = 180) -> It
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def _wait_ready(server: Server, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.process.poll() is None:
-        try:
-            if requests.get(f"{server.url}/readyz", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the service at {server.url} did not start:\n{server.log.read_text()[-4000:]}")
