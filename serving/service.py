@@ -41,6 +41,7 @@ ARGS = bentoml.use_arguments(ServiceArgs)
 MODEL = bentoml.models.BentoModel(ARGS.model_tag)
 TRAFFIC = {"timeout": ARGS.timeout_s, "max_concurrency": 64}
 RETRIES = 6  # scorer calls shed under load are retried, with a doubling pause from 50 ms
+SCORE_TIMEOUT_S = max(10.0, 5 * ARGS.max_latency_ms / 1000)  # one slice normally takes < 1 s
 
 info_app = FastAPI(title="ctcid")
 FIELD_HELP = (
@@ -109,13 +110,13 @@ class CtcService:
         return np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
 
     async def _score_slice(self, crops: np.ndarray) -> np.ndarray:
-        # BentoML's batcher sheds a request that waited past max_latency_ms (503), and under a burst
-        # the scorer's socket may drop a kept-alive connection: scoring is idempotent, so the slice
-        # is sent again rather than failing a request whose input was fine
+        # Scoring is idempotent, so a slice is sent again when BentoML's batcher sheds it (503 past
+        # max_latency_ms), when the scorer's socket drops a kept-alive connection, or when no answer
+        # comes within SCORE_TIMEOUT_S (seen once in a few thousand calls under a burst on 2 cores)
         for attempt in range(RETRIES):
             try:
-                return await self.scorer.to_async.score(crops)
-            except (ServiceUnavailable, aiohttp.ClientConnectionError):
+                return await asyncio.wait_for(self.scorer.to_async.score(crops), SCORE_TIMEOUT_S)
+            except (ServiceUnavailable, aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == RETRIES - 1:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
