@@ -23,7 +23,30 @@ HEADLINE_PREFIXES = ("test.", "rule.", "cv.")
 class ServedModel(BaseModel):
     """The served version: identity, thresholds, segmentation and lineage."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "example": {
+                "name": "ctcid-classifier",
+                "version": "3",
+                "alias": "champion",
+                "run_id": "4f1c2d9e8b7a4c3d9e1f2a3b4c5d6e7f",
+                "backbone": "resnet18",
+                "init": "scratch",
+                "channels": ["DAPI", "CEP8", "CD45"],
+                "crop_size": 40,
+                "input_size": 32,
+                "operating_threshold": 0.31,
+                "counting_threshold": 0.957,
+                "segment": {"crop_size": 40},
+                "model_sha256": "9c2e...",
+                "data_md5": "b1946ac92492d2347c6235b4d2611184.dir",
+                "git_commit": "538256c...",
+                "params_sha256": "77aa...",
+                "metrics": {"test.auc": "0.993", "test.auc.ci95": "[0.99, 0.996]", "rule.auc": "0.977"},
+            }
+        },
+    )
 
     name: str = Field(description="registered model name")
     version: str = Field(description="registry version number")
