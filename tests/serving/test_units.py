@@ -1,0 +1,60 @@
+"""The serving pieces that need no server: upload names, the served model's facts, the body guard."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ctcid.config import ServingParams
+from ctcid.errors import CtcidError, InputRejected
+from ctcid.serving.http import BodyLimit, field_name, upload_name
+from ctcid.serving.served import ServedModel
+from ctcid.serving.uploads import read_crops_file
+
+
+def test_upload_names_lose_bentomls_temporary_prefix() -> None:
+    assert upload_name(Path("/tmp/bentoml-request-x/tmpab_3k9z1f000.tif")) == "f000.tif"
+    assert upload_name(Path("/data/f000.tif")) == "f000.tif"
+    channels = {f"p7_f3_{c}.tif": Path() for c in ("dapi", "cep8", "cd45")}
+    assert field_name(channels) == "p7_f3"
+    assert field_name({"a.tif": Path(), "b.tif": Path()}) == "field"
+
+
+def test_crops_are_checked_from_the_header(tmp_path: Path) -> None:
+    limits = ServingParams(max_crops=10)
+    path = tmp_path / "crops.npy"
+    np.save(path, np.arange(2 * 3 * 8 * 8, dtype=np.uint16).reshape(2, 3, 8, 8))
+    crops = read_crops_file(path, 3, 8, limits)
+    assert crops.dtype == np.float32 and crops.shape == (2, 3, 8, 8)
+    np.save(path, np.zeros((11, 3, 8, 8), np.uint8))
+    with pytest.raises(InputRejected) as refused:
+        read_crops_file(path, 3, 8, limits)
+    assert refused.value.status == 413 and "serving.max_crops 10" in str(refused.value)
+
+
+def test_a_version_without_segmentation_settings_is_refused() -> None:
+    version = SimpleNamespace(name="m", version="4", tags={}, run_id="r")
+    with pytest.raises(CtcidError, match="version 4 of 'm' was registered without its segmentation"):
+        ServedModel.from_version(version, "champion", {"backbone": "alexnet"})  # type: ignore[arg-type]
+
+
+def test_the_body_guard_answers_413_before_reading() -> None:
+    called, sent = [], []
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        called.append(scope["path"])
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    guard = BodyLimit(app, max_bytes=1000)
+    big = {"type": "http", "path": "/count_field", "headers": [(b"content-length", b"5000")]}
+    small = {"type": "http", "path": "/count_field", "headers": [(b"content-length", b"50")]}
+    asyncio.run(guard(big, None, send))
+    asyncio.run(guard(small, None, send))
+    assert sent[0]["status"] == 413 and called == ["/count_field"]
+    assert b"serving.max_upload_mb" in sent[1]["body"]
