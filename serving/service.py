@@ -39,6 +39,7 @@ from ctcid.serving.uploads import read_crops_file
 
 ARGS = bentoml.use_arguments(ServiceArgs)
 MODEL = bentoml.models.BentoModel(ARGS.model_tag)
+# the API answers 429 beyond 64 requests in flight; the scorer takes whatever the API sends it
 TRAFFIC = {"timeout": ARGS.timeout_s, "max_concurrency": 64}
 RETRIES = 6  # scorer calls shed under load are retried, with a doubling pause from 50 ms
 SCORE_TIMEOUT_S = max(10.0, 5 * ARGS.max_latency_ms / 1000)  # one slice normally takes < 1 s
@@ -72,7 +73,7 @@ class Classified(BaseModel):
     }
 
 
-@bentoml.service(name="ctcid-scorer", workers=1, traffic=TRAFFIC)
+@bentoml.service(name="ctcid-scorer", workers=1, traffic={"timeout": ARGS.timeout_s})
 class CtcScorer:
     """The network: crops in, CTC probabilities out, batched across requests."""
 
