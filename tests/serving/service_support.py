@@ -81,7 +81,7 @@ def running_service(packaged: Packaged, port: int, timeout_s: float = 180) -> It
         finally:
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=60)  # ctcid serve escalates after 10 s and again after 20 s
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

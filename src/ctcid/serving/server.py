@@ -7,8 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 EXAMPLE_FIELD = Path("data/raw/S0000/f000.tif")
 
@@ -29,33 +32,52 @@ def how_to_call(host: str, port: int) -> str:
     )
 
 
-def run(command: list[str], grace_s: float = 30) -> int:
-    """Run the server in the foreground; Ctrl+C or SIGTERM stop it gracefully (exit 0).
+def run(command: list[str], grace_s: float = 10.0) -> int:
+    """Run the server in the foreground; Ctrl+C or SIGTERM stop it (exit 0 when it stopped in time).
 
-    The signal is passed on to ``bentoml serve``, which lets requests in flight finish and stops its
-    workers; only if it has not stopped after ``grace_s`` is it killed.
+    The Bento runs in a session of its own: Ctrl+C in a terminal reaches only this process, which
+    then stops the arbiter and its workers in order (:func:`stop_group`).
     """
-    # its own process group: a stop reaches the arbiter and every worker at once, rather than
-    # depending on the arbiter passing it on
     process = subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
-    stopping = False
+    stopping = threading.Event()
 
-    def stop(signum: int = signal.SIGTERM, frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(process.pid, signal.SIGTERM)
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:
-            stop()
-            code = process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return process.wait()
+        while process.poll() is None and not stopping.is_set():
+            try:
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt:
+                stopping.set()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+    if not stopping.is_set():
+        return process.returncode
+    return stop_group(process, grace_s)
+
+
+def stop_group(process: subprocess.Popen, grace_s: float) -> int:
+    """Stop the arbiter and every worker it started (each worker runs in a session of its own).
+
+    SIGTERM first: requests in flight finish. uvicorn then waits for every open connection to
+    close, and a client that keeps one open holds a worker for ever; after ``grace_s`` a second
+    SIGTERM makes uvicorn close them (its forced shutdown). SIGKILL only if that fails too, and then
+    the exit status is 1.
+    """
+    try:
+        procs = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        _, procs = psutil.wait_procs(procs, timeout=grace_s)
+        if not procs:
+            process.wait()
+            return 0 if sig != signal.SIGKILL else 1
+    return 1
