@@ -39,3 +39,13 @@ def test_predict_skips_a_bad_field_and_writes_the_rest(packaged: Packaged, tmp_p
     assert answer["problems"][0]["field"] == "junk.tif" and answer["problems"][0]["status"] == 415
     assert "skipped junk.tif" in done.stderr
     assert (out / "f000_overlay.png").is_file() and (out / "P1_cells.csv").is_file()
+
+
+def test_package_says_when_there_is_no_champion(packaged: Packaged, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = packaged.params.mlflow.tracking_uri
+    MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("no-champion-yet")
+    done = packaged.ctcid("package", "--model-name", "no-champion-yet", "--reports", str(tmp_path))
+    assert done.returncode == 1
+    assert "'no-champion-yet' has no champion version; run 'ctcid promote'" in done.stderr

@@ -142,12 +142,7 @@ def promote(
     if force and not reason.strip():
         raise CtcidError("--force needs --reason: the registry records who overrode the gate and why")
     registry = Registry(params.mlflow)
-    registry.require()
-    challenger = registry.alias(CHALLENGER)
-    if challenger is None:
-        raise RegistryError(
-            f"{registry.name!r} has no {CHALLENGER} version; register one first ('ctcid register', dvc repro)"
-        )
+    challenger = registry.require_alias(CHALLENGER, "register one first ('ctcid register', dvc repro)")
     champion = registry.alias(CHAMPION)
     before = None if champion is None else str(champion.version)
     if before == str(challenger.version):

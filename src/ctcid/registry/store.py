@@ -61,6 +61,14 @@ class Registry:
                 "run 'ctcid register' (dvc repro) first, or set mlflow.model_name"
             )
 
+    def require_alias(self, alias: str, hint: str) -> ModelVersion:
+        """The model's version under ``alias``; RegistryError with ``hint`` (what to run) when unset."""
+        self.require()
+        version = self.alias(alias)
+        if version is None:
+            raise RegistryError(f"{self.name!r} has no {alias} version; {hint}")
+        return version
+
     def alias(self, alias: str) -> ModelVersion | None:
         try:
             return self.client.get_model_version_by_alias(self.name, alias)

@@ -6,7 +6,6 @@ so a client can show the lab what to fix; BentoML's own 400 for a malformed form
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -50,25 +49,14 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send, int(length))
+            return await self._refuse(scope, receive, send, int(length))
         return await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Any, size: int) -> None:
+    async def _refuse(self, scope: dict, receive: Any, send: Any, size: int) -> None:
         error = InputRejected(
             413,
             "request",
             f"body of {size / 2**20:.1f} MB exceeds serving.max_upload_mb {self.max_bytes / 2**20:g}",
             "Send fewer or smaller files per request",
         )
-        body = json.dumps({"error": str(error), **error.as_dict()}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await rejection(error)(scope, receive, send)

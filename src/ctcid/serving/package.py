@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from ctcid.config import Params
-from ctcid.errors import CtcidError, RegistryError
+from ctcid.errors import CtcidError
 from ctcid.registry.store import CHAMPION, Registry, use_registry
 from ctcid.serving.bento import METADATA_KEY, ServiceArgs, bento_name, find_model, listed
 from ctcid.serving.served import ServedModel
@@ -57,13 +57,11 @@ def champion_served(params: Params) -> ServedModel:
     import mlflow
 
     registry = Registry(params.mlflow)
-    registry.require()
-    champion = registry.alias(CHAMPION)
-    if champion is None:
-        raise RegistryError(
-            f"{registry.name!r} has no champion yet; run 'ctcid promote' (dvc repro) to move one "
-            "through the gate, or 'ctcid promote --force --reason ...'"
-        )
+    champion = registry.require_alias(
+        CHAMPION,
+        "run 'ctcid promote' (dvc repro) to move one through the gate, "
+        "or 'ctcid promote --force --reason ...'",
+    )
     use_registry(params.mlflow)
     uri = registry.model_uri(str(champion.version))
     info = registry.call(f"reading {uri}", lambda: mlflow.models.get_model_info(uri))

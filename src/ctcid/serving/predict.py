@@ -19,6 +19,7 @@ from ctcid.errors import CtcidError, InputRejected
 from ctcid.segmentation.report import draw_overlay
 from ctcid.serving.bento import load_served, probabilities
 from ctcid.serving.counting import (
+    CellCall,
     CutField,
     FieldCount,
     SampleCount,
@@ -70,7 +71,7 @@ def _named(paths: Sequence[Path]) -> Iterator[tuple[str, Path]]:
 
 def _cells_csv(path: Path, results: Sequence[FieldCount]) -> Path:
     rows = [{"field": r.field, **cell.model_dump()} for r in results for cell in r.cell_table]
-    pd.DataFrame(rows, columns=["field", *_CELL_COLUMNS]).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=["field", *CellCall.model_fields]).to_csv(path, index=False)
     return path
 
 
@@ -88,20 +89,3 @@ def _overlay(path: Path, cut: CutField, result: FieldCount, channels: Sequence[s
         called="model CTC",
     )
     return path
-
-
-_CELL_COLUMNS = [
-    "cell",
-    "x",
-    "y",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "ctc_probability",
-    "ctc",
-    "counted",
-    "cep8_spots",
-    "cd45_score",
-    "rule_ctc",
-]
