@@ -41,7 +41,7 @@ chosen = report["selected"]
 for name in (chosen, "rule"):
     m = report["models"][name]["operating"]
     print(f"{name:>10}: test AUC {m['auc']:.3f}  sensitivity {m['sensitivity']:.3f}  specificity {m['specificity']:.3f}")
-print(f"selected on CV AUC: {chosen}; every number: dvc metrics show")
+print(f"selected on {report['selected_by']}: {chosen}; every number: dvc metrics show")
 PY
 
 say "Model registry"

@@ -281,7 +281,7 @@ def split_command(
     result = make_split(read_manifest(manifest), config.split, config.seed)
     write_split(result, out)
 
-    view = Table(title=f"split by {result.by} ({result.label_source} labels, {result.balance}) -> {out}")
+    view = Table(title=f"split by {result.by} ({result.label_source} labels) -> {out}")
     for column in ("set", "CTC", "non-CTC"):
         view.add_column(column, justify="right" if column != "set" else "left")
     for name in ("train", "test", "train_balanced"):
@@ -309,9 +309,16 @@ def train_command(
     reports: Annotated[
         Path, typer.Option(help="Reports folder; writes train/<backbone>.json and train/<backbone>_oof.csv.")
     ] = paths.REPORTS_DIR,
+    tuned: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tune report (reports/tune/<backbone>.json from 'ctcid tune'): train its best trial's "
+            "values, reusing that trial's cross-validation when it is exactly this configuration."
+        ),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Cross-validate one backbone on the balanced training set, then fit and save the final model.
+    """Cross-validate one backbone, then fit and save the final model on all its training crops.
 
     Each fold is a nested MLflow run; the operating threshold comes from out-of-fold predictions.
     """
@@ -320,12 +327,85 @@ def train_command(
     if backbone not in BACKBONES:
         raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     config = read_params(params)
-    result = train_backbone(config, backbone, StageInputs(crops, manifest, split), out, reports)
+    result = train_backbone(config, backbone, StageInputs(crops, manifest, split), out, reports, tuned=tuned)
     mean = result.cv.mean
     console.print(
         f"{backbone}: CV AUC {mean['auc']:.4f}, sensitivity {mean['sensitivity']:.3f}, specificity "
         f"{mean['specificity']:.3f} (threshold 0.5); operating threshold {result.cv.threshold:.4g}; "
         f"final fit {result.cv.final_epochs} epochs -> {result.model_path} (MLflow run {result.run_id})",
+        highlight=False,
+    )
+
+
+@app.command("tune")
+@reports_errors
+def tune_command(
+    backbone: Annotated[str, typer.Option(help=f"Backbone whose study to run: {', '.join(BACKBONES)}.")],
+    crops: CropsOption = paths.CROPS_FILE,
+    manifest: ManifestOption = paths.MANIFEST_FILE,
+    split: SplitOption = paths.SPLIT_FILE,
+    reports: Annotated[
+        Path,
+        typer.Option(help="Reports folder; writes tune/<backbone>.json and _oof.csv, and tune/figures/."),
+    ] = paths.REPORTS_DIR,
+    worker: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="This worker's number when several share one study (tune.storage on PostgreSQL): "
+            "0, 1, 2, ... on each machine, so their samplers draw different values.",
+        ),
+    ] = 0,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Tune one backbone with Optuna under the split's CV folds; every trial is a nested MLflow run.
+
+    The study lives in tune.storage (SQLite by default) and resumes where it stopped: interrupt it
+    (Ctrl+C) or kill it, run the same command again, and it continues to tune.n_trials finished
+    trials. Workers on several machines share a study through a PostgreSQL tune.storage.
+    'ctcid train --tuned reports/tune/<backbone>.json' then trains the best trial's values.
+    """
+    import os
+
+    import optuna
+
+    from ctcid.tuning.progress import TrialProgress
+    from ctcid.tuning.tune import tune_backbone
+
+    if backbone not in BACKBONES:
+        raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    config = read_params(params)
+    # one line per trial comes from TrialProgress; Optuna's own INFO lines and MLflow's download
+    # bars would repeat it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        with TrialProgress(backbone, config.tune.n_trials, console) as progress:
+            outcome = tune_backbone(
+                config, backbone, StageInputs(crops, manifest, split), reports,
+                worker=worker, on_trial=progress,
+            )
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted: finished trials are kept in {config.tune.storage}; run the same command "
+            "again to continue the study",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    for note in outcome.notes:
+        console.print(f"note: {note}", highlight=False)
+    report = outcome.report
+    best, base = report["best"], report["baseline"]
+    if best is None:
+        console.print(
+            f"{backbone}: no complete trial ({report['trials']}); train uses train.* as given",
+            highlight=False,
+        )
+        return
+    gain = f"; baseline trial {base['value']:.4f}" if base and base.get("value") is not None else ""
+    console.print(
+        f"{backbone}: best trial {best['number']} {report['objective']} {best['value']:.4f} "
+        f"(CV AUC {best['cv_auc']:.4f}){gain}; trials {report['trials']} -> {outcome.report_path}",
         highlight=False,
     )
 
@@ -375,7 +455,9 @@ def evaluate_command(
             _number(evaluation.patients.mae if evaluation.patients is not None else None),
         )
     Console().print(view)
-    console.print(f"selected on CV AUC: {report.selected} (*)", highlight=False)
+    console.print(
+        f"selected on CV {config.tune.objective} (CV AUC breaks ties): {report.selected} (*)", highlight=False
+    )
 
 
 def _number(value: float | None) -> str:

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from ctcid.contracts import BACKBONES, Backbone, Init, LabelSource
+from ctcid.contracts import BACKBONES, Backbone, Init, LabelSource, Negatives
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -255,12 +255,20 @@ class SplitParams(_Section):
     by: Literal["sample", "cell"] = "sample"
     # share of labelled cells held out; by sample it is met to the nearest 1/round(1/test_size) fold
     test_size: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
-    # downsample: the paper's majority down-sampling; class_weight: keep all, weight the loss
-    balance: Literal["downsample", "class_weight"] = "downsample"
-    # CV folds inside the balanced training set (the paper: 5)
+    # CV folds over the training patients (the paper: 5)
     n_folds: Annotated[int, Field(ge=2, le=20)] = 5
     # truth: annotated true_label; rule: the segmentation's rule_label (no annotations needed)
     label_source: LabelSource = "truth"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "balance" in values:
+            raise ValueError(
+                "split.balance moved to train.negatives (downsample | class_weight | resample), "
+                "which tuning can choose per backbone; delete split.balance"
+            )
+        return values
 
 
 class TrainParams(_Section):
@@ -268,8 +276,12 @@ class TrainParams(_Section):
 
     # one DVC train stage per backbone; evaluate selects among them on cross-validated AUC
     backbones: list[Backbone] = Field(default_factory=lambda: list(BACKBONES), min_length=1)
-    # scratch: random weights; pretrained: ImageNet weights from weights_dir or the torch hub cache
+    # scratch: random weights; pretrained: ImageNet weights from weights_dir or the torch hub cache;
+    # registry: fine-tune the registered champion (mlflow.model_name@champion, same backbone)
     init: Init = "scratch"
+    # downsample: the paper's one-off balanced draw of negatives; class_weight: every negative, loss
+    # weighted to balance; resample: a fresh balanced draw of negatives every epoch
+    negatives: Negatives = "downsample"
     weights_dir: str | None = None  # None: <torch hub dir>/checkpoints; nothing is ever downloaded
     # crops are resized once to input_size x input_size (the paper: 224 px, a GPU setting)
     input_size: Annotated[int, Field(ge=8, le=512)] = 32
@@ -297,6 +309,121 @@ class TrainParams(_Section):
         if len(set(v)) != len(v):
             raise ValueError(f"backbones must not repeat, got {v}")
         return v
+
+
+# train.* keys a study may search; the rest of train.* holds for every trial.
+TUNABLE = (
+    "learning_rate", "weight_decay", "batch_size", "epochs", "patience", "input_size",
+    "augment", "intensity_jitter", "negatives", "init",
+)
+# input_size choice meaning "segment.crop_size": the crops as cut, no resizing
+NATIVE_SIZE = "native"
+
+
+class Dimension(_Section):
+    """One searched hyper-parameter: a range ``low``/``high`` (``log`` for a log scale) or ``choices``.
+
+    Ranges of integer keys (epochs, batch_size, patience, input_size) draw integers.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[bool | int | float | str] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Dimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices, or low and high (and log), not both")
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"choices must not repeat, got {self.choices}")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices)")
+        if self.low >= self.high:
+            raise ValueError(f"low must be below high, got [{self.low:g}, {self.high:g}]")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}")
+        return self
+
+    def candidates(self) -> list[bool | int | float | str]:
+        """The values to check against train.<key>: every choice, or both ends of the range."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]  # type: ignore[list-item]
+
+
+def _default_space() -> dict[str, Dimension]:
+    return {
+        "learning_rate": Dimension(low=1e-4, high=3e-3, log=True),
+        "weight_decay": Dimension(low=1e-6, high=1e-2, log=True),
+        "batch_size": Dimension(choices=[32, 64]),
+        "epochs": Dimension(low=3, high=8),
+        "input_size": Dimension(choices=[32, NATIVE_SIZE]),
+        "intensity_jitter": Dimension(low=0.0, high=0.25),
+        "negatives": Dimension(choices=["downsample", "class_weight", "resample"]),
+        "init": Dimension(choices=["scratch", "pretrained", "registry"]),
+    }
+
+
+TuneObjective = Literal["specificity_at_sensitivity", "auc"]
+
+
+class TuneParams(_Section):
+    """Optuna tuning of each backbone under the split's CV folds (docs/tuning.md)."""
+
+    # specificity_at_sensitivity: pooled out-of-fold specificity at train.target_sensitivity (CV AUC
+    # breaks ties); auc: mean fold AUC
+    objective: TuneObjective = "specificity_at_sensitivity"
+    # finished (complete or pruned) trials a backbone's study runs to, counting earlier runs and
+    # other workers; 0: no tuning, train uses train.* as given
+    n_trials: Annotated[int, Field(ge=0, le=100_000)] = 6
+    # wall-clock budget of one 'ctcid tune' per backbone; a trial still running then is pruned
+    timeout_s: Annotated[float, Field(gt=0.0, le=30 * 86400.0)] | None = 100.0
+    # Optuna RDB storage: sqlite:///optuna.db (relative to the working directory) or
+    # postgresql+psycopg://user@host/db, shared by workers on several machines
+    storage: Annotated[str, Field(min_length=1)] = "sqlite:///optuna.db"
+    study_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "ctcid"
+    # trial 0 of a new study: train.* as given (the untuned baseline every tuned trial must beat)
+    baseline_trial: bool = True
+    # TPE draws this many trials at random before it models the search space
+    startup_trials: Annotated[int, Field(ge=1, le=1000)] = 2
+    # median: stop a trial whose running CV figure after a fold is below the median of earlier
+    # trials at that fold; percentile: below pruner_percentile; hyperband; none
+    pruner: Literal["median", "percentile", "hyperband", "none"] = "median"
+    pruner_percentile: Annotated[float, Field(gt=0.0, lt=100.0)] = 25.0
+    pruner_startup_trials: Annotated[int, Field(ge=0, le=1000)] = 2  # finished trials before pruning starts
+    # a trial whose worker sends no heartbeat for 2x this is failed (worker killed) and retried
+    heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 30
+    space: dict[str, Dimension] = Field(default_factory=_default_space)
+
+    @field_validator("space")
+    @classmethod
+    def _space_fits_train(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
+        for key, dimension in space.items():
+            if key not in TUNABLE:
+                raise ValueError(f"{key!r} cannot be tuned; tunable train keys: {', '.join(TUNABLE)}")
+            if dimension.choices is None and key in ("augment", "negatives", "init"):
+                raise ValueError(f"{key} takes choices, not a range")
+            for value in dimension.candidates():
+                _check_train_value(key, value)
+        return space
+
+
+def _check_train_value(key: str, value: object) -> None:
+    """A searched value must be a valid ``train.<key>``: the same bounds as a hand-set one."""
+    if key == "input_size" and value == NATIVE_SIZE:
+        return
+    if key in ("epochs", "patience", "batch_size", "input_size") and (
+        isinstance(value, bool) or not float(value).is_integer()  # type: ignore[arg-type]
+    ):
+        raise ValueError(f"{key} = {value!r}: must be a whole number")
+    try:
+        TrainParams.model_validate({key: int(value) if isinstance(value, float) and key in (
+            "epochs", "patience", "batch_size", "input_size") else value})
+    except ValidationError as error:
+        raise ValueError(f"{key} = {value!r}: {error.errors()[0]['msg']} (as train.{key})") from None
 
 
 class MlflowParams(_Section):
@@ -373,6 +500,7 @@ class Params(_Section):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     serving: ServingParams = Field(default_factory=ServingParams)

@@ -67,7 +67,13 @@ LABEL_COLUMNS: dict[str, str] = {"truth": "true_label", "rule": "rule_label"}
 CROP_DTYPE = np.dtype(np.uint16)
 Backbone = Literal["vgg16", "vgg19", "resnet18", "resnet50", "alexnet"]
 BACKBONES: tuple[str, ...] = get_args(Backbone)
-Init = Literal["scratch", "pretrained"]
+# scratch: random weights; pretrained: ImageNet weights from a local file; registry: the weights of
+# the registered champion (fine-tuning, docs/tuning.md)
+Init = Literal["scratch", "pretrained", "registry"]
+# How a fit uses the training negatives (docs/tuning.md): downsample: the paper's one-off balanced
+# draw; class_weight: every negative, loss weighted to balance; resample: a fresh balanced draw of
+# negatives every epoch.
+Negatives = Literal["downsample", "class_weight", "resample"]
 
 
 def schema_type_name(dtype: object) -> str:

@@ -31,8 +31,12 @@ from ctcid.errors import CtcidError
 
 @dataclass(frozen=True)
 class Fold:
-    train: np.ndarray
-    val: np.ndarray
+    """One CV fold: its patients' rows of ``train_balanced`` and of all of ``train``."""
+
+    train: np.ndarray  # balanced: what the paper's down-sampled fit trains on
+    val: np.ndarray  # balanced: early stopping
+    train_all: np.ndarray  # every training cell of the fold's training patients (class_weight, resample)
+    val_all: np.ndarray  # every training cell of its validation patients: out-of-fold predictions
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,6 @@ class Split:
     by: Literal["sample", "cell"]
     label_source: LabelSource
     seed: int
-    balance: Literal["downsample", "class_weight"]
     test_size: float
     train: np.ndarray
     test: np.ndarray
@@ -67,12 +70,15 @@ class Split:
             "by": self.by,
             "label_source": self.label_source,
             "seed": self.seed,
-            "balance": self.balance,
             "test_size": self.test_size,
             "train": _ints(self.train),
             "test": _ints(self.test),
             "train_balanced": _ints(self.train_balanced),
-            "folds": [{"train": _ints(f.train), "val": _ints(f.val)} for f in self.folds],
+            "folds": [
+                {"train": _ints(f.train), "val": _ints(f.val), "train_all": _ints(f.train_all),
+                 "val_all": _ints(f.val_all)}
+                for f in self.folds
+            ],
             "class_weights": dict(self.class_weights),
             "counts": self.counts,
             "excluded": dict(self.excluded),
@@ -87,16 +93,23 @@ class Split:
             by=data["by"],
             label_source=data["label_source"],
             seed=int(data["seed"]),
-            balance=data.get("balance", "downsample"),
             test_size=float(data.get("test_size", 0.2)),
             train=arr(data["train"]),
             test=arr(data["test"]),
             train_balanced=arr(data["train_balanced"]),
-            folds=tuple(Fold(arr(f["train"]), arr(f["val"])) for f in data["folds"]),
+            folds=tuple(_fold(f, arr) for f in data["folds"]),
             class_weights=dict(data.get("class_weights", {"non_ctc": 1.0, "ctc": 1.0})),
             counts=data.get("counts", {}),
             excluded=dict(data.get("excluded", {})),
         )
+
+
+def _fold(data: Mapping[str, Any], arr: Any) -> Fold:
+    if "train_all" not in data:
+        raise CtcidError(
+            "split.json predates folds over all training cells; re-run 'ctcid split' (dvc repro)"
+        )
+    return Fold(arr(data["train"]), arr(data["val"]), arr(data["train_all"]), arr(data["val_all"]))
 
 
 def _ints(values: np.ndarray) -> list[int]:
@@ -256,15 +269,19 @@ def make_folds(
     result = []
     for number, (train, val) in enumerate(folds):
         for part, idx in (("train", train), ("val", val)):
-            counts = class_counts(labels[idx])
-            if not counts["ctc"] or not counts["non_ctc"]:
-                raise CtcidError(
-                    f"cross-validation fold {number} {part} holds {counts['ctc']} CTC and "
-                    f"{counts['non_ctc']} non-CTC cells; both classes are needed. Lower "
-                    "split.n_folds or add CTC-positive samples."
-                )
+            _check_fold_part(labels[idx], number, part)
         result.append((np.sort(train), np.sort(val)))
     return result
+
+
+def _check_fold_part(labels: np.ndarray, number: int, part: str) -> None:
+    counts = class_counts(labels)
+    if not counts["ctc"] or not counts["non_ctc"]:
+        raise CtcidError(
+            f"cross-validation fold {number} {part} holds {counts['ctc']} CTC and "
+            f"{counts['non_ctc']} non-CTC cells; both classes are needed. Lower "
+            "split.n_folds or add CTC-positive samples."
+        )
 
 
 def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
@@ -285,24 +302,35 @@ def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
     else:
         train_pos, test_pos = split_samples(labels, groups, params.test_size, seed)
 
-    if params.balance == "downsample":
-        balanced_pos = train_pos[downsample_majority(labels[train_pos], seed)]
-    else:
-        balanced_pos = train_pos
+    # Folds are drawn over all training cells, so every strategy of train.negatives sees the same
+    # patients in each fold and out-of-fold predictions cover every training cell; the balanced
+    # view of a fold is its patients' share of the one-off down-sampled set.
+    balanced_pos = train_pos[downsample_majority(labels[train_pos], seed)]
     folds_pos = make_folds(
-        labels[balanced_pos], None if groups is None else groups[balanced_pos], params.n_folds, seed
+        labels[train_pos], None if groups is None else groups[train_pos], params.n_folds, seed
     )
+    in_balanced = np.isin(train_pos, balanced_pos)
 
     def rows(positions: np.ndarray) -> np.ndarray:
         return labelled[positions].astype(np.int64)
 
-    folds = tuple(Fold(rows(balanced_pos[tr]), rows(balanced_pos[va])) for tr, va in folds_pos)
+    folds = []
+    for number, (tr, va) in enumerate(folds_pos):
+        bal_tr, bal_va = train_pos[tr][in_balanced[tr]], train_pos[va][in_balanced[va]]
+        for part, idx in (("train", bal_tr), ("val", bal_va)):
+            _check_fold_part(labels[idx], number, f"balanced {part}")
+        folds.append(Fold(rows(bal_tr), rows(bal_va), rows(train_pos[tr]), rows(train_pos[va])))
     counts: dict[str, Any] = {
         "train": class_counts(labels[train_pos]),
         "test": class_counts(labels[test_pos]),
         "train_balanced": class_counts(labels[balanced_pos]),
         "folds": [
-            {"train": class_counts(labels[balanced_pos[tr]]), "val": class_counts(labels[balanced_pos[va]])}
+            {
+                "train": class_counts(labels[train_pos[tr]]),
+                "val": class_counts(labels[train_pos[va]]),
+                "train_balanced": class_counts(labels[train_pos[tr][in_balanced[tr]]]),
+                "val_balanced": class_counts(labels[train_pos[va][in_balanced[va]]]),
+            }
             for tr, va in folds_pos
         ],
     }
@@ -315,12 +343,11 @@ def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
         by=params.by,
         label_source=params.label_source,
         seed=seed,
-        balance=params.balance,
         test_size=params.test_size,
         train=rows(train_pos),
         test=rows(test_pos),
         train_balanced=rows(balanced_pos),
-        folds=folds,
+        folds=tuple(folds),
         class_weights=balanced_class_weights(labels[balanced_pos]),
         counts=counts,
         excluded={"unlabelled": int(len(manifest) - labelled.size), "total_rows": int(len(manifest))},

@@ -70,7 +70,7 @@ def test_train_stage_writes_the_model_and_reports(trained, synthetic_stage_input
     summary = json.loads((root / "reports" / "train" / "alexnet.json").read_text())
     assert summary["n_folds"] == len(split.folds)
     oof = pd.read_csv(root / "reports" / "train" / "alexnet_oof.csv")
-    assert sorted(oof["crop_index"]) == sorted(split.train_balanced.tolist())
+    assert sorted(oof["crop_index"]) == sorted(split.train.tolist())  # every training cell, out of fold
     assert oof["y_score"].between(0, 1).all()
 
 

@@ -21,6 +21,7 @@ STAGE_ENTRIES = {
     "segment": "ctcid.segmentation.stage",
     "validate": "ctcid.quality.gate",
     "split": "ctcid.split",
+    "tune": "ctcid.tuning.tune",
     "train": "ctcid.model.train",
     "evaluate": "ctcid.evaluation.evaluate",
     "register": "ctcid.registry.register",

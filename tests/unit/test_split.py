@@ -64,8 +64,12 @@ def test_make_split_by_cell_counts_and_folds():
     assert len(split.folds) == 5
     vals = np.concatenate([f.val for f in split.folds])
     assert sorted(vals) == sorted(split.train_balanced)  # every balanced cell validated once
+    every = np.concatenate([f.val_all for f in split.folds])
+    assert sorted(every) == sorted(split.train)  # every training cell predicted out of fold once
     for fold in split.folds:
         assert not set(fold.train) & set(fold.val)
+        assert not set(fold.train_all) & set(fold.val_all)
+        assert set(fold.train) <= set(fold.train_all) and set(fold.val) <= set(fold.val_all)
         assert class_counts(labels_of(table, fold.val))["ctc"] in (111, 110, 112)
 
 
@@ -76,6 +80,9 @@ def test_by_sample_keeps_patients_on_one_side_and_ctc_share():
     assert not set(samples[split.train]) & set(samples[split.test])
     for fold in split.folds:
         assert not set(samples[fold.train]) & set(samples[fold.val])
+        assert not set(samples[fold.train_all]) & set(samples[fold.val_all])
+        # the balanced view of a fold holds its own patients' cells only
+        assert set(samples[fold.val]) <= set(samples[fold.val_all])
         assert labels_of(table, fold.val).sum() > 0
     overall = table["true_label"].astype(float).mean()
     test_share = labels_of(table, split.test).mean()
@@ -84,19 +91,30 @@ def test_by_sample_keeps_patients_on_one_side_and_ctc_share():
     assert split.counts["samples"]["train"] + split.counts["samples"]["test"] == 60
 
 
-def test_downsample_gives_equal_classes_class_weight_keeps_all():
+def test_downsample_gives_equal_classes_and_keeps_every_cell_in_the_folds():
     table = cohort()
-    down = make_split(table, SplitParams(by="sample", balance="downsample"), seed=3)
+    down = make_split(table, SplitParams(by="sample"), seed=3)
     assert down.counts["train_balanced"]["ctc"] == down.counts["train_balanced"]["non_ctc"]
     assert down.class_weights == {"non_ctc": 1.0, "ctc": 1.0}
+    assert sum(len(f.val_all) for f in down.folds) == len(down.train)
+    for fold, counts in zip(down.folds, down.counts["folds"], strict=True):
+        assert counts["val"]["ctc"] == counts["val_balanced"]["ctc"]  # every CTC is kept
+        assert counts["val"]["non_ctc"] > counts["val_balanced"]["non_ctc"]
 
-    weighted = make_split(table, SplitParams(by="sample", balance="class_weight"), seed=3)
-    assert np.array_equal(weighted.train_balanced, weighted.train)
-    counts = weighted.counts["train"]
-    weights = weighted.class_weights
-    # each class carries half of the total weight
-    assert weights["ctc"] * counts["ctc"] == pytest.approx(weights["non_ctc"] * counts["non_ctc"])
-    assert weights["ctc"] > 1.0 > weights["non_ctc"]
+
+def test_split_balance_moved_to_train_negatives():
+    with pytest.raises(ValueError, match="train.negatives"):
+        SplitParams.model_validate({"balance": "class_weight"})
+
+
+def test_an_old_split_file_asks_for_a_new_split(tmp_path):
+    split = make_split(cohort(), SplitParams(by="sample"), seed=3)
+    data = split.to_dict()
+    data["folds"] = [{"train": f["train"], "val": f["val"]} for f in data["folds"]]
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CtcidError, match="re-run 'ctcid split'"):
+        read_split(path)
 
 
 def test_unlabelled_rows_excluded_and_counted():
@@ -170,7 +188,7 @@ def test_split_json_round_trip_follows_the_contract(tmp_path):
     data = json.loads(path.read_text())
     assert {"by", "label_source", "seed", "train", "test", "train_balanced", "folds", "counts"} <= set(data)
     assert set(data["counts"]) >= {"train", "test", "train_balanced"}
-    assert set(data["folds"][0]) == {"train", "val"}
+    assert set(data["folds"][0]) == {"train", "val", "train_all", "val_all"}
     assert all(isinstance(i, int) for i in data["test"])
     again = read_split(path)
     assert np.array_equal(again.test, split.test)

@@ -6,7 +6,8 @@
   unmatched ones too: the model sees them in practice), at the prior-corrected counting threshold
   (:func:`counting_threshold`), against the true count from the
   sample's ``annotations.csv``, or from its labelled cells when annotations are missing;
-* selection: the backbone with the best cross-validated AUC (the test set only reports);
+* selection: the backbone with the best cross-validated ``tune.objective`` (out-of-fold
+  specificity at the target sensitivity by default), CV AUC breaking ties; the test set only reports;
 * outputs: ``reports/metrics.json`` (DVC metrics), ROC/confusion CSVs for ``dvc plots``, PNGs,
   ``reports/test_predictions.csv``, and the test metrics and figures on each backbone's MLflow run.
 """
@@ -144,6 +145,7 @@ def score_backbone(
     evaluation = evaluate_scores(
         model_dir.name, scores, tests, loaded.info.threshold, count_threshold, params,
         cv_auc=loaded.info.cv.get("auc"), run=_read_run(model_dir / RUN_FILE),
+        cv_objective=loaded.info.cv.get(f"objective.{params.tune.objective}"),
     )
     return evaluation, scores
 
@@ -157,6 +159,7 @@ def evaluate_scores(
     params: Params,
     cv_auc: float | None = None,
     run: dict[str, str] | None = None,
+    cv_objective: float | None = None,
 ) -> ModelEvaluation:
     """Metrics of any scorer's ``scores`` over ``tests.detections`` (the promotion gate's too)."""
     y_score = scores[tests.test_positions()]
@@ -169,6 +172,7 @@ def evaluate_scores(
         intervals=bootstrap_intervals(tests.y_true, y_score, threshold, params.train.bootstrap, params.seed),
         patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
         cv_auc=cv_auc,
+        cv_objective=cv_objective,
         run=run,
     )
 
@@ -209,13 +213,16 @@ def counting_threshold(split: Split) -> float:
 
 
 def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str]) -> str:
-    """Highest cross-validated AUC; params order breaks ties. The test set never chooses."""
+    """Best cross-validated objective, then CV AUC, then params order. The test set never chooses."""
 
-    def cv_auc(name: str) -> float:
-        auc = evaluations[name].cv_auc
-        return auc if auc is not None and math.isfinite(auc) else -math.inf
+    def known(value: float | None) -> float:
+        return value if value is not None and math.isfinite(value) else -math.inf
 
-    return max(backbones, key=lambda name: (cv_auc(name), -backbones.index(name)))
+    def key(name: str) -> tuple[float, float, int]:
+        evaluation = evaluations[name]
+        return known(evaluation.cv_objective), known(evaluation.cv_auc), -backbones.index(name)
+
+    return max(backbones, key=key)
 
 
 def _read_run(path: Path) -> dict[str, str] | None:

@@ -37,6 +37,7 @@ class ModelEvaluation:
     intervals: dict[str, tuple[float, float]]
     patients: PatientCounts | None
     cv_auc: float | None = None
+    cv_objective: float | None = None  # tune.objective on the out-of-fold predictions
     run: dict[str, str] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -47,6 +48,8 @@ class ModelEvaluation:
         }
         if self.cv_auc is not None:
             values["cv_auc"] = self.cv_auc
+        if self.cv_objective is not None:
+            values["cv_objective"] = self.cv_objective
         if self.patients is not None:
             values["patients"] = self.patients.as_dict()
         return values
@@ -69,7 +72,7 @@ class EvaluationReport:
     selected: str
     test: TestSummary
     models: dict[str, ModelEvaluation]
-    selected_by: str = "cv_auc"
+    selected_by: str = "cv_objective"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -18,6 +18,9 @@ ImageNet's 224 px assumptions break (each is documented in docs/training.md):
 
 ``init="pretrained"`` loads ImageNet weights strictly into the *unmodified* torchvision model
 first, so a wrong or truncated file fails loudly, then adapts it. Nothing is ever downloaded.
+``init="registry"`` starts from the weights of a trained ctcid ``model.pt`` of the same backbone
+(the registry's champion, :mod:`ctcid.model.transfer`): every layer but the channel normalisation,
+whose statistics come from the new training crops.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def build_backbone(
     """A 2-class classifier of ``3 x input_size x input_size`` crops; outputs logits ``N x 2``."""
     _check_name(name)
     if init not in ("scratch", "pretrained"):
-        raise CtcidError(f"unknown init {init!r}; use 'scratch' or 'pretrained'")
+        raise CtcidError(f"init {init!r} builds no bare backbone; use 'scratch' or 'pretrained'")
     network = _CONSTRUCTORS[name](weights=None)
     if init == "pretrained":
         _load_imagenet(network, name, weights_path(name, weights_dir))
@@ -110,9 +113,32 @@ class ModelSpec:
     init: Init = "scratch"
     input_size: int = 32
     weights_dir: str | None = None  # ImageNet weights for init "pretrained"; None = torch hub cache
+    start_from: str | None = None  # a ctcid model.pt whose weights init "registry" starts from
 
     def build(self, normalisation: Normalisation) -> CellClassifier:
-        return build_classifier(self.backbone, normalisation, self.init, self.input_size, self.weights_dir)
+        if self.init != "registry":
+            init, size = self.init, self.input_size
+            return build_classifier(self.backbone, normalisation, init, size, self.weights_dir)
+        if self.start_from is None:
+            raise CtcidError("init 'registry' needs the champion's model file; none was resolved")
+        model = build_classifier(self.backbone, normalisation, "scratch", self.input_size)
+        load_trained_weights(model, self.backbone, Path(self.start_from))
+        return model
+
+
+def load_trained_weights(model: CellClassifier, name: str, path: Path) -> None:
+    """Every weight of the ctcid ``model.pt`` at ``path`` except its normalisation statistics."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        source = saved["metadata"]["backbone"]
+        state = {k: v for k, v in saved["state_dict"].items() if not k.startswith("normalise.")}
+    except Exception as error:  # truncated file, foreign pickle, missing keys
+        raise CtcidError(f"{path}: not a ctcid model file to start from ({error})") from None
+    if source != name:
+        raise CtcidError(f"{path} holds a {source} model; fine-tuning {name} needs a {name} model")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("normalise.")]:
+        raise CtcidError(f"{path}: weights do not fit {name} (missing {missing}, unexpected {unexpected})")
 
 
 def _check_name(name: str) -> str:

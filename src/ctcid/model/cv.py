@@ -1,7 +1,11 @@
 """Stratified k-fold cross-validation of one backbone: the unit that training and tuning share.
 
 ``cross_validate`` trains one model per fold of the split (normalisation statistics from that
-fold's training crops only), keeps each fold's best epoch and pools the out-of-fold predictions.
+fold's training crops only) on the fold's crops that ``FitOptions.negatives`` asks for: the
+balanced rows for ``downsample``, every row for ``class_weight`` and ``resample``. Early stopping
+watches the fold's balanced validation rows; the best epoch then scores *every* training cell of
+the fold's validation patients, so the pooled out-of-fold predictions carry the real class mix and
+their specificity is measured on thousands of negatives, not on a down-sampled few hundred.
 An Optuna objective calls it with modified :class:`FitOptions` and reads the :class:`CVResult`.
 """
 
@@ -19,8 +23,11 @@ import torch
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, binary_metrics, threshold_for_sensitivity
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.dataset import LabelledCrops, Normalisation
-from ctcid.model.trainer import EpochMetrics, FitOptions, fit, seed_everything
+from ctcid.model.trainer import EpochMetrics, FitOptions, fit, predict_scores, seed_everything
 from ctcid.split import Fold
+
+# What tuning maximises and model selection compares (tune.objective).
+OBJECTIVES = ("specificity_at_sensitivity", "auc")
 
 
 class FoldObserver(Protocol):
@@ -37,7 +44,7 @@ class FoldObserver(Protocol):
 class FoldResult:
     fold: int
     best_epoch: int
-    metrics: BinaryMetrics  # validation crops, best epoch, threshold 0.5
+    metrics: BinaryMetrics  # every validation-patient cell, best epoch, threshold 0.5
     history: tuple[EpochMetrics, ...]
     crop_index: np.ndarray
     y_true: np.ndarray
@@ -93,6 +100,10 @@ class CVResult:
         oof = self.oof
         return binary_metrics(oof["y_true"], oof["y_score"], self.threshold)
 
+    def objective(self, name: str) -> float:
+        """The figure tuning maximises: see :func:`cv_objective`."""
+        return cv_objective(self.folds, name, self.target_sensitivity)
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready: the content of ``reports/train/<backbone>.json`` (DVC metrics)."""
         return {
@@ -104,6 +115,7 @@ class CVResult:
             "oof_at_threshold": self.oof_metrics().as_dict(),
             "threshold": self.threshold,
             "target_sensitivity": self.target_sensitivity,
+            "objective": {name: self.objective(name) for name in OBJECTIVES},
             "final_epochs": self.final_epochs,
             "folds": {
                 f"fold_{f.fold}": {**f.metrics.as_dict(), "best_epoch": f.best_epoch} for f in self.folds
@@ -124,11 +136,13 @@ def cross_validate(
 ) -> CVResult:
     """Train and validate ``spec`` on every fold (crops.npy rows in ``folds``) of ``data``.
 
-    Fold ``k`` is seeded with ``options.seed + k``, so folds differ and every run repeats.
+    ``data`` holds every training crop. Fold ``k`` is seeded with ``options.seed + k``, so folds
+    differ and every run repeats.
     """
     results = []
     for number, fold in enumerate(folds):
-        train, val = data.subset(fold.train), data.subset(fold.val)
+        rows = fold.train if options.negatives == "downsample" else fold.train_all
+        train, val = data.subset(rows), data.subset(fold.val)
         if observer is not None:
             observer.fold_started(number, len(train), len(val))
         seed = options.seed + number
@@ -149,14 +163,15 @@ def cross_validate(
             description=f"{spec.backbone} fold {number + 1}/{len(folds)}",
             show_progress=show_progress,
         )
-        y_true, y_score = val.labels.numpy(), fitted.val_scores
-        assert y_score is not None  # fit always scores the validation crops it is given
+        held_out = data.subset(fold.val_all)
+        y_true = held_out.labels.numpy()
+        y_score = predict_scores(fitted.model, held_out.images, options.batch_size, device)
         result = FoldResult(
             fold=number,
             best_epoch=fitted.best_epoch,
             metrics=binary_metrics(y_true, y_score, 0.5),
             history=tuple(fitted.history),
-            crop_index=val.crop_index,
+            crop_index=held_out.crop_index,
             y_true=y_true,
             y_score=y_score,
         )
@@ -164,3 +179,19 @@ def cross_validate(
             observer.fold_ended(number, result)
         results.append(result)
     return CVResult(spec.backbone, spec.init, tuple(results), target_sensitivity)
+
+
+def cv_objective(folds: Sequence[FoldResult], name: str, target_sensitivity: float) -> float:
+    """``specificity_at_sensitivity``: specificity of the pooled out-of-fold predictions of ``folds``
+    at the highest threshold reaching ``target_sensitivity`` (the operating point training will
+    choose); ``auc``: the mean fold AUC. Over the first k folds it is the running figure that
+    pruning compares after fold k.
+    """
+    if name == "auc":
+        return float(np.mean([f.metrics.auc for f in folds]))
+    if name != "specificity_at_sensitivity":
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    y_true = np.concatenate([f.y_true for f in folds])
+    y_score = np.concatenate([f.y_score for f in folds])
+    threshold = threshold_for_sensitivity(y_true, y_score, target_sensitivity)
+    return binary_metrics(y_true, y_score, threshold).specificity

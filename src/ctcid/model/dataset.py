@@ -148,6 +148,9 @@ class CropBatches:
 
     ``training=True`` shuffles and augments with ``generator`` (so runs are reproducible) and drops
     a trailing batch of one crop, which BatchNorm cannot normalise on a 1x1 feature map.
+    ``rebalance=True`` makes every epoch a fresh balanced draw: all of the minority class and as
+    many majority-class crops drawn anew, so over the epochs the network sees many more distinct
+    negatives than one down-sampling keeps, at the cost of a balanced epoch.
     """
 
     def __init__(
@@ -158,23 +161,40 @@ class CropBatches:
         generator: torch.Generator | None = None,
         intensity_jitter: float = 0.0,
         augmented: bool = True,
+        rebalance: bool = False,
     ) -> None:
         if training and generator is None:
             raise ValueError("training batches need a seeded generator")
+        if rebalance and not training:
+            raise ValueError("only training batches are rebalanced")
         self.data = data
         self.batch_size = batch_size
         self.training = training
         self.generator = generator
         self.intensity_jitter = intensity_jitter
         self.augmented = augmented
+        self.rebalance = rebalance
+        positive = data.labels == 1
+        self._classes = (torch.nonzero(positive).flatten(), torch.nonzero(~positive).flatten())
+        self._epoch_size = 2 * min(len(c) for c in self._classes) if rebalance else len(data)
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.data), self.batch_size)
+        full, rest = divmod(self._epoch_size, self.batch_size)
         return full + (1 if rest > (1 if self.training and full else 0) else 0)
 
+    def _order(self) -> Tensor:
+        if not self.training:
+            return torch.arange(len(self.data))
+        if not self.rebalance:
+            return torch.randperm(len(self.data), generator=self.generator)
+        minority, majority = sorted(self._classes, key=len)
+        drawn = majority[torch.randperm(len(majority), generator=self.generator)[: len(minority)]]
+        rows = torch.cat([minority, drawn])
+        return rows[torch.randperm(len(rows), generator=self.generator)]
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.training else torch.arange(n)
+        order = self._order()
+        n = len(order)
         for start in range(0, n, self.batch_size):
             rows = order[start : start + self.batch_size]
             if self.training and len(rows) == 1 and n > 1:

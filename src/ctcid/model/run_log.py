@@ -77,6 +77,20 @@ class TrainRunLog:
             },
         )
 
+    def reused_cv(self, trial_run_id: str, trial_number: int) -> None:
+        """The CV is the tuning trial's (same configuration and data): link to its run and folds."""
+        self.client.set_tag(self.run_id, "tune.trial_run_id", trial_run_id)
+        self.client.set_tag(self.run_id, "tune.trial_number", str(trial_number))
+        self.client.set_tag(
+            self.run_id,
+            "mlflow.note.content",
+            f"Cross-validation reused from tuning trial {trial_number} (run {trial_run_id}), "
+            "which trained these folds with exactly this configuration; its fold runs are nested there.",
+        )
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        log_artifacts(self.client, self.run_id, [path], folder)
+
     def final_epoch(self, metrics: EpochMetrics) -> None:
         log_metrics(self.client, self.run_id, {"final_train_loss": metrics.train_loss}, step=metrics.epoch)
 

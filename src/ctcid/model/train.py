@@ -1,9 +1,14 @@
 """The train stage for one backbone: cross-validation, final fit, saved model and reports.
 
-1. ``cross_validate`` on the split's folds of ``train_balanced`` (an MLflow child run per fold);
+0. ``train.*``, with the tuned values of ``reports/tune/<backbone>.json`` when given (the tune
+   stage); when that report carries the best trial's cross-validation of exactly this
+   configuration and data (same fingerprint), its out-of-fold predictions are reused instead of
+   training the same five folds again (same seeds, same bytes on the same CPU);
+1. otherwise ``cross_validate`` on the split's folds (an MLflow child run per fold);
 2. the operating threshold: highest one reaching ``train.target_sensitivity`` on the pooled
    out-of-fold predictions (never on the test set);
-3. a final fit on all of ``train_balanced`` for the median best epoch of the folds;
+3. a final fit on all training crops that ``train.negatives`` uses, for the median best epoch of
+   the folds;
 4. ``models/<backbone>/model.pt`` + ``run.json``, ``reports/train/<backbone>.json`` (DVC
    metrics) and ``reports/train/<backbone>_oof.csv``. MLflow logging lives in
    :mod:`ctcid.model.run_log`; this module only calls its hooks.
@@ -11,23 +16,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
-from ctcid.config import MlflowParams, Params
-from ctcid.contracts import read_manifest
+from ctcid.config import NATIVE_SIZE, MlflowParams, Params, TrainParams
+from ctcid.contracts import Negatives, read_manifest
+from ctcid.errors import CtcidError
+from ctcid.metrics import binary_metrics
 from ctcid.model.backbones import CellClassifier, ModelSpec
-from ctcid.model.cv import CVResult, cross_validate
+from ctcid.model.cv import CVResult, FoldResult, cross_validate
 from ctcid.model.dataset import LabelledCrops, Normalisation, load_labelled_crops
 from ctcid.model.predict import MODEL_FILE, RUN_FILE, ModelInfo, save_model
 from ctcid.model.run_log import TrainRunLog
 from ctcid.model.trainer import EpochCallback, FitOptions, fit, resolve_device, seed_everything
+from ctcid.model.transfer import TRAIN_SAMPLES_ARTIFACT, find_champion, write_train_samples
 from ctcid.paths import StageInputs
 from ctcid.split import Split, read_split
+
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -46,51 +60,160 @@ def train_backbone(
     models_dir: Path,
     reports_dir: Path,
     show_progress: bool = True,
+    tuned: Path | None = None,
 ) -> TrainOutputs:
-    """Cross-validate ``backbone``, fit it on the whole balanced training set and save it."""
-    config = params.train
+    """Cross-validate ``backbone`` (or reuse its tuned CV), fit it on all its training crops, save it."""
+    report = read_tune_report(tuned) if tuned is not None else None
+    config = tuned_train(params, report)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     split = read_split(inputs.split)
     manifest = read_manifest(inputs.manifest)
-    rows, source = split.train_balanced, split.label_source
-    data = load_labelled_crops(inputs.crops, manifest, rows, source, config.input_size)
-    spec = ModelSpec(backbone, config.init, config.input_size, config.weights_dir)
-    options = FitOptions.from_params(config, params.seed, class_weights(split))
-
-    with TrainRunLog.start(params.mlflow, backbone, config.init) as log:
-        log.params(run_params(params, split, len(data), backbone))
-        with log.fold_logger() as logger:
-            cv = cross_validate(
-                data, split.folds, spec, options, config.target_sensitivity,
-                observer=logger, device=device, show_progress=show_progress,
+    data = load_labelled_crops(inputs.crops, manifest, split.train, split.label_source, config.input_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = model_spec(params, config, backbone, split, manifest, Path(tmp))
+        options = FitOptions.from_params(config, params.seed)
+        fingerprint = cv_fingerprint(config, params.seed, data_digest(inputs), spec)
+        reused = reused_cv(report, fingerprint, backbone, config) if report else None
+        with TrainRunLog.start(params.mlflow, backbone, config.init) as log:
+            log.params(run_params(params, config, split, len(data), backbone))
+            if reused is not None:
+                cv = reused
+                log.reused_cv(str(report["best"]["mlflow_run_id"]), int(report["best"]["number"]))  # type: ignore[index]
+            else:
+                with log.fold_logger() as logger:
+                    cv = cross_validate(
+                        data, split.folds, spec, options, config.target_sensitivity,
+                        observer=logger, device=device, show_progress=show_progress,
+                    )
+            log.cv(cv)
+            final = data.subset(training_rows(split, config.negatives))
+            final_options = replace(options, epochs=cv.final_epochs)
+            model, normalisation = final_fit(
+                final, spec, final_options, device, log.final_epoch, show_progress
             )
-        log.cv(cv)
-        final_options = replace(options, epochs=cv.final_epochs)
-        model, normalisation = final_fit(data, spec, final_options, device, log.final_epoch, show_progress)
-        info = ModelInfo(
-            backbone=backbone,
-            init=config.init,
-            input_size=config.input_size,
-            channels=tuple(params.channels),
-            normalisation=normalisation,
-            threshold=cv.threshold,
-            target_sensitivity=config.target_sensitivity,
-            epochs=cv.final_epochs,
-            seed=params.seed,
-            cv=cv.mean,
-        )
-        model_path = save_model(models_dir / backbone / MODEL_FILE, model, info)
-        write_run_file(models_dir / backbone / RUN_FILE, log.run_id, log.experiment_id, params.mlflow)
-        metrics_path, oof_path = write_cv_reports(cv, reports_dir / "train", backbone)
-        log.cv_artifacts(cv, oof_path)
+            info = ModelInfo(
+                backbone=backbone,
+                init=config.init,
+                input_size=config.input_size,
+                channels=tuple(params.channels),
+                normalisation=normalisation,
+                threshold=cv.threshold,
+                target_sensitivity=config.target_sensitivity,
+                epochs=cv.final_epochs,
+                seed=params.seed,
+                cv={**cv.mean, **{f"objective.{k}": v for k, v in cv.summary()["objective"].items()}},
+            )
+            model_path = save_model(models_dir / backbone / MODEL_FILE, model, info)
+            write_run_file(models_dir / backbone / RUN_FILE, log.run_id, log.experiment_id, params.mlflow)
+            metrics_path, oof_path = write_cv_reports(cv, reports_dir / "train", backbone)
+            log.cv_artifacts(cv, oof_path)
+            samples_file = Path(tmp) / Path(TRAIN_SAMPLES_ARTIFACT).name
+            write_train_samples(samples_file, train_samples(split, manifest))
+            log.artifact(samples_file, str(Path(TRAIN_SAMPLES_ARTIFACT).parent))
     return TrainOutputs(cv, model_path, metrics_path, oof_path, log.run_id)
 
 
-def class_weights(split: Split) -> list[float] | None:
-    """All 1 after down-sampling; 'balance: class_weight' keeps every cell and weights the loss."""
-    return split.class_weight_vector().tolist() if split.balance == "class_weight" else None
+def training_rows(split: Split, negatives: Negatives) -> np.ndarray:
+    """The paper's down-sampled set for ``downsample``; every training cell otherwise."""
+    return split.train_balanced if negatives == "downsample" else split.train
+
+
+def train_samples(split: Split, manifest: pd.DataFrame) -> list[str]:
+    return sorted(manifest["sample"].astype(str).iloc[split.train].unique().tolist())
+
+
+def test_samples(split: Split, manifest: pd.DataFrame) -> list[str]:
+    return sorted(manifest["sample"].astype(str).iloc[split.test].unique().tolist())
+
+
+def model_spec(
+    params: Params, config: TrainParams, backbone: str, split: Split, manifest: pd.DataFrame, folder: Path
+) -> ModelSpec:
+    """The network to build; ``init: registry`` downloads the champion into ``folder`` first."""
+    start_from = None
+    if config.init == "registry":
+        champion = find_champion(params.mlflow, backbone, test_samples(split, manifest), folder)
+        start_from = str(champion.path)
+    return ModelSpec(backbone, config.init, config.input_size, config.weights_dir, start_from)
+
+
+# --- tuned values ----------------------------------------------------------------------------------
+
+
+def read_tune_report(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as error:
+        raise CtcidError(
+            f"{path}: cannot read the tune report ({error.strerror}); run 'ctcid tune'"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise CtcidError(f"{path}: not valid JSON ({error}); re-run 'ctcid tune'") from None
+
+
+def tuned_train(params: Params, report: dict[str, Any] | None) -> TrainParams:
+    """``train.*`` with the best trial's values of a tune report (``train.*`` alone without one)."""
+    best = (report or {}).get("best")
+    if not best:
+        return params.train
+    values = dict(best["values"])
+    if values.get("input_size") == NATIVE_SIZE:
+        values["input_size"] = params.segment.crop_size
+    return TrainParams.model_validate({**params.train.model_dump(), **values})
+
+
+def data_digest(inputs: StageInputs) -> str:
+    """sha256 over the crops, manifest and split: the data a cross-validation saw."""
+    digest = hashlib.sha256()
+    for path in (inputs.crops, inputs.manifest, inputs.split):
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cv_fingerprint(config: TrainParams, seed: int, data_sha256: str, spec: ModelSpec) -> str:
+    """What makes two cross-validations the same: every setting that changes a fold's weights."""
+    start_from = None
+    if spec.start_from is not None:
+        start_from = hashlib.sha256(Path(spec.start_from).read_bytes()).hexdigest()
+    settings = {
+        "train": config.model_dump(exclude={"backbones", "bootstrap", "target_sensitivity"}),
+        "backbone": spec.backbone,
+        "seed": seed,
+        "data": data_sha256,
+        "start_from": start_from,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def reused_cv(
+    report: dict[str, Any], fingerprint: str, backbone: str, config: TrainParams
+) -> CVResult | None:
+    """The best trial's cross-validation from the tune report, if it is exactly this one."""
+    best = report.get("best") or {}
+    oof_file = report.get("oof_file")
+    if best.get("fingerprint") != fingerprint or not oof_file or not Path(oof_file).is_file():
+        return None
+    oof = pd.read_csv(oof_file)
+    epochs = best["cv"]["folds"]
+    folds = []
+    for number, rows in oof.groupby("fold", sort=True):
+        y_true, y_score = rows["y_true"].to_numpy(), rows["y_score"].to_numpy()
+        folds.append(
+            FoldResult(
+                fold=int(number),
+                best_epoch=int(epochs[f"fold_{int(number)}"]["best_epoch"]),
+                metrics=binary_metrics(y_true, y_score, 0.5),
+                history=(),
+                crop_index=rows["crop_index"].to_numpy(),
+                y_true=y_true,
+                y_score=y_score,
+            )
+        )
+    return CVResult(backbone, config.init, tuple(folds), config.target_sensitivity)
 
 
 def final_fit(
@@ -112,19 +235,21 @@ def final_fit(
     return fitted.model, normalisation
 
 
-def run_params(params: Params, split: Split, train_size: int, backbone: str) -> dict[str, Any]:
-    """What the parent run records as its params: the training config and the split it saw."""
+def run_params(
+    params: Params, config: TrainParams, split: Split, train_size: int, backbone: str
+) -> dict[str, Any]:
+    """What the parent run records as its params: the (tuned) training config and the split it saw."""
     return {
         "backbone": backbone,
         "seed": params.seed,
         "channels": ",".join(params.channels),
-        "train": params.train.model_dump(exclude={"backbones", "bootstrap"}),
+        "train": config.model_dump(exclude={"backbones", "bootstrap"}),
         "split": {
             "by": split.by,
             "label_source": split.label_source,
-            "balance": split.balance,
             "n_folds": len(split.folds),
-            "train_balanced_size": train_size,
+            "train_size": train_size,
+            "train_balanced_size": len(split.train_balanced),
         },
     }
 

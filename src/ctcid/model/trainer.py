@@ -13,7 +13,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 from ctcid.config import TrainParams
+from ctcid.contracts import Negatives
 from ctcid.errors import CtcidError
 from ctcid.model.dataset import CropBatches, LabelledCrops
 from ctcid.parallel import progress_bar
@@ -109,12 +110,12 @@ class FitOptions:
     augment: bool
     intensity_jitter: float
     seed: int
-    class_weights: tuple[float, ...] | None = None  # per label (non-CTC, CTC); None = unweighted
+    # downsample: fit the crops as given; class_weight: weight the loss to balance the classes of
+    # the crops given; resample: a fresh balanced draw of them every epoch
+    negatives: Negatives = "downsample"
 
     @classmethod
-    def from_params(
-        cls, config: TrainParams, seed: int, class_weights: Sequence[float] | None = None
-    ) -> FitOptions:
+    def from_params(cls, config: TrainParams, seed: int) -> FitOptions:
         return cls(
             epochs=config.epochs,
             patience=config.patience,
@@ -124,7 +125,7 @@ class FitOptions:
             augment=config.augment,
             intensity_jitter=config.intensity_jitter,
             seed=seed,
-            class_weights=tuple(class_weights) if class_weights is not None else None,
+            negatives=config.negatives,
         )
 
 
@@ -199,9 +200,11 @@ class _TrainingStep:
             generator=torch.Generator().manual_seed(options.seed),
             intensity_jitter=options.intensity_jitter,
             augmented=options.augment,
+            rebalance=options.negatives == "resample",
         )
-        weights = options.class_weights
-        weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
+        weight = None
+        if options.negatives == "class_weight":
+            weight = torch.tensor(balanced_weights(train.labels), dtype=torch.float32, device=device)
         optimiser = torch.optim.AdamW(
             model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
         )
@@ -243,6 +246,12 @@ class _BestEpoch:
         if key > self.key:
             self.key, self.epoch, self.scores = key, epoch, scores
             self.state = copy.deepcopy(model.state_dict())
+
+
+def balanced_weights(labels: Tensor) -> list[float]:
+    """scikit-learn's "balanced" loss weights n / (2 n_class) of labels 0 and 1: each class half the loss."""
+    counts = torch.bincount(labels, minlength=2).double().clamp_min(1.0)
+    return (counts.sum() / (2.0 * counts)).tolist()
 
 
 def warmup_cosine(

@@ -1,0 +1,129 @@
+"""The Optuna objective: one trial = :func:`cross_validate` on the split's folds with sampled values.
+
+After each fold the running CV figure (the objective over the folds done so far) is reported as
+the trial's intermediate value at step = fold; the study's pruner then may stop a hopeless trial.
+A trial still running when the backbone's budget (``tune.timeout_s``) is spent is stopped at the
+end of its current epoch and recorded as pruned, so one ``ctcid tune`` never overruns by more
+than an epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+
+from ctcid.config import Dimension, Params
+from ctcid.model.backbones import ModelSpec
+from ctcid.model.cv import FoldResult, cross_validate, cv_objective
+from ctcid.model.dataset import LabelledCrops, load_labelled_crops
+from ctcid.model.run_log import MlflowFoldLogger
+from ctcid.model.trainer import EpochMetrics, FitOptions
+from ctcid.split import Split
+from ctcid.tuning.run_log import StudyRunLog
+from ctcid.tuning.space import apply, suggest
+
+
+class BudgetSpent(optuna.TrialPruned):
+    """The backbone's tuning budget ran out during this trial."""
+
+
+@dataclass
+class TrialData:
+    """Every training crop, loaded once per input size a study tries."""
+
+    crops: Path
+    manifest: pd.DataFrame
+    split: Split
+    _loaded: dict[int, LabelledCrops] = field(default_factory=dict)
+
+    def at(self, input_size: int) -> LabelledCrops:
+        if input_size not in self._loaded:
+            split = self.split
+            self._loaded[input_size] = load_labelled_crops(
+                self.crops, self.manifest, split.train, split.label_source, input_size
+            )
+        return self._loaded[input_size]
+
+
+@dataclass
+class Objective:
+    params: Params
+    backbone: str
+    space: dict[str, Dimension]
+    data: TrialData
+    log: StudyRunLog
+    deadline: float  # time.monotonic() at which the budget is spent
+    device: torch.device
+    start_from: str | None = None  # the champion's model.pt for init: registry
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        started = time.perf_counter()
+        config = apply(self.params.train, suggest(trial, self.space), self.params.segment.crop_size)
+        spec = ModelSpec(
+            self.backbone, config.init, config.input_size, config.weights_dir,
+            self.start_from if config.init == "registry" else None,
+        )
+        options = FitOptions.from_params(config, self.params.seed)
+        values = config.model_dump(exclude={"backbones", "bootstrap"})
+        run_id = self.log.trial_started(trial, values, bool(trial.user_attrs.get("baseline")))
+        objective = self.params.tune.objective
+        watcher = FoldWatcher(trial, self.log, run_id, objective, config.target_sensitivity, self.deadline)
+        try:
+            with self.log.fold_logger(run_id, trial.number) as folds:
+                watcher.folds = folds
+                cv = cross_validate(
+                    self.data.at(config.input_size), self.data.split.folds, spec, options,
+                    config.target_sensitivity, observer=watcher, device=self.device, show_progress=False,
+                )
+        except optuna.TrialPruned as stop:
+            reason = "budget" if isinstance(stop, BudgetSpent) else "pruner"
+            trial.set_user_attr("stopped_by", reason)
+            self.log.trial_ended(run_id, "pruned", seconds=time.perf_counter() - started, reason=reason)
+            raise
+        except BaseException:
+            self.log.trial_ended(run_id, "failed", seconds=time.perf_counter() - started)
+            raise
+        value = cv.objective(objective)
+        trial.set_user_attr("cv_auc", cv.auc)
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        self.log.trial_ended(run_id, "complete", cv, value, time.perf_counter() - started)
+        return value
+
+
+@dataclass
+class FoldWatcher:
+    """A fold observer: MLflow fold runs, the running figure per fold, pruning and the budget."""
+
+    trial: optuna.Trial
+    log: StudyRunLog
+    run_id: str
+    objective: str
+    target_sensitivity: float
+    deadline: float
+    folds: MlflowFoldLogger | None = None
+    done: list[FoldResult] = field(default_factory=list)
+
+    def fold_started(self, fold: int, train_size: int, val_size: int) -> None:
+        if self.folds is not None:
+            self.folds.fold_started(fold, train_size, val_size)
+
+    def epoch_ended(self, fold: int, metrics: EpochMetrics) -> None:
+        if self.folds is not None:
+            self.folds.epoch_ended(fold, metrics)
+        if time.monotonic() > self.deadline:
+            raise BudgetSpent(f"tune.timeout_s spent in fold {fold}, epoch {metrics.epoch}")
+
+    def fold_ended(self, fold: int, result: FoldResult) -> None:
+        if self.folds is not None:
+            self.folds.fold_ended(fold, result)
+        self.done.append(result)
+        running = cv_objective(self.done, self.objective, self.target_sensitivity)
+        self.log.fold_figure(self.run_id, fold, running, result.metrics.auc)
+        self.trial.report(running, fold)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"running {self.objective} {running:.4f} after fold {fold}")
