@@ -3,8 +3,9 @@
 After each fold the running CV figure (the objective over the folds done so far) is reported as
 the trial's intermediate value at step = fold; the study's pruner then may stop a hopeless trial.
 A trial still running when the backbone's budget (``tune.timeout_s``) is spent is stopped at the
-end of its current epoch and recorded as pruned, so one ``ctcid tune`` never overruns by more
-than an epoch.
+end of its current epoch and recorded as pruned, so one ``ctcid tune`` overruns by at most an
+epoch; except while the study has no complete trial yet: that first cross-validation (the
+baseline trial, normally) is the one ``train`` would run anyway, and without it nothing is tuned.
 """
 
 from __future__ import annotations
@@ -115,8 +116,12 @@ class FoldWatcher:
     def epoch_ended(self, fold: int, metrics: EpochMetrics) -> None:
         if self.folds is not None:
             self.folds.epoch_ended(fold, metrics)
-        if time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline and self._study_has_a_result():
             raise BudgetSpent(f"tune.timeout_s spent in fold {fold}, epoch {metrics.epoch}")
+
+    def _study_has_a_result(self) -> bool:
+        complete = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return bool(complete)
 
     def fold_ended(self, fold: int, result: FoldResult) -> None:
         if self.folds is not None:

@@ -41,6 +41,7 @@ from ctcid.tuning.run_log import RUN_ATTR, StudyRunLog
 from ctcid.tuning.space import available_space, baseline
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+OOF_COLUMNS = ("crop_index", "fold", "y_true", "y_score")  # CVResult.oof
 
 
 @dataclass
@@ -111,11 +112,13 @@ def tune_backbone(
             log.study_finished(best, studies.state_counts(study), figures)
             report = build_report(params, backbone, study, best, space, notes + figure_notes)
             report["seconds"] = round(time.monotonic() - started, 1)
+            oof_path = reports_dir / "tune" / f"{backbone}_oof.csv"
+            report["oof_file"] = None
+            oof_path.write_text(",".join(OOF_COLUMNS) + "\n")  # no complete trial: train runs its own CV
             if best is not None:
                 report["best"]["fingerprint"] = fingerprint_of(params, backbone, report, data_sha, champion)
                 summary, oof = log.download_cv(best.user_attrs[RUN_ATTR], Path(tmp) / "best")
                 report["best"]["cv"] = summary
-                oof_path = reports_dir / "tune" / f"{backbone}_oof.csv"
                 oof_path.write_bytes(oof.read_bytes())
                 report["oof_file"] = str(oof_path)
             path = write_report(reports_dir / "tune" / f"{backbone}.json", report)
