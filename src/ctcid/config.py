@@ -274,7 +274,8 @@ class SplitParams(_Section):
 class TrainParams(_Section):
     """CNN training, cross-validation and test evaluation; docs/training.md explains each choice."""
 
-    # one DVC train stage per backbone; evaluate selects among them on cross-validated AUC
+    # one DVC tune and train stage per backbone; evaluate selects among them on the CV objective
+    # (tune.objective), CV AUC breaking ties
     backbones: list[Backbone] = Field(default_factory=lambda: list(BACKBONES), min_length=1)
     # scratch: random weights; pretrained: ImageNet weights from weights_dir or the torch hub cache;
     # registry: fine-tune the registered champion (mlflow.model_name@champion, same backbone)
@@ -389,11 +390,12 @@ class TuneParams(_Section):
     baseline_trial: bool = True
     # TPE draws this many trials at random before it models the search space
     startup_trials: Annotated[int, Field(ge=1, le=1000)] = 2
-    # median: stop a trial whose running CV figure after a fold is below the median of earlier
-    # trials at that fold; percentile: below pruner_percentile; hyperband; none
+    # median: stop a trial whose running CV figure after a fold is below the median of the complete
+    # trials at that fold; percentile: keep only trials in the top pruner_percentile % at that
+    # fold (25 prunes more than median); hyperband; none
     pruner: Literal["median", "percentile", "hyperband", "none"] = "median"
     pruner_percentile: Annotated[float, Field(gt=0.0, lt=100.0)] = 25.0
-    pruner_startup_trials: Annotated[int, Field(ge=0, le=1000)] = 2  # finished trials before pruning starts
+    pruner_startup_trials: Annotated[int, Field(ge=0, le=1000)] = 2  # complete trials before pruning starts
     # a trial whose worker sends no heartbeat for 2x this is failed (worker killed) and retried
     heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 30
     space: dict[str, Dimension] = Field(default_factory=_default_space)

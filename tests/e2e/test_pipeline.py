@@ -105,13 +105,35 @@ def test_mlflow_has_a_parent_run_per_backbone_with_fold_children(project: Path) 
     assert set(BACKBONES) <= set(by_backbone)
     for backbone in BACKBONES:
         run_id = by_backbone[backbone]
-        assert children.get(run_id) == 5, f"{backbone}: {children.get(run_id)} fold runs"
+        # train reuses the best tuning trial's folds when they are exactly its configuration;
+        # the fold runs are then nested under that trial's run
+        folds_parent = parents[run_id].data.tags.get("tune.trial_run_id", run_id)
+        assert children.get(folds_parent) == 5, f"{backbone}: {children.get(folds_parent)} fold runs"
         logged = parents[run_id].data.metrics
         assert {"test.auc", "test_operating.sensitivity", "test_operating.specificity"} <= set(logged)
         # evaluate logged the very numbers it wrote to metrics.json onto the training run
         reported = metrics["models"][backbone]
         assert logged["test.auc"] == pytest.approx(reported["default"]["auc"])
         assert logged["test_operating.specificity"] == pytest.approx(reported["operating"]["specificity"])
+
+
+def test_each_backbone_was_tuned_and_trained_with_its_best_trial(project: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{project / 'optuna.db'}"
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    for backbone in BACKBONES:
+        report = json.loads((project / "reports/tune" / f"{backbone}.json").read_text())
+        assert report["study"] in studies and report["backbone"] == backbone
+        finished = report["trials"].get("complete", 0) + report["trials"].get("pruned", 0)
+        assert finished >= 2 or report["seconds"] >= 60  # n_trials, or the budget ran out
+        assert (project / "reports/tune/figures" / backbone / f"{backbone}_figures.html").exists()
+        best = report["best"]
+        if best is None:
+            continue
+        trained = json.loads((project / "reports/train" / f"{backbone}.json").read_text())
+        # the tuned values reached the model: its CV is the best trial's
+        assert trained["objective"][report["objective"]] == pytest.approx(best["value"])
 
 
 def registry(project: Path):

@@ -82,7 +82,7 @@ class CVResult:
 
     @property
     def auc(self) -> float:
-        """Mean validation AUC over folds: what model selection and tuning maximise."""
+        """Mean validation AUC over folds: the tie-break of model selection and tuning."""
         return self.mean["auc"]
 
     @property

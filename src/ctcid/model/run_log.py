@@ -77,6 +77,14 @@ class TrainRunLog:
             },
         )
 
+    def tuned_by(self, report: Mapping[str, Any]) -> None:
+        """Which study (and best trial) chose this run's values; nothing when untuned."""
+        best = report.get("best") or {}
+        tags = {"tune.study": report.get("study"), "tune.best_trial_number": best.get("number")}
+        for key, value in tags.items():
+            if value is not None:
+                self.client.set_tag(self.run_id, key, str(value))
+
     def reused_cv(self, trial_run_id: str, trial_number: int) -> None:
         """The CV is the tuning trial's (same configuration and data): link to its run and folds."""
         self.client.set_tag(self.run_id, "tune.trial_run_id", trial_run_id)
@@ -127,7 +135,12 @@ class MlflowFoldLogger:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         if self._open is not None:  # a fold raised before it ended
-            self.client.set_terminated(self._open, "FAILED" if exc_type else "KILLED")
+            self.stop("FAILED" if exc_type else "KILLED")
+
+    def stop(self, status: str) -> None:
+        """End the open fold run early: KILLED when it was stopped on purpose (pruning), else FAILED."""
+        if self._open is not None:
+            self.client.set_terminated(self._open, status)
             self._open = None
 
     def fold_started(self, fold: int, train_size: int, val_size: int) -> None:

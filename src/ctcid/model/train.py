@@ -74,10 +74,12 @@ def train_backbone(
     with tempfile.TemporaryDirectory() as tmp:
         spec = model_spec(params, config, backbone, split, manifest, Path(tmp))
         options = FitOptions.from_params(config, params.seed)
-        fingerprint = cv_fingerprint(config, params.seed, data_digest(inputs), spec)
+        fingerprint = cv_fingerprint(config, params.seed, data_digest(inputs), spec, device)
         reused = reused_cv(report, fingerprint, backbone, config) if report else None
         with TrainRunLog.start(params.mlflow, backbone, config.init) as log:
             log.params(run_params(params, config, split, len(data), backbone))
+            if report is not None:
+                log.tuned_by(report)
             if reused is not None:
                 cv = reused
                 log.reused_cv(str(report["best"]["mlflow_run_id"]), int(report["best"]["number"]))  # type: ignore[index]
@@ -174,7 +176,9 @@ def data_digest(inputs: StageInputs) -> str:
     return digest.hexdigest()
 
 
-def cv_fingerprint(config: TrainParams, seed: int, data_sha256: str, spec: ModelSpec) -> str:
+def cv_fingerprint(
+    config: TrainParams, seed: int, data_sha256: str, spec: ModelSpec, device: torch.device
+) -> str:
     """What makes two cross-validations the same: every setting that changes a fold's weights."""
     start_from = None
     if spec.start_from is not None:
@@ -185,6 +189,7 @@ def cv_fingerprint(config: TrainParams, seed: int, data_sha256: str, spec: Model
         "seed": seed,
         "data": data_sha256,
         "start_from": start_from,
+        "device": device.type,  # train.device 'auto' means different arithmetic on CPU and CUDA
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 

@@ -4,8 +4,10 @@ After each fold the running CV figure (the objective over the folds done so far)
 the trial's intermediate value at step = fold; the study's pruner then may stop a hopeless trial.
 A trial still running when the backbone's budget (``tune.timeout_s``) is spent is stopped at the
 end of its current epoch and recorded as pruned, so one ``ctcid tune`` overruns by at most an
-epoch; except while the study has no complete trial yet: that first cross-validation (the
-baseline trial, normally) is the one ``train`` would run anyway, and without it nothing is tuned.
+epoch; a trial whose folds so far show that it cannot finish within the budget is stopped after
+its first fold, leaving the time to trials that can. Neither happens while the study has no
+complete trial yet: that first cross-validation (the baseline trial, normally) is the one
+``train`` would run anyway, and without it nothing is tuned.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ class Objective:
         values = config.model_dump(exclude={"backbones", "bootstrap"})
         run_id = self.log.trial_started(trial, values, bool(trial.user_attrs.get("baseline")))
         objective = self.params.tune.objective
-        watcher = FoldWatcher(trial, self.log, run_id, objective, config.target_sensitivity, self.deadline)
+        watcher = FoldWatcher(
+            trial, self.log, run_id, objective, config.target_sensitivity, self.deadline,
+            n_folds=len(self.data.split.folds),
+        )
         try:
             with self.log.fold_logger(run_id, trial.number) as folds:
                 watcher.folds = folds
@@ -108,6 +113,8 @@ class FoldWatcher:
     deadline: float
     folds: MlflowFoldLogger | None = None
     done: list[FoldResult] = field(default_factory=list)
+    n_folds: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def fold_started(self, fold: int, train_size: int, val_size: int) -> None:
         if self.folds is not None:
@@ -117,7 +124,12 @@ class FoldWatcher:
         if self.folds is not None:
             self.folds.epoch_ended(fold, metrics)
         if time.monotonic() > self.deadline and self._study_has_a_result():
+            self._stop_fold()
             raise BudgetSpent(f"tune.timeout_s spent in fold {fold}, epoch {metrics.epoch}")
+
+    def _stop_fold(self) -> None:
+        if self.folds is not None:
+            self.folds.stop("KILLED")  # pruned, not failed
 
     def _study_has_a_result(self) -> bool:
         complete = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -131,4 +143,11 @@ class FoldWatcher:
         self.log.fold_figure(self.run_id, fold, running, result.metrics.auc)
         self.trial.report(running, fold)
         if self.trial.should_prune():
+            self._stop_fold()
             raise optuna.TrialPruned(f"running {self.objective} {running:.4f} after fold {fold}")
+        if self._cannot_finish(fold) and self._study_has_a_result():
+            raise BudgetSpent(f"after fold {fold}, the remaining folds would run past tune.timeout_s")
+
+    def _cannot_finish(self, fold: int) -> bool:
+        per_fold = (time.monotonic() - self.started) / (fold + 1)
+        return time.monotonic() + per_fold * (self.n_folds - fold - 1) > self.deadline

@@ -4,19 +4,17 @@
    it; a new study starts with the untuned ``train.*`` values as trial 0;
 2. trials (``tuning.objective``) until ``tune.n_trials`` trials of the study are finished
    (complete or pruned, counting every worker) or ``tune.timeout_s`` is spent;
-3. ``reports/tune/<backbone>.json``: the best trial's values (what ``train`` applies), its CV
-   summary and fingerprint, the baseline trial and the gain over it; the best trial's out-of-fold
+3. ``reports/tune/<backbone>.json`` (``tuning.report``): the best trial's values (what ``train``
+   applies), its CV summary and fingerprint, the baseline trial and the gain over it; its out-of-fold
    predictions in ``<backbone>_oof.csv`` (``train`` reuses them); Optuna's figures in
    ``reports/tune/figures/`` and in the study's MLflow run.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +35,12 @@ from ctcid.split import Split, read_split
 from ctcid.tuning import study as studies
 from ctcid.tuning.figures import write_figures
 from ctcid.tuning.objective import Objective, TrialData
-from ctcid.tuning.run_log import RUN_ATTR, StudyRunLog
+from ctcid.tuning.report import TuneOutcome, baseline_trial_of, build_report, untuned, write_outputs
+from ctcid.tuning.run_log import StudyRunLog
 from ctcid.tuning.space import available_space, baseline
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
-OOF_COLUMNS = ("crop_index", "fold", "y_true", "y_score")  # CVResult.oof
 
-
-@dataclass
-class TuneOutcome:
-    report_path: Path
-    report: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
 
 def tune_backbone(
@@ -61,68 +53,96 @@ def tune_backbone(
     on_trial: TrialCallback | None = None,
 ) -> TuneOutcome:
     """Run (or resume) ``backbone``'s study to ``tune.n_trials`` and write its report."""
-    tune, train = params.tune, params.train
-    if train.threads:
-        torch.set_num_threads(train.threads)
+    tune = params.tune
+    if tune.n_trials == 0:
+        return untuned(params, backbone, reports_dir)
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
     started = time.monotonic()
-    device = resolve_device(train.device)
+    deadline = started + (tune.timeout_s or float("inf"))
+    device = resolve_device(params.train.device)
     split, manifest = read_split(inputs.split), read_manifest(inputs.manifest)
     data_sha = data_digest(inputs)
     with tempfile.TemporaryDirectory() as tmp:
         champion, init_reasons = init_availability(params, backbone, split, manifest, Path(tmp))
         space, notes = available_space(tune.space, init_reasons)
-        settings = study_settings(params, space, champion)
-        name = studies.study_name(tune.study_prefix, backbone, data_sha, studies.config_digest(settings))
-        storage = studies.open_storage(tune)
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="maximize",
-            sampler=studies.sampler(tune, params.seed, worker),
-            pruner=studies.pruner(tune, len(split.folds)),
-            load_if_exists=True,
-        )
-        if tune.baseline_trial and not study.trials:
-            study.enqueue_trial(
-                baseline(train, space, params.segment.crop_size), user_attrs={"baseline": True}
-            )
+        study = open_study(params, backbone, data_sha, space, champion, worker, len(split.folds))
         tags = {"optuna.storage": studies.redact(tune.storage), "tune.objective": tune.objective}
         with StudyRunLog.open(params.mlflow, study, backbone, tags) as log:
-            remaining = tune.n_trials - len(studies.finished(study))
-            if remaining > 0:
-                objective = Objective(
-                    params, backbone, space, TrialData(inputs.crops, manifest, split), log,
-                    deadline=started + (tune.timeout_s or float("inf")), device=device,
-                    start_from=str(champion.path) if champion else None,
-                )
-                callbacks: list[TrialCallback] = [MaxTrialsCallback(tune.n_trials, states=studies.FINISHED)]
-                if on_trial is not None:
-                    callbacks.append(on_trial)
-                study.optimize(
-                    objective,
-                    n_trials=remaining,
-                    timeout=tune.timeout_s,
-                    catch=(CtcidError,),
-                    callbacks=callbacks,
-                    gc_after_trial=True,
-                )
+            objective = Objective(
+                params, backbone, space, TrialData(inputs.crops, manifest, split), log,
+                deadline=deadline, device=device, start_from=str(champion.path) if champion else None,
+            )
+            run_trials(study, objective, tune.n_trials, deadline, on_trial)
             best = studies.best_trial(study)
             figure_dir = reports_dir / "tune" / "figures" / backbone
             figures, figure_notes = write_figures(study, figure_dir, backbone)
             log.study_finished(best, studies.state_counts(study), figures)
             report = build_report(params, backbone, study, best, space, notes + figure_notes)
             report["seconds"] = round(time.monotonic() - started, 1)
-            oof_path = reports_dir / "tune" / f"{backbone}_oof.csv"
-            report["oof_file"] = None
-            oof_path.write_text(",".join(OOF_COLUMNS) + "\n")  # no complete trial: train runs its own CV
             if best is not None:
-                report["best"]["fingerprint"] = fingerprint_of(params, backbone, report, data_sha, champion)
-                summary, oof = log.download_cv(best.user_attrs[RUN_ATTR], Path(tmp) / "best")
-                report["best"]["cv"] = summary
-                oof_path.write_bytes(oof.read_bytes())
-                report["oof_file"] = str(oof_path)
-            path = write_report(reports_dir / "tune" / f"{backbone}.json", report)
+                fingerprint = fingerprint_of(params, backbone, report, data_sha, champion, device)
+                report["best"]["fingerprint"] = fingerprint
+            path = write_outputs(report, best, log, reports_dir / "tune", Path(tmp))
     return TuneOutcome(path, report, report["notes"])
+
+
+def open_study(
+    params: Params,
+    backbone: str,
+    data_sha: str,
+    space: dict[str, Dimension],
+    champion: Champion | None,
+    worker: int,
+    n_folds: int,
+) -> optuna.Study:
+    """The backbone's study for this data and configuration, created or resumed; baseline queued."""
+    tune = params.tune
+    settings = study_settings(params, space, champion)
+    study = optuna.create_study(
+        storage=studies.open_storage(tune),
+        study_name=studies.study_name(tune.study_prefix, backbone, data_sha, studies.config_digest(settings)),
+        direction="maximize",
+        sampler=studies.sampler(tune, params.seed, worker),
+        pruner=studies.pruner(tune, n_folds),
+        load_if_exists=True,
+    )
+    if tune.baseline_trial and baseline_trial_of(study) is None:
+        # a new study, or one whose baseline was interrupted before it finished
+        values = baseline(params.train, space, params.segment.crop_size)
+        study.enqueue_trial(values, user_attrs={"baseline": True})
+    return study
+
+
+def run_trials(
+    study: optuna.Study, objective: Objective, n_trials: int, deadline: float, on_trial: TrialCallback | None
+) -> None:
+    """Trials until the study holds ``n_trials`` finished ones (any worker) or the budget is spent."""
+    remaining = n_trials - len(studies.finished(study))
+    if remaining <= 0:
+        return
+    callbacks: list[TrialCallback] = [
+        MaxTrialsCallback(n_trials, states=studies.FINISHED),
+        stop_at(deadline),  # Optuna's own timeout would count from here, not from the start
+    ]
+    if on_trial is not None:
+        callbacks.append(on_trial)
+    study.optimize(
+        objective, n_trials=remaining, catch=(CtcidError,), callbacks=callbacks, gc_after_trial=True
+    )
+
+
+
+def stop_at(deadline: float) -> TrialCallback:
+    """Start no trial once the budget is spent (the running one is stopped by the objective)."""
+
+    def callback(study: optuna.Study, _: FrozenTrial) -> None:
+        if time.monotonic() >= deadline:
+            study.stop()
+
+    return callback
+
+
 
 
 def init_availability(
@@ -133,7 +153,8 @@ def init_availability(
     weights = weights_path(backbone, params.train.weights_dir)
     reasons["pretrained"] = None if weights.is_file() else f"no ImageNet weights file {weights}"
     champion = None
-    if _searches(params.tune.space.get("init"), "registry"):
+    searched = params.tune.space.get("init")
+    if _searches(searched, "registry") or (searched is None and params.train.init == "registry"):
         try:
             champion = find_champion(params.mlflow, backbone, test_samples(split, manifest), folder)
             reasons["registry"] = None
@@ -146,7 +167,9 @@ def _searches(dimension: Dimension | None, choice: str) -> bool:
     return dimension is not None and dimension.choices is not None and choice in dimension.choices
 
 
-def study_settings(params: Params, space: dict[str, Dimension], champion: Champion | None) -> dict[str, Any]:
+def study_settings(
+    params: Params, space: dict[str, Dimension], champion: Champion | None
+) -> dict[str, Any]:
     """Everything that makes two studies' trials comparable besides the data."""
     fixed = params.train.model_dump(exclude={"backbones", "bootstrap", "threads", "device", *space})
     return {
@@ -160,67 +183,15 @@ def study_settings(params: Params, space: dict[str, Dimension], champion: Champi
 
 
 def fingerprint_of(
-    params: Params, backbone: str, report: dict[str, Any], data_sha: str, champion: Champion | None
+    params: Params,
+    backbone: str,
+    report: dict[str, Any],
+    data_sha: str,
+    champion: Champion | None,
+    device: torch.device,
 ) -> str:
     """The best trial's CV fingerprint, as ``train`` will compute it for the tuned configuration."""
     config = tuned_train(params, report)
     start_from = str(champion.path) if champion and config.init == "registry" else None
     spec = ModelSpec(backbone, config.init, config.input_size, config.weights_dir, start_from)
-    return cv_fingerprint(config, params.seed, data_sha, spec)
-
-
-def build_report(
-    params: Params,
-    backbone: str,
-    study: optuna.Study,
-    best: FrozenTrial | None,
-    space: dict[str, Dimension],
-    notes: list[str],
-) -> dict[str, Any]:
-    baseline_trial = next((t for t in study.trials if t.user_attrs.get("baseline")), None)
-    report: dict[str, Any] = {
-        "backbone": backbone,
-        "study": study.study_name,
-        "storage": studies.redact(params.tune.storage),
-        "objective": params.tune.objective,
-        "target_sensitivity": params.train.target_sensitivity,
-        "n_trials": params.tune.n_trials,
-        "trials": studies.state_counts(study),
-        "pruned_by": _pruned_by(study),
-        "space": {key: dim.model_dump(exclude_none=True) for key, dim in space.items()},
-        "baseline": _trial_summary(baseline_trial),
-        "best": _trial_summary(best),
-        "improvement": None,
-        "notes": notes,
-    }
-    if best is not None and baseline_trial is not None and baseline_trial.value is not None:
-        report["improvement"] = best.value - baseline_trial.value
-    return report
-
-
-def _pruned_by(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
-        reason = str(trial.user_attrs.get("stopped_by", "pruner"))
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
-
-
-def _trial_summary(trial: FrozenTrial | None) -> dict[str, Any] | None:
-    if trial is None:
-        return None
-    return {
-        "number": trial.number,
-        "state": trial.state.name.lower(),
-        "value": trial.value,
-        "cv_auc": trial.user_attrs.get("cv_auc"),
-        "seconds": trial.user_attrs.get("seconds"),
-        "values": dict(trial.params),
-        "mlflow_run_id": trial.user_attrs.get(RUN_ATTR),
-    }
-
-
-def write_report(path: Path, report: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    return path
+    return cv_fingerprint(config, params.seed, data_sha, spec, device)
