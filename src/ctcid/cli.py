@@ -375,9 +375,9 @@ def tune_command(
     if backbone not in BACKBONES:
         raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     config = read_params(params)
-    # one line per trial comes from TrialProgress; Optuna's own INFO lines and MLflow's download
-    # bars would repeat it
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # one line per trial comes from TrialProgress (failures with their reason); Optuna's own lines,
+    # with a traceback for a trial failed by Ctrl+C, and MLflow's download bars would repeat it
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with TrialProgress(backbone, config.tune.n_trials, console) as progress:

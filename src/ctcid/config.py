@@ -413,17 +413,20 @@ class TuneParams(_Section):
         return space
 
 
+_INTEGER_KEYS = ("epochs", "patience", "batch_size", "input_size")
+
+
 def _check_train_value(key: str, value: object) -> None:
     """A searched value must be a valid ``train.<key>``: the same bounds as a hand-set one."""
     if key == "input_size" and value == NATIVE_SIZE:
         return
-    if key in ("epochs", "patience", "batch_size", "input_size") and (
-        isinstance(value, bool) or not float(value).is_integer()  # type: ignore[arg-type]
-    ):
-        raise ValueError(f"{key} = {value!r}: must be a whole number")
+    if key in _INTEGER_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+            hint = " or 'native'" if key == "input_size" else ""
+            raise ValueError(f"{key} = {value!r}: must be a whole number{hint}")
+        value = int(value)
     try:
-        TrainParams.model_validate({key: int(value) if isinstance(value, float) and key in (
-            "epochs", "patience", "batch_size", "input_size") else value})
+        TrainParams.model_validate({key: value})
     except ValidationError as error:
         raise ValueError(f"{key} = {value!r}: {error.errors()[0]['msg']} (as train.{key})") from None
 

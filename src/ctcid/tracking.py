@@ -166,7 +166,14 @@ def data_inputs(context: str, root: str | Path = ".") -> list[DatasetInput]:
 
 def log_data_inputs(client: MlflowClient, run_id: str, context: str, root: str | Path = ".") -> None:
     inputs = data_inputs(context, root)
-    if inputs:
+    if not inputs:
+        return
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # two processes registering the same new dataset at once (tuning workers): the loser's
+        # insert hits the unique key; the dataset exists now, so once more links it
+        time.sleep(0.5)
         client.log_inputs(run_id, datasets=inputs)
 
 

@@ -61,7 +61,8 @@ def describe(trial: FrozenTrial) -> str:
         steps = trial.last_step + 1 if trial.last_step is not None else 0
         outcome = f"pruned by the {trial.user_attrs.get('stopped_by', 'pruner')} after {steps} fold(s)"
     else:
-        outcome = trial.state.name.lower()
+        reason = str(trial.system_attrs.get("fail_reason", "")).strip().splitlines()
+        outcome = trial.state.name.lower() + (f": {reason[-1]}" if reason else "")
     return f"trial {trial.number}: {outcome} in {seconds:.0f} s; {values}"
 
 

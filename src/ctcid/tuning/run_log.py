@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,7 @@ CV_FOLDER = "cv"
 SUMMARY_FILE = "summary.json"
 OOF_FILE = "oof.csv"
 _STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+_PARENT_WAIT_S = 10.0
 
 
 class StudyRunLog:
@@ -58,10 +60,20 @@ class StudyRunLog:
     @classmethod
     @contextmanager
     def open(
-        cls, mlflow: MlflowParams, study: optuna.Study, backbone: str, tags: Mapping[str, str]
+        cls,
+        mlflow: MlflowParams,
+        study: optuna.Study,
+        backbone: str,
+        tags: Mapping[str, str],
+        created: bool = True,
     ) -> Iterator[StudyRunLog]:
+        """The study's parent run, created by the worker that created the study.
+
+        Another worker opening a study that is still being set up waits a few seconds for that
+        parent run; without the wait, two workers starting together would each create one.
+        """
         client, experiment_id = open_experiment(mlflow)
-        run_id = _existing_run(client, study.user_attrs.get(RUN_ATTR))
+        run_id = _parent_run(client, study, wait_s=0.0 if created else _PARENT_WAIT_S)
         if run_id is None:
             all_tags = {
                 **lineage_tags(),
@@ -86,6 +98,8 @@ class StudyRunLog:
         client.set_terminated(run_id, "FINISHED")
 
     def trial_started(self, trial: optuna.Trial, values: Mapping[str, Any], baseline: bool) -> str:
+        # a retry of a killed trial inherits that trial's attributes, its run among them
+        self._end_killed_run(trial.user_attrs.get(RUN_ATTR))
         tags = {
             PARENT_TAG: self.run_id,
             "backbone": self.backbone,
@@ -100,6 +114,20 @@ class StudyRunLog:
         log_params(self.client, run_id, values)
         trial.set_user_attr(RUN_ATTR, run_id)
         return run_id
+
+    def _end_killed_run(self, run_id: str | None) -> None:
+        """End the runs a killed worker left RUNNING (the trial's and its open fold's): FAILED."""
+        if not run_id or _existing_run(self.client, run_id) is None:
+            return
+        open_folds = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'",
+        )
+        for fold in open_folds:
+            self.client.set_terminated(fold.info.run_id, "FAILED")
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.client.set_tag(run_id, "optuna.state", "failed")
+            self.client.set_terminated(run_id, "FAILED")
 
     def fold_logger(self, trial_run_id: str, trial_number: int) -> MlflowFoldLogger:
         return MlflowFoldLogger(
@@ -152,6 +180,16 @@ class StudyRunLog:
         """A complete trial's CV summary and the path of its out-of-fold predictions, from MLflow."""
         local = Path(self.client.download_artifacts(trial_run_id, CV_FOLDER, str(folder)))
         return json.loads((local / SUMMARY_FILE).read_text()), local / OOF_FILE
+
+
+def _parent_run(client: MlflowClient, study: optuna.Study, wait_s: float) -> str | None:
+    """The study's parent run, polling up to ``wait_s`` for another worker to record it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        run_id = _existing_run(client, study.user_attrs.get(RUN_ATTR))
+        if run_id is not None or time.monotonic() >= deadline:
+            return run_id
+        time.sleep(0.5)
 
 
 def _existing_run(client: MlflowClient, run_id: str | None) -> str | None:

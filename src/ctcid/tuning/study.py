@@ -8,7 +8,8 @@
   space, objective or fixed training setting start a new study instead of mixing incomparable
   trials; the same ones resume the old study.
 * **Sampler**: TPE seeded with ``seed`` (plus ``1000 x worker``, so parallel workers do not draw
-  the same values), ``constant_liar`` so running trials of other workers steer it away.
+  the same values, plus the trials already in the study, so a resumed study does not draw its
+  first values again), ``constant_liar`` so running trials of other workers steer it away.
 """
 
 from __future__ import annotations
@@ -69,9 +70,15 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
-def sampler(tune: TuneParams, seed: int, worker: int) -> optuna.samplers.TPESampler:
+def sampler(
+    tune: TuneParams, seed: int, worker: int, trials_before: int = 0
+) -> optuna.samplers.TPESampler:
+    """TPE seeded by the seed, the worker and how many trials the study held when this run opened it.
+
+    A new study's sequence is fixed by the seed; a resumed one does not redraw its first values.
+    """
     return optuna.samplers.TPESampler(
-        seed=seed + 1000 * worker,
+        seed=seed + 1000 * worker + trials_before,
         n_startup_trials=tune.startup_trials,
         constant_liar=True,
         multivariate=True,

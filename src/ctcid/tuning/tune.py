@@ -66,9 +66,9 @@ def tune_backbone(
     with tempfile.TemporaryDirectory() as tmp:
         champion, init_reasons = init_availability(params, backbone, split, manifest, Path(tmp))
         space, notes = available_space(tune.space, init_reasons)
-        study = open_study(params, backbone, data_sha, space, champion, worker, len(split.folds))
+        study, created = open_study(params, backbone, data_sha, space, champion, worker, len(split.folds))
         tags = {"optuna.storage": studies.redact(tune.storage), "tune.objective": tune.objective}
-        with StudyRunLog.open(params.mlflow, study, backbone, tags) as log:
+        with StudyRunLog.open(params.mlflow, study, backbone, tags, created) as log:
             objective = Objective(
                 params, backbone, space, TrialData(inputs.crops, manifest, split), log,
                 deadline=deadline, device=device, start_from=str(champion.path) if champion else None,
@@ -95,23 +95,27 @@ def open_study(
     champion: Champion | None,
     worker: int,
     n_folds: int,
-) -> optuna.Study:
-    """The backbone's study for this data and configuration, created or resumed; baseline queued."""
+) -> tuple[optuna.Study, bool]:
+    """The backbone's study for this data and configuration, created or resumed; baseline queued.
+
+    Only the worker that creates the study queues the baseline (two workers starting together
+    would queue it twice); a resumed study re-queues it when an interrupt lost it.
+    """
     tune = params.tune
     settings = study_settings(params, space, champion)
-    study = optuna.create_study(
-        storage=studies.open_storage(tune),
-        study_name=studies.study_name(tune.study_prefix, backbone, data_sha, studies.config_digest(settings)),
-        direction="maximize",
-        sampler=studies.sampler(tune, params.seed, worker),
-        pruner=studies.pruner(tune, n_folds),
-        load_if_exists=True,
-    )
-    if tune.baseline_trial and baseline_trial_of(study) is None:
-        # a new study, or one whose baseline was interrupted before it finished
+    name = studies.study_name(tune.study_prefix, backbone, data_sha, studies.config_digest(settings))
+    storage, pruner = studies.open_storage(tune), studies.pruner(tune, n_folds)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", pruner=pruner)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        created = False
+    study.sampler = studies.sampler(tune, params.seed, worker, len(study.get_trials(deepcopy=False)))
+    if tune.baseline_trial and (created or baseline_trial_of(study) is None):
         values = baseline(params.train, space, params.segment.crop_size)
         study.enqueue_trial(values, user_attrs={"baseline": True})
-    return study
+    return study, created
 
 
 def run_trials(

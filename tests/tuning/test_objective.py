@@ -1,0 +1,103 @@
+"""A trial's life in the objective: pruned by the pruner after a fold, or by the budget mid-fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from tuning_support import BACKBONE, all_runs, children, stage_inputs, tune_params
+
+from ctcid.tuning.run_log import RUN_ATTR
+from ctcid.tuning.tune import tune_backbone
+
+
+def test_the_pruner_stops_a_hopeless_trial_after_its_first_fold(
+    synthetic_stage_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    # trial 0 (learning rate 3e-4) reaches AUC 1 on fold 0; a trial must match it there to go on,
+    # and the seeded sampler's first draw (about 8e-6) stays near AlexNet's random start
+    params = tune_params(
+        tmp_path,
+        n_trials=3,
+        objective="auc",
+        pruner="percentile",
+        pruner_percentile=1.0,
+        pruner_startup_trials=1,
+        space={"learning_rate": {"low": 1e-7, "high": 3e-4, "log": True}},
+    )
+    outcome = tune_backbone(params, BACKBONE, stage_inputs(synthetic_stage_inputs), tmp_path / "reports")
+    study = optuna.load_study(study_name=outcome.report["study"], storage=params.tune.storage)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, [(t.number, t.state.name, t.intermediate_values) for t in study.trials]
+    assert outcome.report["pruned_by"] == {"pruner": len(pruned)}
+    assert outcome.report["trials"]["pruned"] == len(pruned)
+    baseline_fold0 = study.trials[0].intermediate_values[0]
+    client = MlflowClient(params.mlflow.tracking_uri)
+    runs = all_runs(params)
+    for trial in pruned:
+        assert trial.user_attrs["stopped_by"] == "pruner"
+        assert list(trial.intermediate_values) == [0]  # stopped after fold 0 of 2
+        assert trial.intermediate_values[0] < baseline_fold0
+        run = client.get_run(trial.user_attrs[RUN_ATTR])
+        assert run.info.status == "KILLED"
+        assert run.data.tags["optuna.state"] == "pruned"
+        assert run.data.tags["optuna.stopped_by"] == "pruner"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "running_objective")] == [0]
+        assert "objective" not in run.data.metrics
+        assert client.list_artifacts(run.info.run_id, "cv") == []
+        folds = children(runs, run.info.run_id)
+        assert [(f.info.run_name, f.info.status) for f in folds] == [
+            (f"tune-{BACKBONE}-trial{trial.number}-fold0", "FINISHED")
+        ]
+    assert outcome.report["best"]["number"] not in {t.number for t in pruned}
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):  # the figure after the last fold
+        assert trial.intermediate_values == {0: pytest.approx(baseline_fold0), 1: pytest.approx(trial.value)}
+    assert outcome.report["trials"]["complete"] + len(pruned) == 3
+
+
+def test_a_spent_budget_prunes_a_running_trial_but_never_the_studys_first_cross_validation(
+    synthetic_stage_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    # the budget runs from the start of each call: spent before any trial's first epoch ends
+    weights = tmp_path / "no-weights"
+    weights.mkdir()
+    space = {
+        "learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
+        "init": {"choices": ["scratch", "pretrained", "registry"]},
+    }
+    params = tune_params(
+        tmp_path, train={"weights_dir": str(weights)}, n_trials=3, timeout_s=0.01, space=space
+    )
+    inputs = stage_inputs(synthetic_stage_inputs)
+    first = tune_backbone(params, BACKBONE, inputs, tmp_path / "reports")
+    study = optuna.load_study(study_name=first.report["study"], storage=params.tune.storage)
+    # the baseline's cross-validation runs to its end (train would run it anyway); then the budget
+    # is spent and no further trial starts
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert first.report["best"]["number"] == 0 and first.report["pruned_by"] == {}
+
+    second = tune_backbone(params, BACKBONE, inputs, tmp_path / "reports")
+    report = second.report
+    study = optuna.load_study(study_name=report["study"], storage=params.tune.storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    trial = study.trials[1]
+    assert trial.user_attrs["stopped_by"] == "budget"
+    assert trial.intermediate_values == {}  # stopped mid-fold: nothing reported
+    assert report["pruned_by"] == {"budget": 1} and report["trials"] == {"complete": 1, "pruned": 1}
+    assert report["best"]["number"] == 0
+    client = MlflowClient(params.mlflow.tracking_uri)
+    run = client.get_run(trial.user_attrs[RUN_ATTR])
+    assert (run.info.status, run.data.tags["optuna.state"]) == ("KILLED", "pruned")
+    assert run.data.tags["optuna.stopped_by"] == "budget"
+    assert client.get_metric_history(run.info.run_id, "running_objective") == []
+    folds = children(all_runs(params), run.info.run_id)
+    assert [(f.info.run_name, f.info.status) for f in folds] == [(f"tune-{BACKBONE}-trial1-fold0", "KILLED")]
+    # no ImageNet weights and no champion here: init is searched over scratch alone, with notes
+    assert report["space"]["init"]["choices"] == ["scratch"]
+    assert {t.params["init"] for t in study.trials} == {"scratch"}
+    notes = " | ".join(report["notes"])
+    assert f"init pretrained left out of the search: no ImageNet weights file {weights}" in notes
+    assert "init registry left out of the search" in notes
