@@ -388,6 +388,9 @@ class TuneParams(_Section):
     study_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "ctcid"
     # trial 0 of a new study: train.* as given (the untuned baseline every tuned trial must beat)
     baseline_trial: bool = True
+    # known-good points of the space queued right after the baseline (Optuna's enqueue_trial),
+    # each a partial set of space values; the sampler fills the rest
+    enqueue: list[dict[str, bool | int | float | str]] = Field(default_factory=list)
     # TPE draws this many trials at random before it models the search space
     startup_trials: Annotated[int, Field(ge=1, le=1000)] = 2
     # median: stop a trial whose running CV figure after a fold is below the median of the complete
@@ -399,6 +402,22 @@ class TuneParams(_Section):
     # a trial whose worker sends no heartbeat for 2x this is failed (worker killed) and retried
     heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 30
     space: dict[str, Dimension] = Field(default_factory=_default_space)
+
+    @model_validator(mode="after")
+    def _enqueued_in_space(self) -> TuneParams:
+        for number, values in enumerate(self.enqueue):
+            for key, value in values.items():
+                dimension = self.space.get(key)
+                if dimension is None:
+                    raise ValueError(f"enqueue[{number}].{key}: not a key of tune.space")
+                inside = (
+                    value in dimension.choices
+                    if dimension.choices is not None
+                    else isinstance(value, int | float) and dimension.low <= value <= dimension.high  # type: ignore[operator]
+                )
+                if not inside:
+                    raise ValueError(f"enqueue[{number}].{key} = {value!r}: outside tune.space.{key}")
+        return self
 
     @field_validator("space")
     @classmethod

@@ -117,12 +117,30 @@ def tracked_run(
     if parent_id is not None:
         all_tags[PARENT_TAG] = parent_id
     run_id = client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+    with ending(client, run_id):
+        yield run_id
+
+
+@contextmanager
+def ending(client: MlflowClient, run_id: str) -> Iterator[str]:
+    """End an open run when the block ends: FINISHED, or FAILED when it raises (Ctrl+C included)."""
     try:
         yield run_id
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+
+
+def stage_tags(stage: str, backbone: str) -> dict[str, str]:
+    """Tags of a stage's top-level run: lineage, what it is, and the command (the runs table's Source)."""
+    return {
+        **lineage_tags(),
+        "backbone": backbone,
+        "stage": stage,
+        "mlflow.source.name": f"ctcid {stage} --backbone {backbone}",
+        "mlflow.source.type": "LOCAL",
+    }
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:

@@ -101,3 +101,15 @@ def test_a_spent_budget_prunes_a_running_trial_but_never_the_studys_first_cross_
     notes = " | ".join(report["notes"])
     assert f"init pretrained left out of the search: no ImageNet weights file {weights}" in notes
     assert "init registry left out of the search" in notes
+
+
+def test_enqueued_points_run_right_after_the_baseline(
+    synthetic_stage_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    point = {"learning_rate": 0.001, "negatives": "class_weight"}
+    params = tune_params(tmp_path, n_trials=2, enqueue=[point])
+    outcome = tune_backbone(params, BACKBONE, stage_inputs(synthetic_stage_inputs), tmp_path / "reports")
+    study = optuna.load_study(study_name=outcome.report["study"], storage=params.tune.storage)
+    first, second = study.trials
+    assert first.user_attrs.get("baseline") and not second.user_attrs.get("baseline")
+    assert second.user_attrs.get("enqueued") and second.params == point

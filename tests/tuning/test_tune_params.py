@@ -133,3 +133,17 @@ def test_train_negatives_and_registry_init_are_train_settings() -> None:
     assert (train.negatives, train.init) == ("resample", "registry")
     with pytest.raises(ConfigError, match=r"train\.negatives = 'balanced'"):
         parse_params({"train": {"negatives": "balanced"}})
+
+
+@pytest.mark.parametrize(
+    ("point", "expected"),
+    [
+        ({"epochs": 30}, "enqueue[0].epochs = 30: outside tune.space.epochs"),
+        ({"negatives": "sometimes"}, "enqueue[0].negatives = 'sometimes': outside tune.space.negatives"),
+        ({"momentum": 0.9}, "enqueue[0].momentum: not a key of tune.space"),
+    ],
+)
+def test_an_enqueued_point_must_lie_in_the_space(point: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_params({"tune": {"enqueue": [point]}})
+    assert expected in str(error.value)

@@ -21,12 +21,12 @@ from ctcid.model.trainer import EpochMetrics
 from ctcid.plots import plot_confusion, plot_roc
 from ctcid.tracking import (
     PARENT_TAG,
-    lineage_tags,
     log_artifacts,
     log_data_inputs,
     log_metrics,
     log_params,
     open_experiment,
+    stage_tags,
     tracked_run,
 )
 
@@ -45,15 +45,7 @@ class TrainRunLog:
     def start(cls, mlflow: MlflowParams, backbone: str, init: str) -> Iterator[TrainRunLog]:
         client, experiment_id = open_experiment(mlflow)
         name = f"{backbone}-{init}"
-        tags = {
-            **lineage_tags(),
-            "backbone": backbone,
-            "init": init,
-            "stage": "train",
-            # the runs table's Source column
-            "mlflow.source.name": f"ctcid train --backbone {backbone}",
-            "mlflow.source.type": "LOCAL",
-        }
+        tags = {**stage_tags("train", backbone), "init": init}
         with tracked_run(client, experiment_id, name, tags=tags) as run_id:
             log_data_inputs(client, run_id, "train")
             yield cls(client, experiment_id, run_id, name)

@@ -32,12 +32,13 @@ from ctcid.model.cv import CVResult
 from ctcid.model.run_log import MlflowFoldLogger
 from ctcid.tracking import (
     PARENT_TAG,
-    lineage_tags,
+    ending,
     log_artifacts,
     log_data_inputs,
     log_metrics,
     log_params,
     open_experiment,
+    stage_tags,
 )
 
 RUN_ATTR = "mlflow_run_id"  # Optuna user attribute: the MLflow run of a study or trial
@@ -75,27 +76,14 @@ class StudyRunLog:
         client, experiment_id = open_experiment(mlflow)
         run_id = _parent_run(client, study, wait_s=0.0 if created else _PARENT_WAIT_S)
         if run_id is None:
-            all_tags = {
-                **lineage_tags(),
-                **tags,
-                "backbone": backbone,
-                "stage": "tune",
-                "optuna.study": study.study_name,
-                "mlflow.source.name": f"ctcid tune --backbone {backbone}",
-                "mlflow.source.type": "LOCAL",
-            }
+            all_tags = {**stage_tags("tune", backbone), **tags, "optuna.study": study.study_name}
             run_id = client.create_run(experiment_id, tags=all_tags, run_name=f"tune-{backbone}").info.run_id
             log_data_inputs(client, run_id, "train")
             study.set_user_attr(RUN_ATTR, run_id)
         else:
             client.update_run(run_id, status="RUNNING")
-        log = cls(client, experiment_id, run_id, backbone)
-        try:
-            yield log
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
-            raise
-        client.set_terminated(run_id, "FINISHED")
+        with ending(client, run_id):
+            yield cls(client, experiment_id, run_id, backbone)
 
     def trial_started(self, trial: optuna.Trial, values: Mapping[str, Any], baseline: bool) -> str:
         # a retry of a killed trial inherits that trial's attributes, its run among them

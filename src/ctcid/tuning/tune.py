@@ -115,6 +115,10 @@ def open_study(
     if tune.baseline_trial and (created or baseline_trial_of(study) is None):
         values = baseline(params.train, space, params.segment.crop_size)
         study.enqueue_trial(values, user_attrs={"baseline": True})
+    if created:
+        for values in tune.enqueue:
+            usable = {k: v for k, v in values.items() if space[k].choices is None or v in space[k].choices}
+            study.enqueue_trial(usable, user_attrs={"enqueued": True})
     return study, created
 
 
