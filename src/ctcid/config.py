@@ -388,8 +388,8 @@ class TuneParams(_Section):
     study_prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "ctcid"
     # trial 0 of a new study: train.* as given (the untuned baseline every tuned trial must beat)
     baseline_trial: bool = True
-    # known-good points of the space queued right after the baseline (Optuna's enqueue_trial),
-    # each a partial set of space values; the sampler fills the rest
+    # known-good points of the space queued right after the baseline (Optuna's enqueue_trial):
+    # each runs train.* with the point's values
     enqueue: list[dict[str, bool | int | float | str]] = Field(default_factory=list)
     # TPE draws this many trials at random before it models the search space
     startup_trials: Annotated[int, Field(ge=1, le=1000)] = 2

@@ -112,4 +112,5 @@ def test_enqueued_points_run_right_after_the_baseline(
     study = optuna.load_study(study_name=outcome.report["study"], storage=params.tune.storage)
     first, second = study.trials
     assert first.user_attrs.get("baseline") and not second.user_attrs.get("baseline")
-    assert second.user_attrs.get("enqueued") and second.params == point
+    # train.* as given, with the point's changes
+    assert second.user_attrs.get("enqueued") and second.params == {**first.params, **point}

@@ -112,13 +112,14 @@ def open_study(
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
         created = False
     study.sampler = studies.sampler(tune, params.seed, worker, len(study.get_trials(deepcopy=False)))
+    untuned = baseline(params.train, space, params.segment.crop_size)
     if tune.baseline_trial and (created or baseline_trial_of(study) is None):
-        values = baseline(params.train, space, params.segment.crop_size)
-        study.enqueue_trial(values, user_attrs={"baseline": True})
+        study.enqueue_trial(untuned, user_attrs={"baseline": True})
     if created:
-        for values in tune.enqueue:
-            usable = {k: v for k, v in values.items() if space[k].choices is None or v in space[k].choices}
-            study.enqueue_trial(usable, user_attrs={"enqueued": True})
+        for point in tune.enqueue:
+            # train.* with the point's changes, as a hand-run experiment would try it
+            usable = {k: v for k, v in point.items() if space[k].choices is None or v in space[k].choices}
+            study.enqueue_trial({**untuned, **usable}, user_attrs={"enqueued": True})
     return study, created
 
 
