@@ -379,7 +379,7 @@ class TuneParams(_Section):
     objective: TuneObjective = "specificity_at_sensitivity"
     # finished (complete or pruned) trials a backbone's study runs to, counting earlier runs and
     # other workers; 0: no tuning, train uses train.* as given
-    n_trials: Annotated[int, Field(ge=0, le=100_000)] = 6
+    n_trials: Annotated[int, Field(ge=0, le=100_000)] = 2
     # wall-clock budget of one 'ctcid tune' per backbone; a trial still running then is pruned
     timeout_s: Annotated[float, Field(gt=0.0, le=30 * 86400.0)] | None = 100.0
     # Optuna RDB storage: sqlite:///optuna.db (relative to the working directory) or
