@@ -62,7 +62,8 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
     cv = ", ".join(f"{k} {v:.3f}" for k, v in sorted(info.cv.items()) if isinstance(v, float))
     lines += [
         "",
-        f"Cross-validation on the balanced training set (threshold 0.5): {cv or 'not recorded'}.",
+        "Cross-validation over the training patients (fold means at threshold 0.5; objective.* on "
+        f"the pooled out-of-fold predictions of every training cell): {cv or 'not recorded'}.",
         "",
         "## Per-patient counting",
         "",
