@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ctcid.config import load_params
+from ctcid.tuning.study import best_trial
 
 
 def seconds(trial: FrozenTrial) -> float | None:
@@ -47,7 +48,7 @@ def study_costs(study: optuna.Study) -> dict[str, Any]:
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     baseline = next((t for t in trials if t.user_attrs.get("baseline")), None)
-    best = max(complete, key=lambda t: (t.value, t.user_attrs.get("cv_auc", 0.0)), default=None)
+    best = best_trial(study)
     return {
         "study": study.study_name,
         "finished": len(finished),

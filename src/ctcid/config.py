@@ -304,6 +304,13 @@ class TrainParams(_Section):
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 = torch default
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
 
+    def with_values(self, values: dict[str, Any], crop_size: int) -> TrainParams:
+        """These settings with a trial's values, validated; ``input_size: native`` is the crop size."""
+        update = dict(values)
+        if update.get("input_size") == NATIVE_SIZE:
+            update["input_size"] = crop_size
+        return TrainParams.model_validate({**self.model_dump(), **update})
+
     @field_validator("backbones")
     @classmethod
     def _unique_backbones(cls, v: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctcid.config import NATIVE_SIZE, MlflowParams, Params, TrainParams
+from ctcid.config import MlflowParams, Params, TrainParams
 from ctcid.contracts import Negatives, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.metrics import binary_metrics
@@ -160,10 +160,7 @@ def tuned_train(params: Params, report: dict[str, Any] | None) -> TrainParams:
     best = (report or {}).get("best")
     if not best:
         return params.train
-    values = dict(best["values"])
-    if values.get("input_size") == NATIVE_SIZE:
-        values["input_size"] = params.segment.crop_size
-    return TrainParams.model_validate({**params.train.model_dump(), **values})
+    return params.train.with_values(dict(best["values"]), params.segment.crop_size)
 
 
 def data_digest(inputs: StageInputs) -> str:

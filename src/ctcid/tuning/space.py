@@ -34,10 +34,7 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Dimension]) -> dict[str, An
 
 def apply(train: TrainParams, values: Mapping[str, Any], crop_size: int) -> TrainParams:
     """``train`` with a trial's values; ``input_size: native`` becomes the crop size."""
-    update = dict(values)
-    if update.get("input_size") == NATIVE_SIZE:
-        update["input_size"] = crop_size
-    return TrainParams.model_validate({**train.model_dump(), **update})
+    return train.with_values(dict(values), crop_size)
 
 
 def baseline(train: TrainParams, space: Mapping[str, Dimension], crop_size: int) -> dict[str, Any]:
