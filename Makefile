@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint clean-outputs
+.PHONY: run test install lint retrain clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,12 @@ run: install
 test: install
 	bash scripts/run_tests.sh
 
+# CI runs 'make retrain' (.github/workflows/retrain.yml): exit 0 promoted, 3 champion kept, else failed.
+retrain: install
+	bash scripts/retrain.sh
+
+# The workflows: valid against GitHub's schema, and no medium or high finding of zizmor (offline).
 lint: install
 	$(BIN)/ruff check src tests bench serving
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline --min-severity medium .github/workflows

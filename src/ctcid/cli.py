@@ -49,9 +49,10 @@ SplitOption = Annotated[Path, typer.Option(help="split.json written by 'ctcid sp
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def read_params(path: Path = DEFAULT_PARAMS) -> Params:
+def read_params(path: Path = DEFAULT_PARAMS, environment: bool = True) -> Params:
+    """Params for a command; ``environment`` False reads the file alone (nothing secret printed)."""
     try:
-        return load_params(path)
+        return load_params(path, None if environment else {})
     except ConfigError as error:
         console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
         raise typer.Exit(2) from None
@@ -73,10 +74,14 @@ def reports_errors(func: F) -> F:
 
 @app.command("show-params")
 def show_params(params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """Validate a params file and print the full configuration, defaults filled in."""
+    """Validate a params file and print the full configuration, defaults filled in.
+
+    The CTCID_* environment overrides (docs/configuration.md) are not applied: the output is what
+    DVC reads as params.yaml, and it must not carry a deployment's secrets.
+    """
     import yaml
 
-    config = read_params(params)
+    config = read_params(params, environment=False)
     typer.echo(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False))
 
 
@@ -680,3 +685,36 @@ def predict_command(
     )
     for problem in answer.problems:
         console.print(f"[yellow]skipped[/yellow] {problem.field}: {problem.reason}", highlight=False)
+
+
+@app.command("retrain")
+@reports_errors
+def retrain_command(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Git revision whose dvc.lock to compare with (default: last retrain, else HEAD)."),
+    ] = None,
+    pull: Annotated[
+        bool, typer.Option(help="Pull data and cached stage outputs from the DVC remote first.")
+    ] = True,
+    summary: Annotated[Path, typer.Option(help="Markdown summary to write.")] = paths.RETRAIN_SUMMARY_FILE,
+    record: Annotated[Path, typer.Option(help="The same as JSON.")] = paths.RETRAIN_RECORD_FILE,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Retrain on new data: dvc pull, dvc repro (register and the gate are stages), then a summary.
+
+    Add samples to data/raw and run 'dvc add data/raw' first (CI: a commit of data/raw.dvc).
+    Killed half-way, it resumes where it stopped: finished stages and tuning trials are kept.
+
+    Exit status: 0 a new champion was promoted and packaged; 3 the champion stays (nothing new,
+    or the gate refused); 1 failed; 130 interrupted. Summary: reports/retrain_summary.md.
+    """
+    from rich.markdown import Markdown
+
+    from ctcid.retrain.run import RetrainOptions, retrain
+
+    config = read_params(params)
+    result = retrain(config, RetrainOptions(since=since, pull=pull, summary=summary, record=record), console)
+    Console().print(Markdown(summary.read_text()))
+    console.print(f"summary: {summary}; record: {record}", highlight=False)
+    raise typer.Exit(result.exit_status)

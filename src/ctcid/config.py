@@ -7,6 +7,8 @@ typo in a lab's own configuration is found in seconds, not after an hour of trai
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +26,15 @@ from pydantic import (
 from ctcid.contracts import BACKBONES, Backbone, Init, LabelSource, Negatives
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+# Where the shared infrastructure lives is a deployment's secret, not a result-changing parameter:
+# these variables override params.yaml at run time (CI takes them from repository secrets), are
+# never written back by 'ctcid show-params', and are no DVC params, so moving stores re-runs nothing.
+ENVIRONMENT_OVERRIDES = {
+    "CTCID_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "CTCID_MLFLOW_ARTIFACT_LOCATION": ("mlflow", "artifact_location"),
+    "CTCID_TUNE_STORAGE": ("tune", "storage"),
+}
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -568,8 +579,34 @@ def parse_params(raw: dict[str, Any], source: str = "<params>") -> Params:
         raise ConfigError(_format_error(source, error)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
-    """Read and validate a params file; raises ConfigError naming the bad key and value."""
+def redact_url(url: str) -> str:
+    """A database or server URL without its password, for messages, reports and files."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def with_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """``raw`` with :data:`ENVIRONMENT_OVERRIDES` applied, and the names of the variables used."""
+    used = [name for name in ENVIRONMENT_OVERRIDES if environ.get(name, "").strip()]
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    for name in used:
+        section, key = ENVIRONMENT_OVERRIDES[name]
+        if not isinstance(merged.setdefault(section, {}), dict):
+            continue  # a malformed section: validation names it
+        merged[section][key] = environ[name].strip()
+    return merged, used
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, environ: Mapping[str, str] | None = None) -> Params:
+    """Read and validate a params file; raises ConfigError naming the bad key and value.
+
+    ``environ`` (default ``os.environ``) may override the infrastructure keys named in
+    :data:`ENVIRONMENT_OVERRIDES`; pass ``{}`` to read the file alone.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -581,4 +618,6 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
-    return parse_params(raw, str(path))
+    raw, used = with_environment(raw, os.environ if environ is None else environ)
+    source = f"{path} with {', '.join(used)} from the environment" if used else str(path)
+    return parse_params(raw, source)

@@ -24,7 +24,7 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 
-from ctcid.config import MlflowParams
+from ctcid.config import MlflowParams, redact_url
 from ctcid.errors import TrackingUnavailable
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -71,7 +71,7 @@ def check_reachable(tracking_uri: str) -> None:
     except requests.RequestException as error:
         reason = type(error).__name__ if not str(error) else str(error).split("(Caused by")[0].strip()
         raise TrackingUnavailable(
-            f"MLflow tracking server {tracking_uri} does not answer ({reason}); start it "
+            f"MLflow tracking server {redact_url(tracking_uri)} does not answer ({reason}); start it "
             "(docs/registry.md shows the 'mlflow server' command) or set mlflow.tracking_uri in "
             "params.yaml to a reachable server or to the default sqlite:///mlflow.db"
         ) from None

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from ctcid.config import ConfigError, Params, SimulateParams, load_params, parse_params
+from ctcid import config
+from ctcid.cli import app, read_params
+from ctcid.config import (
+    ENVIRONMENT_OVERRIDES,
+    ConfigError,
+    Params,
+    SimulateParams,
+    load_params,
+    parse_params,
+    with_environment,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +103,131 @@ def test_every_simulator_knob_is_documented_and_in_params_yaml() -> None:
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())["simulate"]
     assert set(shipped) == knobs
     assert SimulateParams.model_validate(shipped) == SimulateParams()  # the file states the defaults
+
+
+# --- environment overrides of the infrastructure keys (docs/configuration.md) ---------------------
+
+FILE_STORES = (
+    "mlflow: {tracking_uri: 'sqlite:///file.db', artifact_location: mlruns, experiment: lab}\n"
+    "tune: {storage: 'sqlite:///file-optuna.db', n_trials: 3}\n"
+)
+TEAM = {
+    "CTCID_MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+    "CTCID_MLFLOW_ARTIFACT_LOCATION": "s3://ctcid-mlflow/artifacts",
+    "CTCID_TUNE_STORAGE": "postgresql+psycopg://ctcid@db.internal:5432/ctcid_optuna",
+}
+
+
+def test_environment_overrides_exactly_the_three_infrastructure_keys(tmp_path: Path) -> None:
+    assert set(ENVIRONMENT_OVERRIDES) == set(TEAM)
+    params = load_params(write(tmp_path, FILE_STORES), {**TEAM, "CTCID_UNRELATED": "x", "PATH": "/bin"})
+    assert params.mlflow.tracking_uri == TEAM["CTCID_MLFLOW_TRACKING_URI"]
+    assert params.mlflow.artifact_location == TEAM["CTCID_MLFLOW_ARTIFACT_LOCATION"]
+    assert params.tune.storage == TEAM["CTCID_TUNE_STORAGE"]
+    # the rest of the file, and of the same sections, stays as written
+    assert params.mlflow.experiment == "lab"
+    assert params.tune.n_trials == 3
+    assert params.model_dump(exclude={"mlflow", "tune"}) == Params().model_dump(exclude={"mlflow", "tune"})
+
+
+def test_one_override_alone_and_surrounding_blanks(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, FILE_STORES), {"CTCID_TUNE_STORAGE": "  postgresql+psycopg://db/x\n"})
+    assert params.tune.storage == "postgresql+psycopg://db/x"
+    assert params.mlflow.tracking_uri == "sqlite:///file.db"
+
+
+def test_an_override_fills_a_section_the_file_does_not_have(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, ""), {"CTCID_MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"})
+    assert params.mlflow.tracking_uri == "http://mlflow.internal:5000"
+    assert params.mlflow.experiment == Params().mlflow.experiment
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_an_empty_variable_is_ignored(tmp_path: Path, blank: str) -> None:
+    path = write(tmp_path, FILE_STORES)
+    params = load_params(path, dict.fromkeys(TEAM, blank))
+    assert params == load_params(path, {})
+    assert params.mlflow.tracking_uri == "sqlite:///file.db"
+    assert params.tune.storage == "sqlite:///file-optuna.db"
+
+
+def test_an_empty_environ_reads_the_file_alone_and_none_reads_os_environ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in TEAM.items():
+        monkeypatch.setenv(name, value)
+    path = write(tmp_path, FILE_STORES)
+    alone = load_params(path, {})
+    assert alone.mlflow.tracking_uri == "sqlite:///file.db"
+    assert alone.mlflow.artifact_location == "mlruns"
+    assert alone.tune.storage == "sqlite:///file-optuna.db"
+    assert load_params(path).mlflow.tracking_uri == TEAM["CTCID_MLFLOW_TRACKING_URI"]
+
+
+def test_with_environment_leaves_the_file_contents_alone() -> None:
+    raw = {"mlflow": {"tracking_uri": "sqlite:///file.db"}, "seed": 1}
+    merged, used = with_environment(raw, {"CTCID_MLFLOW_TRACKING_URI": "http://x:5000"})
+    assert used == ["CTCID_MLFLOW_TRACKING_URI"]
+    assert merged == {"mlflow": {"tracking_uri": "http://x:5000"}, "seed": 1}
+    assert raw == {"mlflow": {"tracking_uri": "sqlite:///file.db"}, "seed": 1}
+
+
+def test_an_override_that_fails_validation_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The three real keys are free-form non-empty strings, and a blank variable is ignored, so no
+    # value of them can fail validation today; the mechanism is checked with a numeric key mapped
+    # the same way.
+    monkeypatch.setitem(config.ENVIRONMENT_OVERRIDES, "CTCID_TUNE_N_TRIALS", ("tune", "n_trials"))
+    path = write(tmp_path, FILE_STORES)
+    with pytest.raises(ConfigError) as error:
+        load_params(path, {"CTCID_TUNE_N_TRIALS": "many"})
+    message = str(error.value)
+    assert f"{path} with CTCID_TUNE_N_TRIALS from the environment: invalid configuration" in message
+    assert "tune.n_trials = 'many'" in message
+    assert load_params(path, {"CTCID_TUNE_N_TRIALS": "7"}).tune.n_trials == 7
+
+
+def test_a_bad_file_with_overrides_says_which_variables_were_applied(tmp_path: Path) -> None:
+    # a section that is no mapping cannot take the override; the error still names the variable
+    path = write(tmp_path, "mlflow: oops\n")
+    with pytest.raises(ConfigError) as error:
+        load_params(path, {"CTCID_MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"})
+    message = str(error.value)
+    assert "with CTCID_MLFLOW_TRACKING_URI from the environment" in message
+    assert "mlflow = 'oops'" in message
+    assert "http://mlflow.internal:5000" not in message  # the value (a secret) is not echoed
+    with pytest.raises(ConfigError) as plain:
+        load_params(path, {})
+    assert "from the environment" not in str(plain.value)
+
+
+def test_show_params_never_prints_an_override(tmp_path: Path) -> None:
+    path = write(tmp_path, FILE_STORES)
+    secret = {name: f"{value}/secret-{name.lower()}" for name, value in TEAM.items()}
+    result = CliRunner().invoke(app, ["show-params", "-p", str(path)], env=secret)
+    assert result.exit_code == 0, result.output
+    for value in secret.values():
+        assert value not in result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["mlflow"]["tracking_uri"] == "sqlite:///file.db"
+    assert shown["tune"]["storage"] == "sqlite:///file-optuna.db"
+    assert load_params(path, {}) == parse_params(shown)  # what DVC would read as params.yaml
+    # every other command reads the same file with the overrides applied
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in secret.items():
+            patch.setenv(name, value)
+        assert read_params(path).mlflow.tracking_uri == secret["CTCID_MLFLOW_TRACKING_URI"]
+
+
+def test_team_profile_validates_and_keeps_secrets_out() -> None:
+    path = ROOT / "configs" / "team.yaml"
+    result = CliRunner().invoke(app, ["show-params", "-p", str(path)])
+    assert result.exit_code == 0, result.output
+    team = load_params(path, {})
+    assert team.mlflow.tracking_uri.startswith("http://")
+    assert team.tune.storage.startswith("postgresql+psycopg://")
+    assert team.serving.host == "0.0.0.0"
+    # no password in the file: the tune section is a DVC param, written into dvc.lock
+    user = team.tune.storage.split("://", 1)[1].split("@", 1)[0]
+    assert ":" not in user, team.tune.storage

@@ -15,6 +15,7 @@ PACKAGE = REPO / "src" / "ctcid"
 # Pipeline order: a module may import its own layer and any layer before it, never one after.
 LAYERS = [
     "core", "raw", "segmentation", "quality", "split", "model", "tuning", "evaluation", "registry", "serving",
+    "retrain",
 ]
 ENTRY_LAYER = "cli"  # the CLI calls every step
 STAGE_ENTRIES = {

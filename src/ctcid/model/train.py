@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctcid.config import MlflowParams, Params, TrainParams
+from ctcid.config import MlflowParams, Params, TrainParams, redact_url
 from ctcid.contracts import Negatives, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.metrics import binary_metrics
@@ -258,7 +258,9 @@ def run_params(
 
 def write_run_file(path: Path, run_id: str, experiment_id: str, mlflow: MlflowParams) -> None:
     """``run.json`` beside the model: where evaluation and the registry find its MLflow run."""
-    payload = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": mlflow.tracking_uri}
+    # a password in the URI must not reach a DVC output (pushed to the remote); readers use params
+    uri = redact_url(mlflow.tracking_uri)
+    payload = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri}
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ctcid.config import Dimension, Params
+from ctcid.config import Dimension, Params, redact_url
 from ctcid.tuning import study as studies
 from ctcid.tuning.run_log import RUN_ATTR, StudyRunLog
 
@@ -86,7 +86,7 @@ def build_report(
     report: dict[str, Any] = {
         "backbone": backbone,
         "study": study.study_name,
-        "storage": studies.redact(params.tune.storage),
+        "storage": redact_url(params.tune.storage),
         "objective": params.tune.objective,
         "target_sensitivity": params.train.target_sensitivity,
         "n_trials": params.tune.n_trials,

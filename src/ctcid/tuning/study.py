@@ -24,7 +24,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ctcid.config import TuneParams
+from ctcid.config import TuneParams, redact_url
 from ctcid.errors import CtcidError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -55,19 +55,9 @@ def open_storage(tune: TuneParams) -> RDBStorage:
             )
     except Exception as error:  # unreachable server, unknown driver, bad URL
         raise CtcidError(
-            f"Optuna storage {redact(tune.storage)} is not usable ({type(error).__name__}: "
+            f"Optuna storage {redact_url(tune.storage)} is not usable ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200]}); check tune.storage (docs/tuning.md)"
         ) from None
-
-
-def redact(url: str) -> str:
-    """The storage URL without a password, for messages and reports."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 def sampler(

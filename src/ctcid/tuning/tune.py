@@ -23,7 +23,7 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial
 
-from ctcid.config import Dimension, Params
+from ctcid.config import Dimension, Params, redact_url
 from ctcid.contracts import read_manifest
 from ctcid.errors import CtcidError
 from ctcid.model.backbones import ModelSpec, weights_path
@@ -67,7 +67,7 @@ def tune_backbone(
         champion, init_reasons = init_availability(params, backbone, split, manifest, Path(tmp))
         space, notes = available_space(tune.space, init_reasons)
         study, created = open_study(params, backbone, data_sha, space, champion, worker, len(split.folds))
-        tags = {"optuna.storage": studies.redact(tune.storage), "tune.objective": tune.objective}
+        tags = {"optuna.storage": redact_url(tune.storage), "tune.objective": tune.objective}
         with StudyRunLog.open(params.mlflow, study, backbone, tags, created) as log:
             objective = Objective(
                 params, backbone, space, TrialData(inputs.crops, manifest, split), log,

@@ -1,0 +1,40 @@
+"""Which stages a ``dvc repro`` re-ran, read from ``dvc.lock`` before and after.
+
+DVC rewrites a stage's lock entry when (and only when) it runs the stage, one stage at a time, so
+comparing the entries names exactly the stages that ran, including after an interruption, and
+does not depend on the wording of DVC's console output.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOCK_FILE = Path("dvc.lock")
+
+
+def lock_entries(root: Path) -> dict[str, str]:
+    """Stage name -> a canonical text of its lock entry ({} when there is no lock yet)."""
+    path = root / LOCK_FILE
+    if not path.exists():
+        return {}
+    stages: Mapping[str, Any] = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    return {name: json.dumps(entry, sort_keys=True) for name, entry in stages.items()}
+
+
+def changed_stages(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Stages whose entry is new or different, in the lock's order (the pipeline's order)."""
+    return [name for name, entry in after.items() if before.get(name) != entry]
+
+
+def pipeline_stages(root: Path, dvc: str = "dvc") -> list[str]:
+    """Every stage of dvc.yaml, matrix stages expanded (``tune@resnet18``)."""
+    listed = subprocess.run(
+        [dvc, "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True, check=True
+    )
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
