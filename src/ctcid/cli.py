@@ -711,10 +711,16 @@ def retrain_command(
     """
     from rich.markdown import Markdown
 
-    from ctcid.retrain.run import RetrainOptions, retrain
+    from ctcid.retrain.run import RetrainOptions, check_project, retrain
 
+    check_project(Path("."))
     config = read_params(params)
-    result = retrain(config, RetrainOptions(since=since, pull=pull, summary=summary, record=record), console)
+    try:
+        options = RetrainOptions(since=since, pull=pull, summary=summary, record=record)
+        result = retrain(config, options, console)
+    except KeyboardInterrupt:
+        console.print("interrupted; run it again to resume (finished stages are kept)", highlight=False)
+        raise typer.Exit(130) from None
     Console().print(Markdown(summary.read_text()))
     console.print(f"summary: {summary}; record: {record}", highlight=False)
     raise typer.Exit(result.exit_status)

@@ -6,71 +6,16 @@ One module-scoped run feeds every assertion, because the run is the expensive pa
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-
-from ctcid.contracts import BACKBONES as CONTRACT_BACKBONES
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY = Path(__file__).with_name("params-tiny.yaml")
-BACKBONES = list(CONTRACT_BACKBONES)
+from e2e_support import BACKBONES, _env, registry, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # the stages call `ctcid`; it lives next to the interpreter running the tests
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["COLUMNS"] = "200"  # rich tables in full, not cut to 80 columns
-    env.pop("BENTOML_HOME", None)  # the project's own store, serving.bentoml_home, as 'make run' has it
-    env.update(GIT_AUTHOR_NAME="ctcid", GIT_AUTHOR_EMAIL="ctcid@example.org")
-    env.update(GIT_COMMITTER_NAME="ctcid", GIT_COMMITTER_EMAIL="ctcid@example.org")
-    return env
-
-
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
-    output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("ctcid-e2e")
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    # DVC reads declared params from params.yaml itself, so the project gets the complete file
-    full = run(repo, "ctcid", "show-params", "--params", str(TINY)).stdout
-    (repo / "params.yaml").write_text(full)
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (repo / "gx").mkdir()
-    shutil.copy(ROOT / "gx" / "great_expectations.yml", repo / "gx" / "great_expectations.yml")
-    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
-    # the package stage builds a wheel of the project and a Bento of serving/
-    for name in ("pyproject.toml", "README.md", "requirements.lock"):
-        shutil.copy(ROOT / name, repo / name)
-    (repo / "serving").mkdir()
-    for name in ("service.py", "bentofile.yaml"):
-        shutil.copy(ROOT / "serving" / name, repo / "serving" / name)
-    run(repo, "git", "init", "-q")
-    run(repo, "dvc", "init", "-q")
-    run(repo, "dvc", "remote", "add", "-d", "local", str(repo.parent / f"{repo.name}-remote"))
-    run(repo, "ctcid", "simulate", "--out", "data/raw")
-    run(repo, "dvc", "add", "-q", "data/raw")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "tiny project")
-    run(repo, "dvc", "repro")
-    run(repo, "dvc", "push", "-q")
-    return repo
 
 
 def test_every_stage_wrote_its_outputs(project: Path) -> None:
@@ -134,13 +79,6 @@ def test_each_backbone_was_tuned_and_trained_with_its_best_trial(project: Path) 
         trained = json.loads((project / "reports/train" / f"{backbone}.json").read_text())
         # the tuned values reached the model: its CV is the best trial's
         assert trained["objective"][report["objective"]] == pytest.approx(best["value"])
-
-
-def registry(project: Path):
-    from ctcid.config import MlflowParams
-    from ctcid.registry.store import Registry
-
-    return Registry(MlflowParams(tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
 
 
 def test_the_run_ends_with_a_registered_champion_its_card_and_lineage(project: Path) -> None:
@@ -208,24 +146,6 @@ def test_dvc_metrics_and_a_second_repro_is_a_no_op(project: Path) -> None:
     assert "failed" not in plots.stdout + plots.stderr
     page = (project / "dvc_plots" / "index.html").read_text()
     assert all(backbone in page for backbone in BACKBONES)
-
-
-def test_a_new_batch_triggers_the_downstream_stages(project: Path, tmp_path: Path) -> None:
-    # on a copy: the shared project stays as the pipeline left it for the other tests
-    copy = tmp_path / "project"
-    shutil.copytree(project, copy, symlinks=True)
-    run(copy, "ctcid", "simulate", "--out", "data/raw", "--first-sample", "14", "--samples", "2")
-    run(copy, "dvc", "add", "-q", "data/raw")
-    status = json.loads(run(copy, "dvc", "status", "--json").stdout)
-    assert "segment" in status
-    assert json.loads(run(project, "dvc", "status", "--json").stdout or "{}") == {}
-    # the new batch retrains, registers a new challenger, and the gate decides on the new test set
-    repro = run(copy, "dvc", "repro")
-    assert "challenger v2 against champion v1" in repro.stdout.replace("\n", " ")
-    decision = json.loads((copy / "reports/promotion.json").read_text())
-    assert decision["challenger"] == "2" and decision["champion_before"] == "1"
-    assert decision["action"] in ("promoted", "refused")
-    assert registry(copy).version("2").tags["promotion.decision"] == decision["action"]
 
 
 def test_raw_data_round_trips_through_the_dvc_remote(tmp_path: Path, project: Path) -> None:

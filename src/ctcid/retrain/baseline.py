@@ -16,6 +16,7 @@ from typing import Any
 
 from ctcid.retrain.batch import DataStats, stats_at, stats_now
 from ctcid.retrain.changes import metrics_now
+from ctcid.retrain.stages import lock_entries, lock_entries_at
 
 
 @dataclass(frozen=True)
@@ -24,16 +25,19 @@ class Baseline:
     data: DataStats | None
     metrics: dict[str, dict[str, Any]] | None  # None: 'dvc metrics diff <rev>'
     rev: str | None = None
+    # dvc.lock's entries then: the stages that ran since (the gate, say) may span an interruption
+    lock: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = None if self.data is None else self.data.to_dict()
-        return {"label": self.label, "data": data, "metrics": self.metrics, "rev": self.rev}
+        values = {"label": self.label, "data": data, "metrics": self.metrics, "rev": self.rev}
+        return {**values, "lock": self.lock}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Baseline:
         data = values.get("data")
         return cls(values["label"], None if data is None else DataStats(**data), values.get("metrics"),
-                   values.get("rev"))
+                   values.get("rev"), values.get("lock"))
 
 
 def resolve(root: Path, since: str | None, record: Path, dvc: str = "dvc") -> Baseline:
@@ -45,8 +49,9 @@ def resolve(root: Path, since: str | None, record: Path, dvc: str = "dvc") -> Ba
         since = "HEAD"
     data, note = stats_at(root, since)
     if data is not None:
-        return Baseline(since, data, None, rev=since)
-    return Baseline(f"this workspace before the run ({note})", stats_now(root), metrics_now(root, dvc))
+        return Baseline(since, data, None, rev=since, lock=lock_entries_at(root, since))
+    label = f"this workspace before the run ({note})"
+    return Baseline(label, stats_now(root), metrics_now(root, dvc), lock=lock_entries(root))
 
 
 def _previous(record: Path) -> Baseline | None:
@@ -55,5 +60,5 @@ def _previous(record: Path) -> Baseline | None:
     try:
         values = json.loads(record.read_text()).get("next_baseline")
         return None if not values else Baseline.from_dict(values)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None  # an unreadable record: fall back to git, the summary says which

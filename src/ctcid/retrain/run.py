@@ -43,7 +43,7 @@ class RetrainOptions:
 
 def retrain(params: Params, options: RetrainOptions, console: Console) -> RetrainResult:
     root = options.root
-    _check_project(root)
+    check_project(root)
     started, clock = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), time.monotonic()
     notes = list(options.notes)
     if options.pull:
@@ -58,10 +58,14 @@ def retrain(params: Params, options: RetrainOptions, console: Console) -> Retrai
         error = f"dvc repro exited with status {failed.returncode} (its output above names the stage)"
     except KeyboardInterrupt:
         interrupted = True
-    ran = changed_stages(before, lock_entries(root))
-    gate = GateResult.read(root / REPORTS_DIR / "promotion.json") if PROMOTE_STAGE in ran else None
-    outcome = decide(error, interrupted, PROMOTE_STAGE in ran, gate)
-    after = Baseline(f"the last retrain ({started})", stats_now(root), metrics_now(root, options.dvc))
+    lock_after = lock_entries(root)
+    ran = changed_stages(before, lock_after)
+    decided = gate_ran(ran, baseline.lock, lock_after)
+    gate = GateResult.read(root / REPORTS_DIR / "promotion.json") if decided else None
+    outcome = decide(error, interrupted, decided, gate)
+    after = Baseline(
+        f"the last retrain ({started})", stats_now(root), metrics_now(root, options.dvc), lock=lock_after
+    )
     result = RetrainResult(
         outcome=outcome,
         started=started,
@@ -82,7 +86,14 @@ def retrain(params: Params, options: RetrainOptions, console: Console) -> Retrai
     return result
 
 
-def _check_project(root: Path) -> None:
+def gate_ran(ran: list[str], baseline_lock: dict[str, str] | None, lock_after: dict[str, str]) -> bool:
+    """Whether ``promote`` ran in this run or since the baseline: a promotion just before a kill,
+    or before a ``package`` stage that failed, is still this batch's decision when run again."""
+    since_baseline = [] if baseline_lock is None else changed_stages(baseline_lock, lock_after)
+    return PROMOTE_STAGE in ran or PROMOTE_STAGE in since_baseline
+
+
+def check_project(root: Path) -> None:
     missing = [name for name in ("dvc.yaml", ".dvc", "data/raw.dvc") if not (root / name).exists()]
     if missing:
         raise CtcidError(
@@ -93,9 +104,10 @@ def _check_project(root: Path) -> None:
 
 
 def _pull(root: Path, dvc: str, console: Console) -> list[str]:
-    """Fetch the raw data and the outputs dvc.lock records, so unchanged stages are not re-run."""
-    console.rule("dvc pull: data and cached stage outputs")
-    pulled = subprocess.run([dvc, "pull", "--allow-missing"], cwd=root)
+    """Fetch the raw data, the outputs dvc.lock records and the run cache, so that no stage whose
+    inputs were seen before runs again (CI's lock on main lags until its pull request is merged)."""
+    console.rule("dvc pull: data, cached stage outputs and the run cache")
+    pulled = subprocess.run([dvc, "pull", "--allow-missing", "--run-cache"], cwd=root)
     if pulled.returncode == 0:
         return []
     return [f"dvc pull exited with status {pulled.returncode}: outputs missing locally are recomputed"]

@@ -27,6 +27,17 @@ def lock_entries(root: Path) -> dict[str, str]:
     return {name: json.dumps(entry, sort_keys=True) for name, entry in stages.items()}
 
 
+def lock_entries_at(root: Path, rev: str) -> dict[str, str] | None:
+    """The entries of ``rev``'s committed dvc.lock; None when git has no such revision or file."""
+    shown = subprocess.run(
+        ["git", "show", f"{rev}:{LOCK_FILE.as_posix()}"], cwd=root, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        return None
+    stages: Mapping[str, Any] = (yaml.safe_load(shown.stdout) or {}).get("stages", {})
+    return {name: json.dumps(entry, sort_keys=True) for name, entry in stages.items()}
+
+
 def changed_stages(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     """Stages whose entry is new or different, in the lock's order (the pipeline's order)."""
     return [name for name, entry in after.items() if before.get(name) != entry]

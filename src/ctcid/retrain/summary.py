@@ -88,6 +88,8 @@ def _verdict(result: RetrainResult) -> str:
     if result.outcome == "promoted":
         before = decision.get("champion_before")
         return f"{name} v{decision.get('champion_after')} is the new champion (was {_v(before)})."
+    if result.outcome == "kept" and decision.get("action") == "kept":
+        return f"Challenger v{decision.get('challenger')} is already the champion; nothing moved."
     if result.outcome == "kept" and result.gate is not None:
         return (f"The gate refused challenger v{decision.get('challenger')}: "
                 f"{', '.join(decision.get('failed') or []) or decision.get('reason') or 'see the table'}; "
@@ -145,7 +147,10 @@ def _metrics(result: RetrainResult) -> str:
     lines = [f"## Metrics that changed since {result.batch.since}", ""]
     if not result.metrics:
         return "\n".join([*lines, "None."])
-    lines += ["| file | metric | before | now | change |", "| --- | --- | ---: | ---: | ---: |"]
+    if rows:
+        lines += ["| file | metric | before | now | change |", "| --- | --- | ---: | ---: | ---: |"]
+    else:
+        lines.append("No headline metric changed.")
     for row in rows[:_METRIC_ROWS]:
         change = "" if row.change is None else f"{row.change:+.4g}"
         lines.append(f"| {row.path} | {row.metric} | {_value(row.old)} | {_value(row.new)} | {change} |")
