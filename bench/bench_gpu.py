@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_train import synthetic_crops  # same synthetic crops as the CPU bench (bench/ is on sys.path)
 from torch import nn
 
 from ctcid.config import Params, load_params
@@ -82,16 +83,6 @@ from ctcid.model.trainer import (
 
 GIB = 2**30
 WARMUP_BATCHES = 3
-
-
-def synthetic_crops(path: Path, n: int, size: int) -> Path:
-    """uint16 crops with noise and a bright blob (as bench_train.py's), so no pipeline run is needed."""
-    rng = np.random.default_rng(0)
-    crops = rng.normal(300, 60, size=(n, 3, size, size)).clip(0, None)
-    yy, xx = np.mgrid[0:size, 0:size]
-    crops[:, 0] += 3000 * (np.hypot(yy - size / 2, xx - size / 2) < size / 5)
-    np.save(path, crops.astype(np.uint16))
-    return path
 
 
 def sync(device: torch.device) -> None:

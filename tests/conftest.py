@@ -6,7 +6,9 @@ The model and registry tests train on :func:`synthetic_stage_inputs` (see tests/
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from ctcid.config import SplitParams
 from ctcid.offline import go_offline
 from ctcid.split import make_split, write_split
-from factory import CROP_SIZE, draw_cells, draw_crops, make_annotations, make_manifest
+from factory import CROP_SIZE, POSTGRES, draw_cells, draw_crops, make_annotations, make_manifest
 
 go_offline()
 # BentoML reads its home when first imported: never the developer's ~/bentoml from a test
@@ -53,3 +55,31 @@ def synthetic_stage_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "split": root / "split.json",
         "raw": root / "raw",
     }
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A throw-away database on the local PostgreSQL, dropped (its connections first) afterwards.
+
+    Skipped, with the reason printed, only where no PostgreSQL answers at :data:`POSTGRES`.
+    """
+    import psycopg
+
+    try:
+        admin = psycopg.connect(f"postgresql://{POSTGRES}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        reason = f"PostgreSQL is not reachable at {POSTGRES}: {str(error).strip()}"
+        print(reason)
+        pytest.skip(reason)
+    name = f"ctcid_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield name
+        finally:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid()",
+                (name,),
+            )
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

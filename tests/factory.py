@@ -53,6 +53,7 @@ CD45_LEVEL = 2000.0
 BLUR_SIGMA = 0.8
 
 CROP_SIZE = 24  # crops of the model tests; the segment stage's default is 40
+POSTGRES = "postgres@127.0.0.1:5432"  # the machine's PostgreSQL (trust auth): postgres_database fixture
 INPUT_SIZE = 16  # the model tests' train.input_size
 FIELD_SIZE = 512  # field_width / field_height of a manifest
 MAX_SPOTS = 6  # spot positions drawn per crop, whatever the count (see draw_crop)

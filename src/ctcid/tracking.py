@@ -144,14 +144,14 @@ def stage_tags(stage: str, backbone: str) -> dict[str, str]:
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    flat = _flatten(params)
+    flat = flatten(params)
     client.log_batch(run_id, params=[Param(k, str(v)[:_PARAM_LIMIT]) for k, v in sorted(flat.items())])
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], step: int = 0) -> None:
     """Finite numbers only: MLflow would store NaN, but it breaks charts and comparisons."""
     now = int(time.time() * 1000)
-    flat = {k: float(v) for k, v in _flatten(metrics).items() if _is_finite_number(v)}
+    flat = {k: float(v) for k, v in flatten(metrics).items() if _is_finite_number(v)}
     client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in sorted(flat.items())])
 
 
@@ -247,12 +247,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return content if isinstance(content, dict) else {}
 
 
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys, as MLflow params and DVC metrics show them."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat

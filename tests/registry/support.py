@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctcid.config import Params
+from ctcid.offline import OFFLINE_ENVIRONMENT
 from factory import free_port, tiny_params, wait_until_ok
 
 BACKBONE = "alexnet"
@@ -29,23 +30,30 @@ class MlflowServer:
 
 
 @contextmanager
-def running_mlflow_server(root: Path, timeout_s: float = 120) -> Iterator[MlflowServer]:
-    """``mlflow server`` with a SQLite backend store and artifacts under ``root``, on a free port."""
+def running_mlflow_server(
+    root: Path, timeout_s: float = 120, backend_store: str | None = None
+) -> Iterator[MlflowServer]:
+    """``mlflow server`` serving the artifacts under ``root`` on a free loopback port, its backend
+    store ``backend_store`` (default: SQLite under ``root``); the log is printed if it never answers."""
     port = free_port()
     log_path = root / "server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
             [
                 sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination", str(root / "artifacts"),
+                "--backend-store-uri", backend_store or f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             ],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, env={**OFFLINE_ENVIRONMENT, **os.environ},
         )
         uri = f"http://127.0.0.1:{port}"
         try:
-            wait_until_ok(server, f"{uri}/health", timeout_s, log_path)
+            try:
+                wait_until_ok(server, f"{uri}/health", timeout_s, log_path)
+            except RuntimeError:
+                print(log_path.read_text())
+                raise
             yield MlflowServer(uri, root / "artifacts")
         finally:
             server.terminate()

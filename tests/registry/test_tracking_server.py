@@ -11,7 +11,6 @@ it at the server, as CI's secrets do. Skipped only when PostgreSQL does not answ
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,42 +20,17 @@ import psycopg
 import pytest
 import yaml
 from mlflow import MlflowClient
-from support import BACKBONE, MlflowServer
+from support import BACKBONE, MlflowServer, running_mlflow_server
 
 from ctcid.config import parse_params
 from ctcid.model.predict import MODEL_FILE
-from ctcid.offline import OFFLINE_ENVIRONMENT
-from factory import free_port, tiny_params, wait_until_ok
+from factory import POSTGRES, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-SERVER = "postgres@127.0.0.1:5432"  # trust authentication, as in tests/tuning/test_distributed.py
 BIN = Path(sys.executable).parent  # the installed commands, as a team runs them
 MODEL_NAME = "ctcid-team-test"
 EXPERIMENT = "ctcid-team-test"
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A throw-away database on the local PostgreSQL, dropped (connections first) afterwards."""
-    try:
-        admin = psycopg.connect(f"postgresql://{SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        reason = f"PostgreSQL is not reachable at {SERVER}: {str(error).strip()}"
-        print(reason)
-        pytest.skip(reason)
-    name = f"ctcid_mlflow_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
-                "pg_backend_pid()",
-                (name,),
-            )
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture
@@ -64,33 +38,8 @@ def tracking_server(postgres_database: str, tmp_path: Path) -> Iterator[MlflowSe
     """``mlflow server`` as docs/scale-out.md starts it, on PostgreSQL and a free loopback port."""
     root = tmp_path / "server"
     root.mkdir()
-    port = free_port()
-    log_path = root / "server.log"
-    environment = {**OFFLINE_ENVIRONMENT, **os.environ}  # no telemetry unless the caller said otherwise
-    command = [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", f"postgresql+psycopg://{SERVER}/{postgres_database}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    with log_path.open("w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=environment)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ok(server, f"{uri}/health", 90, log_path)
-        except RuntimeError as error:
-            print(log_path.read_text())
-            pytest.fail(str(error))
-        yield MlflowServer(uri, root / "artifacts")
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with running_mlflow_server(root, 90, f"postgresql+psycopg://{POSTGRES}/{postgres_database}") as server:
+        yield server
 
 
 def write_team_params(project: Path) -> tuple[Path, str]:
@@ -171,7 +120,7 @@ def test_train_register_promote_through_a_tracking_server_on_postgresql(
     assert not (project / "file-store.db").exists()  # the params file's own store was never opened
 
     # the runs and the registry are rows in PostgreSQL
-    with psycopg.connect(f"postgresql://{SERVER}/{postgres_database}", connect_timeout=5) as db:
+    with psycopg.connect(f"postgresql://{POSTGRES}/{postgres_database}", connect_timeout=5) as db:
         runs = db.execute(
             "SELECT count(*) FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
             "WHERE e.name = %s",

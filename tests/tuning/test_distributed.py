@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -26,33 +24,14 @@ from tuning_support import (
 
 from ctcid.tracking import PARENT_TAG, open_experiment
 from ctcid.tuning.run_log import RUN_ATTR
+from factory import POSTGRES
 
-SERVER = "postgres@127.0.0.1:5432"
 N_TRIALS = 8
 
 
 @pytest.fixture
-def postgres_storage() -> Iterator[str]:
-    """A throw-away database on the local PostgreSQL (trust auth), dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(f"postgresql://{SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        reason = f"PostgreSQL is not reachable at {SERVER}: {str(error).strip()}"
-        print(reason)
-        pytest.skip(reason)
-    name = f"ctcid_tune_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://{SERVER}/{name}"
-        finally:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
-                "pg_backend_pid()",
-                (name,),
-            )
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+def postgres_storage(postgres_database: str) -> str:
+    return f"postgresql+psycopg://{POSTGRES}/{postgres_database}"
 
 
 @pytest.mark.timeout(300)

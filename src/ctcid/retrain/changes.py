@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctcid.tracking import flatten
+
 # the files a reader looks at first; the per-backbone train and tune reports follow
 _FIRST = (
     "reports/metrics.json", "reports/promotion.json", "reports/segmentation.json", "reports/validation.json"
@@ -65,7 +67,7 @@ def metrics_now(root: Path, dvc: str = "dvc") -> dict[str, dict[str, Any]]:
     """``dvc metrics show`` of the workspace, flattened to {path: {"a.b": value}}."""
     shown = _json(_dvc(root, dvc, "metrics", "show", "--json"))
     files = (shown.get("") or {}).get("data") or {}
-    return {path: _flatten((entry or {}).get("data") or {}) for path, entry in files.items()}
+    return {path: flatten((entry or {}).get("data") or {}) for path, entry in files.items()}
 
 
 def metrics_diff(
@@ -95,17 +97,6 @@ def metrics_diff(
 def _order(row: MetricChange) -> tuple[int, str, str]:
     first = _FIRST.index(row.path) if row.path in _FIRST else len(_FIRST)
     return first, row.path, row.metric
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        elif not isinstance(value, list):  # lists (criteria, failed) are shown by the gate's table
-            flat[name] = value
-    return flat
 
 
 def _from_list(metric: str) -> bool:
