@@ -56,14 +56,6 @@ def test_the_study_name_carries_prefix_backbone_and_both_hashes() -> None:
     assert studies.config_digest({"x": 1}) != studies.config_digest({"x": 2})
 
 
-def test_storage_urls_are_shown_without_their_password() -> None:
-    assert studies.redact("postgresql+psycopg://tuner:s3cret@db:5432/optuna") == (
-        "postgresql+psycopg://tuner:***@db:5432/optuna"
-    )
-    assert studies.redact("postgresql+psycopg://tuner@db/optuna") == "postgresql+psycopg://tuner@db/optuna"
-    assert studies.redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
-
-
 def test_an_unreachable_storage_is_a_one_line_error_without_the_password() -> None:
     port = 1  # nobody listens on port 1 of the loopback
     tune = TuneParams(storage=f"postgresql+psycopg://tuner:s3cret@127.0.0.1:{port}/optuna")

@@ -231,3 +231,13 @@ def test_team_profile_validates_and_keeps_secrets_out() -> None:
     # no password in the file: the tune section is a DVC param, written into dvc.lock
     user = team.tune.storage.split("://", 1)[1].split("@", 1)[0]
     assert ":" not in user, team.tune.storage
+
+
+def test_urls_are_shown_and_stored_without_their_password() -> None:
+    from ctcid.config import redact_url
+
+    hidden = "postgresql+psycopg://tuner:***@db:5432/optuna"
+    assert redact_url("postgresql+psycopg://tuner:s3cret@db:5432/optuna") == hidden
+    assert redact_url("postgresql+psycopg://tuner@db/optuna") == "postgresql+psycopg://tuner@db/optuna"
+    assert redact_url("https://ci:t0ken@mlflow.internal:5000") == "https://ci:***@mlflow.internal:5000"
+    assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
