@@ -77,4 +77,6 @@ MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then
 Metrics:     .venv/bin/dvc metrics show      Plots: .venv/bin/dvc plots show
 Service:     .venv/bin/ctcid serve           (http://127.0.0.1:3000, Swagger UI at /; docs/serving.md)
              curl -F field=@data/raw/S0000/f000.tif http://127.0.0.1:3000/count_field
+New data:    add samples to data/raw, '.venv/bin/dvc add data/raw', then 'make retrain'
+             (the gate decides; summary in reports/retrain_summary.md; docs/retraining.md)
 MSG

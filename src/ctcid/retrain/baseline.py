@@ -47,9 +47,10 @@ def resolve(root: Path, since: str | None, record: Path, dvc: str = "dvc") -> Ba
         if previous is not None:
             return previous
         since = "HEAD"
-    data, note = stats_at(root, since)
+    lock = lock_entries_at(root, since)
+    data, note = stats_at(root, since) if lock is not None else (None, f"{since} has no committed dvc.lock")
     if data is not None:
-        return Baseline(since, data, None, rev=since, lock=lock_entries_at(root, since))
+        return Baseline(since, data, None, rev=since, lock=lock)
     label = f"this workspace before the run ({note})"
     return Baseline(label, stats_now(root), metrics_now(root, dvc), lock=lock_entries(root))
 

@@ -73,7 +73,8 @@ def stats_at(root: Path, rev: str, manifest: Path = MANIFEST_FILE) -> tuple[Data
     except FileNotFoundError:
         return None, f"{rev} records no {manifest} in a dvc.lock"
     except (DvcException, SCMError) as error:
-        return None, f"cannot read {manifest} at {rev}: {error}"
+        first = str(error).split(". ")[0].strip()[:160]  # DVC's messages run to several sentences
+        return None, f"cannot read {manifest} at {rev}: {first}"
     return DataStats.of(pd.read_parquet(io.BytesIO(data), columns=_COLUMNS)), ""
 
 
