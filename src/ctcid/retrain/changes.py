@@ -71,13 +71,20 @@ def metrics_now(root: Path, dvc: str = "dvc") -> dict[str, dict[str, Any]]:
 
 
 def metrics_diff(
-    root: Path, rev: str | None, before: Mapping[str, Mapping[str, Any]] | None, dvc: str = "dvc"
+    root: Path,
+    rev: str | None,
+    before: Mapping[str, Mapping[str, Any]] | None,
+    dvc: str = "dvc",
+    now: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[MetricChange]:
-    """Metrics that differ from ``before`` (flattened as :func:`metrics_now`), else from ``rev``'s."""
+    """Metrics that differ from ``before`` (flattened as :func:`metrics_now`), else from ``rev``'s.
+
+    ``now``: the workspace's metrics when the caller has read them already.
+    """
     if before is not None:
         rows = [
             MetricChange(path, metric, before.get(path, {}).get(metric), value)
-            for path, values in metrics_now(root, dvc).items()
+            for path, values in (metrics_now(root, dvc) if now is None else now).items()
             for metric, value in values.items()
         ]
     else:
@@ -89,7 +96,6 @@ def metrics_diff(
             MetricChange(path, metric, values.get("old"), values.get("new"))
             for path, metrics in diff.items()
             for metric, values in (metrics or {}).items()
-            if not _from_list(metric)
         ]
     return sorted((row for row in rows if row.changed), key=_order)
 
@@ -97,11 +103,6 @@ def metrics_diff(
 def _order(row: MetricChange) -> tuple[int, str, str]:
     first = _FIRST.index(row.path) if row.path in _FIRST else len(_FIRST)
     return first, row.path, row.metric
-
-
-def _from_list(metric: str) -> bool:
-    """DVC flattens lists as ``criteria.0.name``; those are shown by the gate's table instead."""
-    return any(part.isdigit() for part in metric.split("."))
 
 
 def _number(value: Any) -> bool:

@@ -9,6 +9,7 @@ storage, and a model registered before the kill is found by its hash instead of 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def retrain(params: Params, options: RetrainOptions, console: Console) -> Retrai
         stages=pipeline_stages(root, options.dvc),
         ran=ran,
         gate=gate,
-        metrics=metrics_diff(root, baseline.rev, baseline.metrics, options.dvc),
+        metrics=metrics_diff(root, baseline.rev, baseline.metrics, options.dvc, now=after.metrics),
         # the next retrain compares with this one, unless this one did not finish
         next_baseline=after if outcome in ("promoted", "kept") else baseline,
         serving=_serving(params, root),
@@ -115,8 +116,6 @@ def _pull(root: Path, dvc: str, console: Console) -> list[str]:
 
 def _serving(params: Params, root: Path) -> Serving:
     """The champion now (from the registry) and the Bento the package stage built for it."""
-    import json
-
     from ctcid.registry.store import CHAMPION, Registry
 
     champion = None

@@ -21,10 +21,7 @@ LOCK_FILE = Path("dvc.lock")
 def lock_entries(root: Path) -> dict[str, str]:
     """Stage name -> a canonical text of its lock entry ({} when there is no lock yet)."""
     path = root / LOCK_FILE
-    if not path.exists():
-        return {}
-    stages: Mapping[str, Any] = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
-    return {name: json.dumps(entry, sort_keys=True) for name, entry in stages.items()}
+    return _entries(path.read_text()) if path.exists() else {}
 
 
 def lock_entries_at(root: Path, rev: str) -> dict[str, str] | None:
@@ -32,10 +29,7 @@ def lock_entries_at(root: Path, rev: str) -> dict[str, str] | None:
     shown = subprocess.run(
         ["git", "show", f"{rev}:{LOCK_FILE.as_posix()}"], cwd=root, capture_output=True, text=True
     )
-    if shown.returncode != 0:
-        return None
-    stages: Mapping[str, Any] = (yaml.safe_load(shown.stdout) or {}).get("stages", {})
-    return {name: json.dumps(entry, sort_keys=True) for name, entry in stages.items()}
+    return _entries(shown.stdout) if shown.returncode == 0 else None
 
 
 def changed_stages(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
@@ -49,3 +43,8 @@ def pipeline_stages(root: Path, dvc: str = "dvc") -> list[str]:
         [dvc, "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True, check=True
     )
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+
+
+def _entries(lock_text: str) -> dict[str, str]:
+    stages: Mapping[str, Any] = (yaml.safe_load(lock_text) or {}).get("stages", {})
+    return {name: json.dumps(entry, sort_keys=True) for name, entry in stages.items()}
