@@ -37,6 +37,7 @@ def main() -> None:
     """Runs before every subcommand: no telemetry from the tools the steps drive."""
     go_offline()
 
+
 ParamsOption = Annotated[
     Path,
     typer.Option("--params", "-p", help="Configuration file (see docs/configuration.md).", show_default=True),
@@ -178,8 +179,10 @@ def ingest_command(
     ] = None,
     channel_map: Annotated[
         str | None,
-        typer.Option(help="Per-channel file patterns, e.g. DAPI=*_dapi.tif,CEP8=*_cep8.tif,CD45=*_cd45.tif; "
-                     "'*' is the field id (default: DAPI=_dapi,CEP8=_cep8,CD45=_cd45, stem suffixes)."),
+        typer.Option(
+            help="Per-channel file patterns, e.g. DAPI=*_dapi.tif,CEP8=*_cep8.tif,CD45=*_cd45.tif; "
+            "'*' is the field id (default: DAPI=_dapi,CEP8=_cep8,CD45=_cd45, stem suffixes)."
+        ),
     ] = None,
     quarantine: Annotated[
         Path, typer.Option(help="Report listing the files that could not be used.")
@@ -299,8 +302,6 @@ def split_command(
     )
 
 
-
-
 @app.command("train")
 @reports_errors
 def train_command(
@@ -387,8 +388,12 @@ def tune_command(
     try:
         with TrialProgress(backbone, config.tune.n_trials, console) as progress:
             outcome = tune_backbone(
-                config, backbone, StageInputs(crops, manifest, split), reports,
-                worker=worker, on_trial=progress,
+                config,
+                backbone,
+                StageInputs(crops, manifest, split),
+                reports,
+                worker=worker,
+                on_trial=progress,
             )
     except KeyboardInterrupt:
         console.print(
@@ -556,6 +561,88 @@ def promote_command(
         raise GateFailed(f"promotion refused: {'; '.join(decision.failed)} (recorded in {record})")
 
 
+@app.command("external-cohort")
+@reports_errors
+def external_cohort_command(
+    cohort: Annotated[str, typer.Option(help="Name of the cohort in external.cohorts.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the cohort (default: data/external/<cohort>).")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Make one external cohort: simulate it (or read a lab's folder) and segment it (docs/external.md).
+
+    Writes <out>/raw (simulated cohorts), <out>/segment (crops and manifest), <out>/reports
+    (segmentation against the truth, quarantined fields) and <out>/cohort.json. Nothing is trained on it.
+    """
+    from ctcid.external.cohort import prepare_cohort
+
+    config = read_params(params)
+    info = prepare_cohort(config, cohort, out or paths.EXTERNAL_DIR / cohort)
+    console.print(
+        f"{info.name} ({info.source}): {info.cells} cells from {info.fields} fields "
+        f"({info.fields_quarantined} quarantined) -> {out or paths.EXTERNAL_DIR / cohort}",
+        highlight=False,
+    )
+
+
+@app.command("external")
+@reports_errors
+def external_command(
+    models: Annotated[Path, typer.Option(help="Models folder with <backbone>/model.pt.")] = paths.MODELS_DIR,
+    reports: Annotated[
+        Path,
+        typer.Option(
+            help="Reports folder: writes external.json, external.md and external/<cohort>/; "
+            "reads drift_reference.json from evaluate."
+        ),
+    ] = paths.REPORTS_DIR,
+    external: Annotated[
+        Path, typer.Option(help="Folder of the prepared cohorts ('ctcid external-cohort').")
+    ] = paths.EXTERNAL_DIR,
+    split: SplitOption = paths.SPLIT_FILE,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Score every external cohort with the champion, every trained model and the rule.
+
+    Per cohort: cell metrics, per-patient agreement (MAE, Lin's CCC, Bland-Altman, positive calls at
+    1 and 5 CTCs) with bootstrap intervals, calibration, drift flags per field and patient, and a
+    review gallery (docs/external.md).
+    """
+    from rich.table import Table
+
+    from ctcid.external.stage import evaluate_external
+
+    config = read_params(params)
+    results = evaluate_external(
+        config, models, reports, external, split, reports / paths.DRIFT_REFERENCE_FILE
+    )
+    for result in results:
+        view = Table(title=f"{result.name}: {result.cohort.info.description}")
+        for column in ("model", "AUC", "sens", "spec", "patient MAE", "CCC", ">=1 ok", "Brier"):
+            view.add_column(column, justify="left" if column == "model" else "right")
+        for name, assessment in result.assessments.items():
+            cells, patients = assessment.operating, assessment.patients
+            view.add_row(
+                name,
+                _number(cells.auc if cells else None),
+                _number(cells.sensitivity if cells else None),
+                _number(cells.specificity if cells else None),
+                _number(patients.mae if patients else None),
+                _number(patients.ccc if patients else None),
+                _number(patients.agreement_ge1 if patients else None),
+                _number(assessment.calibration.brier if assessment.calibration else None),
+            )
+        Console().print(view)
+        flagged = int(result.fields["drift_flag"].sum())
+        console.print(
+            f"{result.name}: drift flags {flagged} of {len(result.fields)} fields, "
+            f"{int(result.samples['drift_flag'].sum())} of {len(result.samples)} patients",
+            highlight=False,
+        )
+    console.print(f"written: {reports / 'external.json'}, {reports / 'external.md'}", highlight=False)
+
+
 @app.command("rollback")
 @reports_errors
 def rollback_command(
@@ -685,6 +772,19 @@ def predict_command(
     )
     for problem in answer.problems:
         console.print(f"[yellow]skipped[/yellow] {problem.field}: {problem.reason}", highlight=False)
+    for result in done.fields:
+        if result.drift_flag:
+            console.print(
+                f"[yellow]unfamiliar field[/yellow] {result.field}: drift score {result.drift_score:.1f} "
+                f"({result.drift_reason})",
+                highlight=False,
+            )
+    if answer.drift_flag:
+        console.print(
+            f"[yellow]warning:[/yellow] {answer.sample} looks unlike the model's training data; "
+            "its count may be wrong: review the overlays (docs/external.md#drift)",
+            highlight=False,
+        )
 
 
 @app.command("retrain")

@@ -8,6 +8,7 @@ typo in a lab's own configuration is found in seconds, not after an hour of trai
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -534,6 +535,57 @@ class ServingParams(_Section):
     workers: Annotated[int, Field(ge=1, le=64)] = 1  # processes of the API service
 
 
+class DriftParams(_Section):
+    """Out-of-distribution warnings per field and sample (docs/evaluation.md#drift).
+
+    A field's image statistics and crop statistics are compared with the training fields' by a
+    Mahalanobis distance under a Ledoit-Wolf covariance; the flag threshold is this quantile of the
+    training fields' own out-of-fold distances.
+    """
+
+    quantile: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.99
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+
+
+class ExternalCohort(_Section):
+    """A cohort the models never train on: simulated (``seed`` and ``simulate``) or a lab's ``folder``."""
+
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] | None = None  # simulated: the simulator's seed (not the training one)
+    simulate: dict[str, Any] = Field(default_factory=dict)  # simulated: overrides of simulate.*
+    folder: str | None = None  # a lab's images in the raw layout (<folder>/<sample>/<field>.tif)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExternalCohort:
+        if (self.folder is None) == (self.seed is None):
+            raise ValueError("give either seed (a simulated cohort) or folder (a lab's images), not both")
+        if self.folder is not None and self.simulate:
+            raise ValueError("simulate overrides apply to simulated cohorts only; drop them or the folder")
+        return self
+
+    @property
+    def simulated(self) -> bool:
+        return self.folder is None
+
+
+class ExternalParams(_Section):
+    """External validation (docs/external.md): cohorts scored by every model, never trained on."""
+
+    bootstrap: Annotated[int, Field(ge=0, le=100_000)] = 1000  # resamples over patients and cells
+    gallery: Annotated[int, Field(ge=1, le=64)] = 8  # crops per gallery row
+    cohorts: dict[str, ExternalCohort] = Field(default_factory=dict)
+
+    @field_validator("cohorts")
+    @classmethod
+    def _names(cls, cohorts: dict[str, ExternalCohort]) -> dict[str, ExternalCohort]:
+        for name in cohorts:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ValueError(
+                    f"cohort name {name!r}: use letters, digits, '_' and '-' (it names a folder)"
+                )
+        return cohorts
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 42
     channels: list[str] = Field(default_factory=lambda: ["DAPI", "CEP8", "CD45"])
@@ -546,6 +598,8 @@ class Params(_Section):
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     serving: ServingParams = Field(default_factory=ServingParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
+    external: ExternalParams = Field(default_factory=ExternalParams)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -556,8 +610,32 @@ class Params(_Section):
             raise ValueError(f"channels must name DAPI, CEP8 and CD45 once each, got {self.channels}")
         return self
 
+    @model_validator(mode="after")
+    def _cohorts_simulate(self) -> Params:
+        for name, cohort in self.external.cohorts.items():
+            if cohort.seed == self.seed:
+                # the same seed draws the training patients again: an "external" cohort of copies
+                raise ValueError(f"external.cohorts.{name}.seed must differ from seed ({self.seed})")
+            try:
+                self.for_cohort(name)
+            except ValidationError as error:
+                item = error.errors()[0]
+                key = ".".join(str(p) for p in item["loc"])
+                raise ValueError(
+                    f"external.cohorts.{name}.simulate.{key} = {item.get('input')!r}: {item['msg']}"
+                ) from None
+        return self
+
     def channel_index(self, name: str) -> int:
         return self.channels.index(name)
+
+    def for_cohort(self, name: str) -> Params:
+        """These params with a simulated external cohort's seed and simulator overrides applied."""
+        cohort = self.external.cohorts[name]
+        if not cohort.simulated:
+            return self
+        simulate = SimulateParams.model_validate({**self.simulate.model_dump(), **cohort.simulate})
+        return self.model_copy(update={"seed": cohort.seed, "simulate": simulate})
 
 
 def _format_error(source: str, error: ValidationError) -> str:

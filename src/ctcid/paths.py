@@ -13,6 +13,9 @@ REPORTS_DIR = Path("reports")
 QUARANTINE_FILE = REPORTS_DIR / "quarantine.csv"
 # ingest keeps its own list: the segment stage rewrites QUARANTINE_FILE on every run
 INGEST_QUARANTINE_FILE = REPORTS_DIR / "ingest_quarantine.csv"
+# evaluate's drift reference (where the training fields lie), carried by the registered model
+DRIFT_REFERENCE_FILE = "drift_reference.json"
+EXTERNAL_DIR = Path("data/external")  # one prepared cohort per folder (ctcid external-cohort)
 # written by 'ctcid retrain' outside DVC (a retrain is not a stage)
 RETRAIN_SUMMARY_FILE = REPORTS_DIR / "retrain_summary.md"
 RETRAIN_RECORD_FILE = REPORTS_DIR / "retrain.json"

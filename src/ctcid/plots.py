@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from ctcid.metrics import BinaryMetrics, PatientCounts, auc_score
+from ctcid.metrics import BinaryMetrics, Calibration, PatientCounts, auc_score, bland_altman
 
 
 def _target(path: str | Path) -> Path:
@@ -105,6 +105,83 @@ def plot_patient_counts(counts: PatientCounts, path: str | Path, title: str = "C
         ylabel="predicted CTC count",
         title=f"{title} (MAE {counts.mae:.2f}, n={counts.n_patients})",
     )
+    fig.tight_layout()
+    path = _target(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_bland_altman(counts: PatientCounts, path: str | Path, title: str = "Bland-Altman") -> Path:
+    """Count error (predicted - true) against the mean of both counts, one point per patient.
+
+    Lines mark the bias and the 95 % limits of agreement; the dashed grey line is no error.
+    """
+    true = counts.table["true_count"].to_numpy(dtype=np.float64)
+    pred = counts.table["predicted_count"].to_numpy(dtype=np.float64)
+    agreement = bland_altman(true, pred)
+    fig = Figure(figsize=(6, 4.5), dpi=100)
+    ax = fig.subplots()
+    ax.scatter((true + pred) / 2.0, pred - true, s=18, alpha=0.7)
+    ax.axhline(0.0, ls="--", lw=0.8, color="grey")
+    lines = (
+        ("bias", agreement.bias, "-"),
+        ("-1.96 SD", agreement.lower, ":"),
+        ("+1.96 SD", agreement.upper, ":"),
+    )
+    for name, value, style in lines:
+        if np.isfinite(value):  # a single patient has no limits: draw nothing rather than NaN
+            ax.axhline(value, ls=style, lw=1.2, color="tab:red")
+            # x in axes units, y in data units: the label sits at the right end of its line
+            ax.text(
+                1.0,
+                value,
+                f"{name} {value:+.2f} ",
+                transform=ax.get_yaxis_transform(),
+                ha="right",
+                va="bottom",
+                fontsize="small",
+                color="tab:red",
+            )
+    ax.margins(y=0.12)  # room above the top limit for its label
+    ax.set(
+        xlabel="mean of true and predicted CTC count",
+        ylabel="predicted - true CTC count",
+        title=f"{title} (bias {agreement.bias:+.2f}, n={agreement.n})",
+    )
+    fig.tight_layout()
+    path = _target(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_reliability(curves: Mapping[str, Calibration], path: str | Path, title: str = "Reliability") -> Path:
+    """Observed CTC share against mean score per bin, Brier score in the legend; cells per bin below.
+
+    The lower panel counts cells on a log scale: most scores pile up near 0 and 1, and a bin of a
+    handful of cells makes a point that looks as sure as one of thousands.
+    """
+    fig = Figure(figsize=(5, 6.5), dpi=100)
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+    for name, curve in curves.items():
+        bins = curve.bins
+        (line,) = ax.plot(
+            bins["mean_predicted"],
+            bins["observed"],
+            marker="o",
+            ms=4,
+            lw=1.5,
+            clip_on=False,  # bins at 0 and 1 sit on the frame: keep their markers whole
+            label=f"{name} (Brier {curve.brier:.3f})",
+        )
+        width = (bins["bin_high"] - bins["bin_low"]).to_numpy()
+        hist.bar(bins["bin_low"], bins["count"], width=width, align="edge", alpha=0.4, color=line.get_color())
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed CTC share", title=title)
+    if curves:
+        ax.legend(loc="upper left", fontsize="small")
+    if any(len(c.bins) for c in curves.values()):
+        hist.set_yscale("log")
+    hist.set(xlim=(0, 1), xlabel="mean score in bin", ylabel="cells")
     fig.tight_layout()
     path = _target(path)
     fig.savefig(path)

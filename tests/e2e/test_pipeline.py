@@ -31,6 +31,28 @@ def test_every_stage_wrote_its_outputs(project: Path) -> None:
     assert (project / "reports/segmentation_overlay.png").stat().st_size > 0
 
 
+def test_external_cohorts_scored_by_champion_and_rule_and_the_shifted_site_is_flagged(project: Path) -> None:
+    report = json.loads((project / "reports/external.json").read_text())["cohorts"]
+    assert set(report) == {"same_site", "second_site"}
+    for name, cohort in report.items():
+        assert {"champion", "rule", *BACKBONES} <= set(cohort["models"]), name
+        champion = cohort["models"]["champion"]
+        assert champion["patients"]["n_patients"] == cohort["samples"]
+        low, high = champion["patients_ci95"]["mae"]["low"], champion["patients_ci95"]["mae"]["high"]
+        assert low <= champion["patients"]["mae"] <= high
+        assert 0.0 <= champion["calibration"]["brier"] <= 1.0
+        assert (project / "reports/external" / name / "gallery.png").stat().st_size > 0
+        assert (project / "reports/external" / name / "bland_altman_champion.png").stat().st_size > 0
+    # every field of the shifted site lies far outside the training fields; few of the same site do
+    assert report["second_site"]["drift"]["fields"]["share_flagged"] == 1.0
+    assert report["same_site"]["drift"]["fields"]["share_flagged"] <= 0.5
+    assert "## second_site" in (project / "reports/external.md").read_text()
+    # evaluate fitted the reference on the training fields and scored the test fields with it
+    reference = json.loads((project / "reports/drift_reference.json").read_text())
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert reference["n_fields"] >= 5 and metrics["drift"]["fields"] >= 1
+
+
 def test_mlflow_has_a_parent_run_per_backbone_with_fold_children(project: Path) -> None:
     import mlflow
 

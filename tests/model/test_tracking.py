@@ -103,6 +103,14 @@ def test_evaluate_reports_test_metrics_and_logs_them_to_the_training_run(
     assert len(counts) == 96 and counts["alexnet"].between(0, 1).all()
     assert report.models["alexnet"].patients.n_patients == len(labelled)
     assert on_disk["test"] == report.to_dict()["test"] and on_disk["selected"] == report.selected
+    # calibration of every probabilistic model on the test cells, none for the rule's 0/1 calls
+    for name in ("alexnet", "gbm"):
+        assert 0.0 <= on_disk["models"][name]["calibration"]["brier"] <= 1.0
+        assert on_disk["models"][name]["calibration"]["n"] == report.test.cells
+    assert "calibration" not in on_disk["models"]["rule"]
+    assert (root / "reports" / "plots" / "reliability.png").stat().st_size > 0
+    # the synthetic crops have no raw fields to describe: no drift reference, said plainly
+    assert (root / "reports" / "drift_reference.json").read_text() == "null\n" and "drift" not in on_disk
 
 
 def test_lineage_tags_read_git_and_dvc_hashes(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from service_support import Packaged, Server, running_service, write_params
+from service_support import Packaged, Server, running_service, write_drift_reference, write_params
 
 from ctcid.config import Params
 from ctcid.evaluation.evaluate import evaluate_models
 from ctcid.model.train import train_backbone
-from ctcid.paths import StageInputs
+from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs
 from ctcid.raw.simulate import simulate_dataset
 from ctcid.registry.promote import promote
 from ctcid.registry.register import register_selected
@@ -32,7 +32,7 @@ def service_params(root: Path) -> Params:
         update={
             "segment": base.segment.model_copy(update={"crop_size": CROP_SIZE, "workers": 1}),
             "simulate": base.simulate.model_copy(
-                update={"n_samples": 2, "fields_per_sample": (2, 2), "field_size": 192, "workers": 1}
+                update={"n_samples": 4, "fields_per_sample": (2, 2), "field_size": 192, "workers": 1}
             ),
             "registry": base.registry.model_copy(
                 update={
@@ -65,10 +65,13 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, synthetic_stage_inputs: d
     torch.set_num_threads(1)
     train_backbone(params, BACKBONE, inputs, root / "models", root / "reports", show_progress=False)
     evaluate_models(params, inputs, root / "models", root / "reports", s["raw"])
+    # the synthetic crops have no fields behind them; the champion's drift reference is fitted on
+    # simulated fields instead, cut as the service cuts them, and written where evaluate writes it
+    simulate_dataset(params, root / "fields", show_progress=False, workers=1)
+    write_drift_reference(root / "fields", params, root / "reports" / DRIFT_REFERENCE_FILE)
     register_selected(params, inputs, root / "models", root / "reports")
     decision = promote(params, inputs, s["raw"])
     assert decision.action == "promoted", decision
-    simulate_dataset(params, root / "fields", show_progress=False, workers=1)
     done = Packaged(
         write_params(params, root / "params.yaml"),
         params,

@@ -12,6 +12,7 @@ import tifffile
 from service_support import Packaged, Server
 
 from ctcid.model.predict import MODEL_FILE, load_model, score_crops
+from ctcid.raw.fields import write_field
 
 pytestmark = pytest.mark.service
 BACKBONE = "alexnet"
@@ -37,6 +38,7 @@ def test_model_names_the_champion(service: Server, packaged: Packaged) -> None:
     assert info["segment"] == packaged.params.segment.model_dump(mode="json")
     assert 0 < info["operating_threshold"] < 1 and 0 < info["counting_threshold"] < 1
     assert info["metrics"]["test.auc"] and "test.auc.ci95" in info["metrics"]
+    assert info["drift"]["threshold"] > 0 and info["drift"]["n_fields"] == 8
 
 
 def test_count_field_answers_what_ctcid_predict_writes(service: Server, packaged: Packaged, tmp_path) -> None:
@@ -51,14 +53,36 @@ def test_count_field_answers_what_ctcid_predict_writes(service: Server, packaged
 
     assert served["field"] == field.name and served["cells"] > 5
     assert offline["per_field"] == [
-        {k: served[k] for k in ("field", "cells", "ctc_count", "ctc_flagged", "rule_count")}
+        {k: served[k] for k in ("field", "cells", "ctc_count", "ctc_flagged", "rule_count", "drift_flag")}
     ]
+    assert offline["drift_flag"] == served["drift_flag"]
     table = pd.DataFrame(served["cell_table"])
     np.testing.assert_allclose(table["ctc_probability"], cells["ctc_probability"], atol=1e-5)
     for column in ("cell", "x0", "y0", "x1", "y1", "cep8_spots", "ctc", "counted", "rule_ctc"):
         assert table[column].tolist() == cells[column].tolist(), column
     assert served["rule_count"] == int(table["rule_ctc"].sum())
     assert (tmp_path / "f000_overlay.png").stat().st_size > 1000
+
+
+def test_a_field_from_another_scanner_is_flagged(service: Server, packaged: Packaged, tmp_path) -> None:
+    usual = post_field(service, packaged.field(1, 0)).json()
+    # the same specimen through a brighter, noisier camera: the cells are all still there
+    image = tifffile.imread(packaged.field(1, 0)).astype(np.float64)
+    noisy = image * 1.8 + np.random.default_rng(0).normal(0.0, 60.0, image.shape)
+    shifted = tmp_path / "f000.tif"
+    write_field(shifted, np.clip(noisy, 0, 65535).astype(np.uint16), packaged.params.channels)
+    answer = post_field(service, shifted)
+    assert answer.status_code == 200, answer.text
+    flagged = answer.json()
+
+    assert usual["drift_score"] is not None and not usual["drift_flag"]
+    assert flagged["drift_flag"] and flagged["drift_score"] > 3 * usual["drift_score"]
+    assert "_noise" in flagged["drift_reason"] or "_background" in flagged["drift_reason"]
+    assert "unlike the model's training fields" in flagged["note"]
+    done = packaged.ctcid("predict", str(shifted), "--sample", "S0001", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "unfamiliar field" in done.stderr and "looks unlike" in done.stderr
+    assert json.loads((tmp_path / "out" / "S0001.json").read_text())["drift_flag"] is True
 
 
 def test_count_field_takes_one_file_per_channel(service: Server, packaged: Packaged, tmp_path) -> None:

@@ -241,3 +241,42 @@ def test_urls_are_shown_and_stored_without_their_password() -> None:
     assert redact_url("postgresql+psycopg://tuner@db/optuna") == "postgresql+psycopg://tuner@db/optuna"
     assert redact_url("https://ci:t0ken@mlflow.internal:5000") == "https://ci:***@mlflow.internal:5000"
     assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
+
+
+def _with_cohort(cohort: dict) -> dict:
+    return {"seed": 42, "external": {"cohorts": {"site_b": cohort}}}
+
+
+def test_a_simulated_cohort_gets_its_own_seed_and_simulator_overrides() -> None:
+    params = parse_params(_with_cohort({"seed": 7, "simulate": {"n_samples": 3, "read_noise": 40.0}}))
+    shifted = params.for_cohort("site_b")
+    assert (shifted.seed, shifted.simulate.n_samples, shifted.simulate.read_noise) == (7, 3, 40.0)
+    # everything else, and the training params themselves, stay as they were
+    assert shifted.simulate.gain == params.simulate.gain and params.simulate.read_noise == 12.0
+    assert params.seed == 42 and params.external.cohorts["site_b"].simulated
+
+
+@pytest.mark.parametrize(
+    ("cohort", "message"),
+    [
+        ({"seed": 42}, "external.cohorts.site_b.seed must differ from seed (42)"),
+        ({"seed": 7, "simulate": {"read_noise": -1.0}}, "external.cohorts.site_b.simulate.read_noise = -1.0"),
+        ({"seed": 7, "simulate": {"lamp": 1}}, "external.cohorts.site_b.simulate.lamp"),
+        ({"seed": 7, "folder": "data/labs/b"}, "either seed"),
+        ({}, "either seed"),
+        ({"folder": "data/labs/b", "simulate": {"gain": 3.0}}, "simulated cohorts only"),
+    ],
+)
+def test_a_bad_cohort_is_named_with_its_key(cohort: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(_with_cohort(cohort))
+
+
+def test_a_cohort_name_must_make_a_folder_name() -> None:
+    with pytest.raises(ConfigError, match="cohort name '../b'"):
+        parse_params({"external": {"cohorts": {"../b": {"seed": 1}}}})
+
+
+def test_a_lab_folder_cohort_keeps_the_training_params() -> None:
+    params = parse_params(_with_cohort({"folder": "data/labs/b", "description": "site B"}))
+    assert params.for_cohort("site_b") == params and not params.external.cohorts["site_b"].simulated

@@ -1,10 +1,12 @@
 import numpy as np
 import pandas as pd
 
-from ctcid.metrics import binary_metrics, patient_counts
+from ctcid.metrics import binary_metrics, calibration, patient_counts
 from ctcid.plots import (
+    plot_bland_altman,
     plot_confusion,
     plot_patient_counts,
+    plot_reliability,
     plot_roc,
     write_confusion_csv,
     write_roc_csv,
@@ -31,6 +33,19 @@ def test_figures_are_written_as_png(tmp_path):
     counts = patient_counts(samples, (s >= 0.5).astype(int), {"A": 30, "B": 0, "C": 250})
     patients = plot_patient_counts(counts, tmp_path / "patients.png")
     assert all(is_png(p) for p in (roc, confusion, patients))
+
+
+def test_agreement_and_reliability_figures_are_written_as_png(tmp_path):
+    y, s = scores()
+    samples = np.repeat(["A", "B", "C", "D"], 75)
+    counts = patient_counts(samples, (s >= 0.5).astype(int), {"A": 12, "B": 0, "C": 30, "D": 5})
+    bland_altman = plot_bland_altman(counts, tmp_path / "plots" / "bland_altman.png", "resnet18 test")
+    # a single patient has no limits of agreement: the figure still renders
+    single = patient_counts(["A"], [1], {"A": 3})
+    one = plot_bland_altman(single, tmp_path / "bland_altman_one.png", "one patient")
+    curves = {"resnet18": calibration(y, s), "rule": calibration(y, (s > 0.5).astype(float))}
+    reliability = plot_reliability(curves, tmp_path / "plots" / "reliability.png", "test cells")
+    assert all(is_png(p) for p in (bland_altman, one, reliability))
 
 
 def test_roc_csv_is_numeric_and_monotone(tmp_path):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from ctcid.contracts import (
 )
 from ctcid.errors import CtcidError
 from ctcid.evaluation.baselines import evaluate_baselines
+from ctcid.evaluation.drift import drift_summary, field_feature_table, fit_reference
 from ctcid.evaluation.report import (
     EvaluationReport,
     ModelEvaluation,
@@ -48,8 +50,10 @@ from ctcid.metrics import (
 )
 from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
 from ctcid.model.trainer import resolve_device
-from ctcid.paths import StageInputs
+from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs
 from ctcid.split import Split, read_split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,10 @@ def evaluate_models(
         count_source=tests.count_source,
         count_threshold=count_threshold,
     )
-    report = EvaluationReport(select_backbone(evaluations, params.train.backbones), summary, evaluations)
+    drift = test_drift(params, manifest, crops, split, raw_dir, reports_dir / DRIFT_REFERENCE_FILE)
+    report = EvaluationReport(
+        select_backbone(evaluations, params.train.backbones), summary, evaluations, drift=drift
+    )
     figures = write_reports(report, predictions, reports_dir)
     log_test_results(params.mlflow, evaluations, figures)
     return report
@@ -143,8 +150,14 @@ def score_backbone(
     loaded = load_model(model_dir / MODEL_FILE, resolve_device(params.train.device))
     scores = score_crops(loaded, crops, tests.detections)
     evaluation = evaluate_scores(
-        model_dir.name, scores, tests, loaded.info.threshold, count_threshold, params,
-        cv_auc=loaded.info.cv.get("auc"), run=_read_run(model_dir / RUN_FILE),
+        model_dir.name,
+        scores,
+        tests,
+        loaded.info.threshold,
+        count_threshold,
+        params,
+        cv_auc=loaded.info.cv.get("auc"),
+        run=_read_run(model_dir / RUN_FILE),
         cv_objective=loaded.info.cv.get(f"objective.{params.tune.objective}"),
     )
     return evaluation, scores
@@ -210,6 +223,45 @@ def counting_threshold(split: Split) -> float:
     if ctc == 0 or non_ctc == 0:
         return 0.5
     return prior_shift_threshold(ctc / (ctc + non_ctc))
+
+
+def test_drift(
+    params: Params,
+    manifest: pd.DataFrame,
+    crops: np.ndarray,
+    split: Split,
+    raw_dir: Path | None,
+    reference_path: Path,
+) -> dict[str, float] | None:
+    """Fit the drift reference on the training fields, write it, and score the test fields with it.
+
+    The reference is what the registered model carries (the service flags unfamiliar fields with
+    it). Fields of test patients are left out of it; with ``split.by: cell`` every patient is on
+    both sides, so the test fields' drift is then in-sample and optimistic. None without raw fields.
+    """
+    if raw_dir is None or not raw_dir.is_dir():
+        reference_path.parent.mkdir(parents=True, exist_ok=True)
+        reference_path.write_text("null\n")
+        return None
+    samples = manifest["sample"].astype(str).to_numpy()
+    fields = manifest[["sample", "field"]].astype(str).drop_duplicates()
+    test_samples = set(samples[split.test])
+    reference_fields = fields[~fields["sample"].isin(test_samples)]
+    if reference_fields.empty:
+        reference_fields = fields
+    features = field_feature_table(raw_dir, manifest, crops, params.channels, fields=reference_fields)
+    reference_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        reference = fit_reference(features, params.drift.quantile, params.drift.folds, params.seed)
+    except ValueError as error:  # too few readable training fields: nothing to compare with
+        log.warning("no drift reference: %s", error)
+        reference_path.write_text("null\n")  # a DVC output all the same; readers take it as absent
+        return None
+    reference_path.write_text(reference.model_dump_json(indent=1) + "\n")
+    tested = field_feature_table(
+        raw_dir, manifest, crops, params.channels, fields=fields[fields["sample"].isin(test_samples)]
+    )
+    return {**drift_summary(reference.score(tested)), "reference_fields": float(reference.n_fields)}
 
 
 def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str]) -> str:

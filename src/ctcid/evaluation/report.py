@@ -20,8 +20,15 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from ctcid.config import MlflowParams
-from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts
-from ctcid.plots import plot_confusion, plot_patient_counts, plot_roc, write_confusion_csv, write_roc_csv
+from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts, calibration
+from ctcid.plots import (
+    plot_confusion,
+    plot_patient_counts,
+    plot_reliability,
+    plot_roc,
+    write_confusion_csv,
+    write_roc_csv,
+)
 from ctcid.tracking import log_artifacts, log_data_inputs, log_metrics, open_experiment
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,14 @@ class ModelEvaluation:
             values["cv_objective"] = self.cv_objective
         if self.patients is not None:
             values["patients"] = self.patients.as_dict()
+        if self.probabilistic:
+            values["calibration"] = calibration(self.y_true, self.y_score).as_dict()
         return values
+
+    @property
+    def probabilistic(self) -> bool:
+        """Scores are probabilities (the rule's are 0/1 calls: no calibration to speak of)."""
+        return self.name != "rule"
 
 
 @dataclass(frozen=True)
@@ -73,14 +87,18 @@ class EvaluationReport:
     test: TestSummary
     models: dict[str, ModelEvaluation]
     selected_by: str = "cv_objective"
+    drift: dict[str, float] | None = None  # test fields against the training fields' reference
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        values = {
             "selected": self.selected,
             "selected_by": self.selected_by,
             "test": asdict(self.test),
             "models": {name: e.report() for name, e in self.models.items()},
         }
+        if self.drift is not None:
+            values["drift"] = self.drift
+        return values
 
 
 def write_reports(
@@ -107,6 +125,11 @@ def write_reports(
                 title=f"{name}, test, threshold {e.operating.threshold:.3g}",
             ),
         }
+    plot_reliability(
+        {n: calibration(e.y_true, e.y_score) for n, e in evaluations.items() if e.probabilistic},
+        plots / "reliability.png",
+        title="Test calibration",
+    )
     chosen = evaluations[selected].patients
     if chosen is not None:
         figures[selected]["patient_counts"] = plot_patient_counts(

@@ -1,8 +1,8 @@
-"""The model card's picture of failure: test cells where the model and the truth disagree."""
+"""Pictures of failure: crops where a model and the truth (or the rule) disagree, most confident first."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +39,33 @@ def draw(
     threshold: float,
 ) -> Path:
     """One row per kind of error, each crop titled with its score (DAPI blue, CEP8 orange, CD45 red)."""
+    scores = predictions.set_index("crop_index")[backbone]
+    return draw_rows(
+        path,
+        disagreements(predictions, backbone, threshold),
+        crops,
+        channels,
+        lambda index: f"p={scores.loc[index]:.2f}",
+        f"{backbone}: test cells it gets wrong at threshold {threshold:.3g}, most confident first",
+    )
+
+
+def draw_rows(
+    path: Path,
+    rows: dict[str, np.ndarray],
+    crops: np.ndarray,
+    channels: Sequence[str],
+    caption: Callable[[int], str],
+    title: str,
+    columns: int = COLUMNS,
+) -> Path:
+    """A gallery: one row per named list of crop indices (the first ``columns``), each crop captioned."""
     from matplotlib.figure import Figure
 
-    rows = disagreements(predictions, backbone, threshold)
-    scores = predictions.set_index("crop_index")[backbone]
-    fig = Figure(figsize=(1.3 * COLUMNS, 1.6 * len(rows)))
-    axes = fig.subplots(len(rows), COLUMNS, squeeze=False)
+    fig = Figure(figsize=(1.3 * columns, 1.6 * max(len(rows), 1)))
+    axes = fig.subplots(max(len(rows), 1), columns, squeeze=False)
     for row, (name, chosen) in enumerate(rows.items()):
-        shown = chosen[:COLUMNS]
+        shown = chosen[:columns]
         # one montage per row: its crops share one contrast stretch and stay comparable
         colour = (
             false_colour(np.concatenate([crops[i] for i in shown], axis=2), channels) if len(shown) else None
@@ -57,13 +76,11 @@ def draw(
             ax.set_yticks([])
             if colour is not None and col < len(shown):
                 ax.imshow(colour[:, col * size : (col + 1) * size])
-                ax.set_title(f"p={scores.loc[shown[col]]:.2f}", fontsize=6)
+                ax.set_title(caption(int(shown[col])), fontsize=6)
             elif col:
                 ax.axis("off")
         axes[row][0].set_ylabel(f"{name}\n({len(chosen)})", fontsize=7)
-    fig.suptitle(
-        f"{backbone}: test cells it gets wrong at threshold {threshold:.3g}, most confident first", fontsize=9
-    )
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

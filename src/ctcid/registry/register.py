@@ -23,8 +23,9 @@ import pandas as pd
 from ctcid.config import Params
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
+from ctcid.evaluation.drift import read_reference
 from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model
-from ctcid.paths import StageInputs
+from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs
 from ctcid.registry import card, gallery, metadata
 from ctcid.registry.pyfunc import (
     CARD_ARTIFACT,
@@ -101,7 +102,13 @@ def register_selected(
     card_path = card.write(facts, reports_dir / CARD_FILE, picture)
     example = np.asarray(crops[:EXAMPLE_CROPS], dtype=np.float32)
     version = _log_and_register(
-        registry, facts, model_path, card_path, picture, example, serving_metadata(params, report)
+        registry,
+        facts,
+        model_path,
+        card_path,
+        picture,
+        example,
+        serving_metadata(params, report, reports_dir / DRIFT_REFERENCE_FILE),
     )
     registry.set_alias(CHALLENGER, version)
     registration = Registration(
@@ -110,14 +117,19 @@ def register_selected(
     return _recorded(registration, reports_dir)
 
 
-def serving_metadata(params: Params, report: dict[str, Any]) -> dict[str, Any]:
+def serving_metadata(params: Params, report: dict[str, Any], drift_reference: Path) -> dict[str, Any]:
     """What the service needs beside the network: the segmentation that made its training crops
-    (a field must be cut the same way) and the per-patient counting threshold."""
-    return {
+    (a field must be cut the same way), the per-patient counting threshold and where the training
+    fields lie (to flag a field unlike them; evaluate's reference, absent without raw fields)."""
+    values: dict[str, Any] = {
         "segment": params.segment.model_dump(mode="json"),
         "channels": list(params.channels),
         "counting_threshold": float(report["test"].get("count_threshold", 0.5)),
     }
+    reference = read_reference(drift_reference) if drift_reference.is_file() else None
+    if reference is not None:
+        values["drift"] = reference.model_dump(mode="json")
+    return values
 
 
 def training_run(run_file: Path) -> str:

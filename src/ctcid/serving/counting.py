@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from ctcid.config import ServingParams
 from ctcid.errors import InputRejected
+from ctcid.evaluation.drift import field_features
 from ctcid.segmentation.analysis import FieldAnalysis, analyse_field
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import check_usable, read_field_files
@@ -49,6 +51,15 @@ class FieldCount(BaseModel):
     ctc_flagged: int = Field(description="cells the model flags at its operating threshold")
     rule_count: int = Field(description="CTCs by the rule (CD45- and CEP8 >= 3)")
     model: str = Field(description="name and version of the model that scored the cells")
+    drift_score: float | None = Field(
+        default=None,
+        description="distance of the field's image and crop statistics from the training fields "
+        "(Mahalanobis; null when the model carries no reference)",
+    )
+    drift_flag: bool = Field(
+        default=False, description="the field looks unlike the training fields: check the counts by eye"
+    )
+    drift_reason: str = Field(default="", description="the features furthest from the training fields")
     note: str = ""
     cell_table: list[CellCall] = Field(default_factory=list)
 
@@ -63,6 +74,9 @@ class FieldCount(BaseModel):
                 "ctc_flagged": 3,
                 "rule_count": 2,
                 "model": "ctcid-classifier v3",
+                "drift_score": 3.2,
+                "drift_flag": False,
+                "drift_reason": "",
                 "note": "",
                 "cell_table": [
                     {
@@ -99,6 +113,7 @@ class FieldSummary(BaseModel):
     ctc_count: int
     ctc_flagged: int
     rule_count: int
+    drift_flag: bool = False
 
 
 class SampleCount(BaseModel):
@@ -110,6 +125,12 @@ class SampleCount(BaseModel):
     fields_sent: int
     fields_used: int
     model: str
+    drift_flag: bool = Field(
+        default=False,
+        description="the sample's fields look unlike the training fields (mean drift score above the "
+        "model's threshold): the count may be wrong, review it",
+    )
+    fields_drift_flagged: int = Field(default=0, description="usable fields flagged as unfamiliar")
     per_field: list[FieldSummary]
     problems: list[FieldProblem] = Field(description="fields that could not be used, and why")
 
@@ -124,6 +145,8 @@ class SampleCount(BaseModel):
                 "fields_sent": 3,
                 "fields_used": 2,
                 "model": "ctcid-classifier v3",
+                "drift_flag": False,
+                "fields_drift_flagged": 0,
                 "per_field": [
                     {"field": "f000.tif", "cells": 41, "ctc_count": 2, "ctc_flagged": 3, "rule_count": 2},
                     {"field": "f001.tif", "cells": 44, "ctc_count": 1, "ctc_flagged": 1, "rule_count": 1},
@@ -194,6 +217,13 @@ def field_count(name: str, cut: CutField, probabilities: np.ndarray, served: Ser
         for row, p, f, c, r in zip(table.itertuples(), probabilities, flagged, counted, rule, strict=True)
     ]
     height, width = (int(v) for v in cut.analysis.nuclei.labels.shape)
+    drift = field_drift(cut, served)
+    notes = [] if cells else ["no nuclei found in the DAPI channel"]
+    if drift.flag:
+        notes.append(
+            f"field unlike the model's training fields ({drift.reason}): another scanner, stain or "
+            "exposure? the counts may be wrong; review them"
+        )
     return FieldCount(
         field=name,
         width=width,
@@ -203,15 +233,40 @@ def field_count(name: str, cut: CutField, probabilities: np.ndarray, served: Ser
         ctc_flagged=int(flagged.sum()),
         rule_count=int(rule.sum()),
         model=served.label,
-        note="" if cells else "no nuclei found in the DAPI channel",
+        drift_score=drift.score,
+        drift_flag=drift.flag,
+        drift_reason=drift.reason,
+        note="; ".join(notes),
         cell_table=cells,
     )
+
+
+@dataclass(frozen=True)
+class FieldDrift:
+    score: float | None
+    flag: bool
+    reason: str
+
+
+def field_drift(cut: CutField, served: ServedModel) -> FieldDrift:
+    """The field against the training fields the served model carries (none: not checked)."""
+    if served.drift is None:
+        return FieldDrift(None, False, "")
+    features = field_features(cut.image, cut.analysis.table, cut.analysis.crops, served.channels)
+    row = served.drift.score(pd.DataFrame([features])).iloc[0]
+    return FieldDrift(float(row["drift_score"]), bool(row["drift_flag"]), str(row["drift_reason"]))
 
 
 def sample_count(
     sample: str, results: Sequence[FieldCount], problems: Sequence[FieldProblem], served: ServedModel
 ) -> SampleCount:
-    """The patient's count over its usable fields; the unusable ones are listed, not fatal."""
+    """The patient's count over its usable fields; the unusable ones are listed, not fatal.
+
+    The sample is flagged like ``ctcid external`` flags a patient: its fields' mean drift score
+    above the model's threshold.
+    """
+    scores = [r.drift_score for r in results if r.drift_score is not None]
+    threshold = served.drift.threshold if served.drift is not None else float("inf")
     return SampleCount(
         sample=sample,
         ctc_count=sum(r.ctc_count for r in results),
@@ -221,6 +276,8 @@ def sample_count(
         fields_sent=len(results) + len(problems),
         fields_used=len(results),
         model=served.label,
+        drift_flag=bool(scores) and float(np.mean(scores)) > threshold,
+        fields_drift_flagged=sum(r.drift_flag for r in results),
         per_field=[
             FieldSummary(
                 field=r.field,
@@ -228,6 +285,7 @@ def sample_count(
                 ctc_count=r.ctc_count,
                 ctc_flagged=r.ctc_flagged,
                 rule_count=r.rule_count,
+                drift_flag=r.drift_flag,
             )
             for r in results
         ],

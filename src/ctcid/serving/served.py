@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ctcid.config import SegmentParams
 from ctcid.errors import CtcidError
+from ctcid.evaluation.drift import DriftReference
 
 # Version tags shown by GET /model: the card's headline numbers.
 HEADLINE_PREFIXES = ("test.", "rule.", "cv.")
@@ -65,6 +66,11 @@ class ServedModel(BaseModel):
     git_commit: str
     params_sha256: str
     metrics: dict[str, str] = Field(description="headline test, rule and CV metrics from the card")
+    drift: DriftReference | None = Field(
+        default=None,
+        description="where the training fields lie, to flag unfamiliar fields (None: registered before ctcid "
+        "stored it; fields are then not checked)",
+    )
 
     @property
     def label(self) -> str:
@@ -98,6 +104,7 @@ class ServedModel(BaseModel):
             git_commit=tags.get("git_commit", "unknown"),
             params_sha256=tags.get("params_sha256", ""),
             metrics={k: v for k, v in sorted(tags.items()) if k.startswith(HEADLINE_PREFIXES)},
+            drift=DriftReference.model_validate(logged["drift"]) if logged.get("drift") else None,
         )
 
     def labels(self) -> dict[str, str]:

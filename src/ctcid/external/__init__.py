@@ -1,0 +1,2 @@
+"""External validation: cohorts the models never trained on, scored by every model and the rule
+(docs/external.md)."""

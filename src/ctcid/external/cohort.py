@@ -1,0 +1,120 @@
+"""One external cohort on disk: its raw fields (simulated here, or a lab's folder) and their segmentation.
+
+The ``external_cohort`` stage (one per ``external.cohorts`` entry) writes, under
+``data/external/<name>/``: ``raw/`` (simulated cohorts only), ``segment/`` (``crops.npy`` and
+``manifest.parquet``, exactly as the training data's segment stage writes them), ``reports/``
+(segmentation against the truth, quarantined fields) and ``cohort.json``. The segmentation uses
+today's ``segment`` settings, the ones the trained models' crops were cut with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctcid.config import Params
+from ctcid.contracts import open_crops, read_manifest
+from ctcid.errors import CtcidError
+from ctcid.quarantine import read_quarantine
+from ctcid.raw.simulate import simulate_dataset
+from ctcid.segmentation.stage import run_segment
+
+COHORT_FILE = "cohort.json"
+
+
+@dataclass(frozen=True)
+class CohortInfo:
+    """What ``cohort.json`` records of one prepared cohort."""
+
+    name: str
+    description: str
+    source: str  # "simulated" or "folder"
+    raw_dir: str
+    seed: int | None
+    fields: int
+    fields_quarantined: int
+    cells: int
+
+    def write(self, path: Path) -> Path:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        return path
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A prepared cohort, read back for scoring."""
+
+    info: CohortInfo
+    directory: Path
+    manifest: pd.DataFrame
+    crops: np.ndarray
+    quarantined: frozenset[str]  # paths of fields segment could not use
+
+    @property
+    def raw_dir(self) -> Path:
+        return Path(self.info.raw_dir)
+
+    @property
+    def segmentation(self) -> dict[str, float]:
+        path = self.directory / "reports" / "segmentation.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def prepare_cohort(params: Params, name: str, out: Path, show_progress: bool = True) -> CohortInfo:
+    """Simulate (if the cohort is simulated) and segment one cohort into ``out``."""
+    if name not in params.external.cohorts:
+        known = ", ".join(sorted(params.external.cohorts)) or "none"
+        raise CtcidError(f"no external cohort {name!r} in params (external.cohorts: {known})")
+    cohort = params.external.cohorts[name]
+    out = Path(out)
+    if cohort.simulated:
+        raw = out / "raw"
+        shutil.rmtree(raw, ignore_errors=True)  # a smaller cohort must leave no stale samples
+        simulate_dataset(params.for_cohort(name), raw, show_progress=show_progress)
+    else:
+        raw = Path(str(cohort.folder))
+        if not raw.is_dir():
+            raise CtcidError(
+                f"external cohort {name!r}: folder {raw} not found; put the lab's fields there as "
+                "<sample>/<field>.tif ('ctcid ingest' converts other layouts)"
+            )
+    summary = run_segment(
+        raw, out / "segment", out / "reports", params.segment, params.channels, show_progress
+    )
+    info = CohortInfo(
+        name=name,
+        description=cohort.description,
+        source="simulated" if cohort.simulated else "folder",
+        raw_dir=str(raw),
+        seed=cohort.seed,
+        fields=summary.n_fields,
+        fields_quarantined=len(summary.quarantined),
+        cells=summary.n_cells,
+    )
+    info.write(out / COHORT_FILE)
+    return info
+
+
+def load_cohort(directory: Path) -> Cohort:
+    """A cohort ``prepare_cohort`` wrote, or a message saying how to make it."""
+    directory = Path(directory)
+    try:
+        info = CohortInfo(**json.loads((directory / COHORT_FILE).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as error:
+        raise CtcidError(
+            f"{directory}: no prepared external cohort ({error}); run "
+            f"'ctcid external-cohort --cohort {directory.name}' (dvc repro)"
+        ) from None
+    quarantined = frozenset(e.path for e in read_quarantine(directory / "reports" / "quarantine.csv"))
+    return Cohort(
+        info,
+        directory,
+        read_manifest(directory / "segment" / "manifest.parquet"),
+        open_crops(directory / "segment" / "crops.npy"),
+        quarantined,
+    )

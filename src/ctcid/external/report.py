@@ -1,0 +1,226 @@
+"""The external stage's outputs: ``reports/external.json`` (DVC metrics), ``reports/external.md`` and,
+per cohort, ``reports/external/<name>/`` with its tables and figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctcid.config import Params
+from ctcid.evaluation.report import json_safe
+from ctcid.external.scoring import CHAMPION_NAME, RULE
+from ctcid.external.stage import EXTERNAL_FILE, SUMMARY_FILE, CohortResult, drift_report, write_json
+from ctcid.plots import plot_bland_altman, plot_reliability
+from ctcid.registry.gallery import draw_rows
+
+
+def write_reports(results: Sequence[CohortResult], reports_dir: Path, params: Params) -> Path:
+    """Every cohort's tables and figures, the metrics file and the plain-words summary."""
+    values = {"cohorts": {r.name: cohort_report(r) for r in results}}
+    for result in results:
+        write_cohort_files(result, reports_dir / "external" / result.name, params)
+    (reports_dir / SUMMARY_FILE).write_text(summary_markdown(results, values))
+    return write_json(reports_dir / EXTERNAL_FILE, json_safe(values))
+
+
+def cohort_report(result: CohortResult) -> dict[str, Any]:
+    info, truth = result.cohort.info, result.truth
+    segmentation = result.cohort.segmentation
+    return {
+        "description": info.description,
+        "source": info.source,
+        "samples": int(result.samples["sample"].nunique()),
+        "fields": info.fields,
+        "fields_quarantined": info.fields_quarantined,
+        "detections": info.cells,
+        "labelled": int(truth.y_true.size),
+        "ctc": int(truth.y_true.sum()),
+        "prevalence": truth.prevalence,
+        "segmentation": {
+            k: segmentation[k]
+            for k in ("detection_recall", "detection_precision", "spot_count_exact", "cd45_call_accuracy")
+            if k in segmentation
+        },
+        "models": {name: a.report() for name, a in result.assessments.items()},
+        "drift": drift_report(result),
+    }
+
+
+def write_cohort_files(result: CohortResult, out: Path, params: Params) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = result.cohort.manifest
+    predictions = manifest[["crop_index", "sample", "field", "cep8_spots", "cd45_score", "true_label"]].copy()
+    for name, assessment in result.assessments.items():
+        predictions[name] = assessment.scorer.scores
+    predictions.to_csv(out / "predictions.csv", index=False, float_format="%.6g")
+    result.fields.to_csv(out / "drift_fields.csv", index=False, float_format="%.6g")
+    result.samples.to_csv(out / "patients.csv", index=False, float_format="%.6g")
+    for name in (CHAMPION_NAME, RULE):
+        patients = result.assessments.get(name)
+        if patients is not None and patients.patients is not None:
+            plot_bland_altman(
+                patients.patients, out / f"bland_altman_{name}.png", f"{result.name}: {patients.scorer.label}"
+            )
+    curves = {n: a.calibration for n, a in result.assessments.items() if a.calibration is not None}
+    if curves:
+        plot_reliability(curves, out / "reliability.png", f"{result.name}: calibration")
+    plot_drift(result, out / "drift.png")
+    if CHAMPION_NAME in result.assessments:
+        draw_review_gallery(result, out / "gallery.png", params)
+
+
+def plot_drift(result: CohortResult, path: Path) -> Path:
+    """The cohort's field drift scores against the flag threshold (log scale: shifts span decades)."""
+    from matplotlib.figure import Figure
+
+    scores = result.fields["drift_score"].to_numpy(dtype=np.float64)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
+    finite = scores[np.isfinite(scores)]
+    if finite.size:
+        bins = np.geomspace(max(finite.min(), 0.1), max(finite.max(), result.reference.threshold) * 1.1, 30)
+        ax.hist(finite, bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_xscale("log")
+    ax.axvline(result.reference.threshold, color="tab:red", ls="--", label="flag threshold")
+    flagged = int(result.fields["drift_flag"].sum())
+    ax.set(
+        xlabel="drift score (Mahalanobis distance to the training fields)",
+        ylabel="fields",
+        title=f"{result.name}: {flagged} of {len(scores)} fields flagged",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def review_rows(result: CohortResult) -> dict[str, np.ndarray]:
+    """Crop indices for review: champion and rule disagreeing, the champion's worst errors."""
+    champion = result.assessments[CHAMPION_NAME].scorer
+    score = champion.scores
+    call = score >= champion.operating
+    rule = result.assessments[RULE].scorer.scores >= 0.5
+    label = result.cohort.manifest["true_label"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
+    order_high, order_low = np.argsort(-score, kind="stable"), np.argsort(score, kind="stable")
+    return {
+        "champion CTC, rule not": order_high[(call & ~rule)[order_high]],
+        "rule CTC, champion not": order_low[(rule & ~call)[order_low]],
+        "champion false positive": order_high[(call & (label == 0))[order_high]],
+        "champion missed CTC": order_low[(~call & (label == 1))[order_low]],
+    }
+
+
+def draw_review_gallery(result: CohortResult, path: Path, params: Params) -> Path:
+    manifest = result.cohort.manifest
+    score = result.assessments[CHAMPION_NAME].scorer.scores
+    spots, cd45 = manifest["cep8_spots"].to_numpy(), manifest["cd45_score"].to_numpy()
+
+    def caption(index: int) -> str:
+        return f"p={score[index]:.2f} s={spots[index]} c={cd45[index]:.1f}"
+
+    return draw_rows(
+        path,
+        review_rows(result),
+        result.cohort.crops,
+        params.channels,
+        caption,
+        f"{result.name}: champion vs rule and truth (p: champion probability, s: CEP8 spots, c: CD45 score)",
+        columns=params.external.gallery,
+    )
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _ci(values: dict[str, Any], key: str, name: str, digits: int = 3) -> str:
+    point = values.get(key.split("_ci95")[0], {}).get(name)
+    interval = values.get(key, {}).get(name)
+    if interval is None:
+        return _fmt(point, digits)
+    return f"{_fmt(point, digits)} [{_fmt(interval['low'], digits)}, {_fmt(interval['high'], digits)}]"
+
+
+_HEADER = (
+    "| model | AUC | sensitivity | specificity | patient MAE | CCC | bias [LoA] "
+    "| >=1 correct | >=5 correct | Brier | ECE |"
+)
+
+
+def _model_row(model: dict[str, Any]) -> str:
+    patients, calib = model.get("patients", {}), model.get("calibration", {})
+    low, high = _fmt(patients.get("loa_low"), 1), _fmt(patients.get("loa_high"), 1)
+    loa = f"{_fmt(patients.get('bias'), 2)} [{low}, {high}]"
+    cells = [
+        model["label"],
+        _ci(model, "cells_ci95", "auc"),
+        _ci(model, "cells_ci95", "sensitivity"),
+        _ci(model, "cells_ci95", "specificity"),
+        _ci(model, "patients_ci95", "mae", 2),
+        _ci(model, "patients_ci95", "ccc"),
+        loa,
+        _ci(model, "patients_ci95", "agreement_ge1", 2),
+        _ci(model, "patients_ci95", "agreement_ge5", 2),
+        _fmt(calib.get("brier")),
+        _fmt(calib.get("ece")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _drift_lines(cohort: dict[str, Any]) -> list[str]:
+    drift, fields = cohort["drift"], cohort["drift"]["fields"]
+    lines = [
+        f"Drift: {int(fields['fields_flagged'])} of {int(fields['fields'])} fields flagged "
+        f"({_fmt(fields['share_flagged'])}), {drift['samples_flagged']} of {drift['samples']} patients; "
+        f"median field score {_fmt(fields['median_score'], 2)}, threshold {_fmt(drift['threshold'], 2)}."
+    ]
+    if "champion_mae_flagged" in drift:
+        lines.append(
+            f"Champion count MAE on flagged patients {_fmt(drift['champion_mae_flagged'], 2)}, "
+            f"on the others {_fmt(drift['champion_mae_unflagged'], 2)}."
+        )
+    prevalence = cohort["models"].get(CHAMPION_NAME, {}).get("prevalence")
+    if prevalence:
+        biases = ", ".join(
+            f"{_fmt(v, 1)} at {k.rsplit('_', 1)[-1]}"
+            for k, v in prevalence.items()
+            if k.startswith("bias_per_1000")
+        )
+        lines.append(
+            "Champion's counting threshold is unbiased at a CTC prevalence of "
+            f"{_fmt(prevalence['break_even'])}; expected extra counts per 1000 cells by prevalence: {biases}."
+        )
+    return lines
+
+
+def summary_markdown(results: Sequence[CohortResult], values: dict[str, Any]) -> str:
+    """``reports/external.md``: one section per cohort, tables a lab can read."""
+    lines = ["# External validation", ""]
+    for result in results:
+        cohort = values["cohorts"][result.name]
+        segmentation = ", ".join(f"{k} {_fmt(v)}" for k, v in cohort["segmentation"].items())
+        lines += [
+            f"## {result.name}: {cohort['description']}",
+            "",
+            f"{cohort['samples']} patients, {cohort['fields']} fields "
+            f"({cohort['fields_quarantined']} quarantined), {cohort['detections']} detections, "
+            f"{cohort['labelled']} labelled ({cohort['ctc']} CTC, prevalence {_fmt(cohort['prevalence'])}). "
+            f"Segmentation: {segmentation}.",
+            "",
+            _HEADER,
+            "|---" * 11 + "|",
+            *(_model_row(model) for model in cohort["models"].values()),
+            "",
+            *_drift_lines(cohort),
+            "",
+            f"Figures and tables: reports/external/{result.name}/",
+            "",
+        ]
+    return "\n".join(lines)
