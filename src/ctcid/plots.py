@@ -24,6 +24,13 @@ def _target(path: str | Path) -> Path:
     return path
 
 
+def _save(fig: Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = _target(path)
+    fig.savefig(path)
+    return path
+
+
 def _roc_points(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y_true = np.asarray(y_true).astype(np.int64).ravel()
     y_score = np.asarray(y_score, dtype=np.float64).ravel()
@@ -46,10 +53,7 @@ def plot_roc(
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
     ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    path = _target(path)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(metrics: BinaryMetrics, path: str | Path, title: str) -> Path:
@@ -78,10 +82,7 @@ def plot_confusion(metrics: BinaryMetrics, path: str | Path, title: str) -> Path
         ha="center",
         fontsize="small",
     )
-    fig.tight_layout()
-    path = _target(path)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_patient_counts(counts: PatientCounts, path: str | Path, title: str = "CTCs per patient") -> Path:
@@ -105,10 +106,7 @@ def plot_patient_counts(counts: PatientCounts, path: str | Path, title: str = "C
         ylabel="predicted CTC count",
         title=f"{title} (MAE {counts.mae:.2f}, n={counts.n_patients})",
     )
-    fig.tight_layout()
-    path = _target(path)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_bland_altman(counts: PatientCounts, path: str | Path, title: str = "Bland-Altman") -> Path:
@@ -148,10 +146,7 @@ def plot_bland_altman(counts: PatientCounts, path: str | Path, title: str = "Bla
         ylabel="predicted - true CTC count",
         title=f"{title} (bias {agreement.bias:+.2f}, n={agreement.n})",
     )
-    fig.tight_layout()
-    path = _target(path)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def plot_reliability(curves: Mapping[str, Calibration], path: str | Path, title: str = "Reliability") -> Path:
@@ -182,10 +177,27 @@ def plot_reliability(curves: Mapping[str, Calibration], path: str | Path, title:
     if any(len(c.bins) for c in curves.values()):
         hist.set_yscale("log")
     hist.set(xlim=(0, 1), xlabel="mean score in bin", ylabel="cells")
-    fig.tight_layout()
-    path = _target(path)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
+
+
+def plot_drift_scores(scores: np.ndarray, threshold: float, path: str | Path, title: str) -> Path:
+    """Field drift scores against the flag threshold, on a log axis (a shifted site lies decades out)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = scores[np.isfinite(scores)]
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
+    if finite.size:
+        bins = np.geomspace(max(finite.min(), 0.1), max(finite.max(), threshold) * 1.1, 30)
+        ax.hist(finite, bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_xscale("log")
+    ax.axvline(threshold, color="tab:red", ls="--", label=f"flag threshold {threshold:.2f}")
+    ax.set(
+        xlabel="drift score (Mahalanobis distance to the training fields)",
+        ylabel="fields",
+        title=f"{title}: {int((finite > threshold).sum())} of {scores.size} fields flagged",
+    )
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def write_roc_csv(y_true, y_score, path: str | Path) -> Path:

@@ -14,7 +14,7 @@ from ctcid.config import Params
 from ctcid.evaluation.report import json_safe
 from ctcid.external.scoring import CHAMPION_NAME, RULE
 from ctcid.external.stage import EXTERNAL_FILE, SUMMARY_FILE, CohortResult, drift_report, write_json
-from ctcid.plots import plot_bland_altman, plot_reliability
+from ctcid.plots import plot_bland_altman, plot_drift_scores, plot_reliability
 from ctcid.registry.gallery import draw_rows
 
 
@@ -62,41 +62,15 @@ def write_cohort_files(result: CohortResult, out: Path, params: Params) -> None:
     for name in (CHAMPION_NAME, RULE):
         patients = result.assessments.get(name)
         if patients is not None and patients.patients is not None:
-            plot_bland_altman(
-                patients.patients, out / f"bland_altman_{name}.png", f"{result.name}: {patients.scorer.label}"
-            )
+            plot_bland_altman(patients.patients, out / f"bland_altman_{name}.png", f"{result.name}, {name}")
     curves = {n: a.calibration for n, a in result.assessments.items() if a.calibration is not None}
     if curves:
         plot_reliability(curves, out / "reliability.png", f"{result.name}: calibration")
-    plot_drift(result, out / "drift.png")
+    plot_drift_scores(
+        result.fields["drift_score"].to_numpy(), result.reference.threshold, out / "drift.png", result.name
+    )
     if CHAMPION_NAME in result.assessments:
         draw_review_gallery(result, out / "gallery.png", params)
-
-
-def plot_drift(result: CohortResult, path: Path) -> Path:
-    """The cohort's field drift scores against the flag threshold (log scale: shifts span decades)."""
-    from matplotlib.figure import Figure
-
-    scores = result.fields["drift_score"].to_numpy(dtype=np.float64)
-    fig = Figure(figsize=(6, 3.5), dpi=100)
-    ax = fig.subplots()
-    finite = scores[np.isfinite(scores)]
-    if finite.size:
-        bins = np.geomspace(max(finite.min(), 0.1), max(finite.max(), result.reference.threshold) * 1.1, 30)
-        ax.hist(finite, bins=bins, color="tab:blue", alpha=0.8)
-        ax.set_xscale("log")
-    ax.axvline(result.reference.threshold, color="tab:red", ls="--", label="flag threshold")
-    flagged = int(result.fields["drift_flag"].sum())
-    ax.set(
-        xlabel="drift score (Mahalanobis distance to the training fields)",
-        ylabel="fields",
-        title=f"{result.name}: {flagged} of {len(scores)} fields flagged",
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
 
 
 def review_rows(result: CohortResult) -> dict[str, np.ndarray]:

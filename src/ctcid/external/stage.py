@@ -41,6 +41,7 @@ from ctcid.external.scoring import (
     rule_scorer,
     true_counts,
 )
+from ctcid.parallel import progress_bar
 from ctcid.raw.fields import iter_fields
 from ctcid.split import read_split
 
@@ -69,6 +70,7 @@ def evaluate_external(
     external_dir: Path,
     split_path: Path,
     reference_path: Path,
+    show_progress: bool = True,
 ) -> list[CohortResult]:
     """Score every cohort of ``external.cohorts``; write the reports (see the module docstring)."""
     from ctcid.external.report import write_reports
@@ -79,9 +81,13 @@ def evaluate_external(
     reference = _reference(champion, reference_path)
     count_threshold = counting_threshold(read_split(split_path))
     results = []
-    for name in params.external.cohorts:
-        cohort = load_cohort(external_dir / name)
-        results.append(score_cohort(params, cohort, models_dir, champion, count_threshold, reference))
+    with progress_bar(disable=not show_progress) as progress:
+        task = progress.add_task("external cohorts", total=len(params.external.cohorts))
+        for name in params.external.cohorts:
+            progress.update(task, description=f"external cohort {name}")
+            cohort = load_cohort(external_dir / name)
+            results.append(score_cohort(params, cohort, models_dir, champion, count_threshold, reference))
+            progress.advance(task)
     write_reports(results, reports_dir, params)
     return results
 
