@@ -70,6 +70,8 @@ Outputs:
   reports/                   metrics, plots, segmentation overlay, data docs (reports/data_docs/index.html)
   models/<backbone>/         trained models
   reports/model_card.md      the registered version's model card; reports/promotion.json: the gate's decision
+  reports/external.md        the champion, every backbone and the rule on cohorts never trained on: per-patient
+                             agreement, calibration, drift (docs/external.md; figures in reports/external/)
 
 Registry:    .venv/bin/ctcid models     (promote: ctcid promote; undo: ctcid rollback; docs/registry.md)
 MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000;
