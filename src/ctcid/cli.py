@@ -775,8 +775,8 @@ def predict_command(
     for result in done.fields:
         if result.drift_flag:
             console.print(
-                f"[yellow]unfamiliar field[/yellow] {result.field}: drift score {result.drift_score:.1f} "
-                f"({result.drift_reason})",
+                f"[yellow]unfamiliar field[/yellow] ({result.drift_kind}) {result.field}: drift score "
+                f"{result.drift_score:.1f} ({result.drift_reason})",
                 highlight=False,
             )
     if answer.drift_flag:

@@ -78,7 +78,8 @@ def test_a_field_from_another_scanner_is_flagged(service: Server, packaged: Pack
     assert usual["drift_score"] is not None and not usual["drift_flag"]
     assert flagged["drift_flag"] and flagged["drift_score"] > 3 * usual["drift_score"]
     assert "_noise" in flagged["drift_reason"] or "_background" in flagged["drift_reason"]
-    assert "unlike the model's training fields" in flagged["note"]
+    assert flagged["drift_kind"] == "imaging" and usual["drift_kind"] == ""
+    assert "unlike the model's training fields" in flagged["note"] and "scanner" in flagged["note"]
     done = packaged.ctcid("predict", str(shifted), "--sample", "S0001", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert "unfamiliar field" in done.stderr and "looks unlike" in done.stderr

@@ -9,7 +9,9 @@ import pytest
 
 from ctcid.config import SegmentParams
 from ctcid.evaluation.drift import (
+    CELLS,
     FIELD_FEATURES,
+    IMAGING,
     DriftReference,
     drift_summary,
     feature_names,
@@ -194,14 +196,32 @@ def test_same_site_fields_pass_and_a_second_scanner_is_flagged(site):
     fresh = pd.DataFrame([features_of(site_field(seed)) for seed in range(100, 110)], index=range(10, 20))
     scored = reference.score(fresh)
     assert list(scored.index) == list(range(10, 20))
-    assert list(scored.columns) == ["drift_score", "drift_flag", "drift_reason"]
+    assert list(scored.columns) == ["drift_score", "drift_flag", "drift_reason", "drift_kind"]
     assert scored["drift_flag"].sum() <= 1
     assert (scored["drift_reason"][~scored["drift_flag"]] == "").all()
+    assert (scored["drift_kind"][~scored["drift_flag"]] == "").all()
     shifted = reference.score(pd.DataFrame([features_of(second_scanner(site_field(100), seed=1))]))
-    assert bool(shifted["drift_flag"].iloc[0])
+    assert bool(shifted["drift_flag"].iloc[0]) and shifted["drift_kind"].iloc[0] == IMAGING
     assert shifted["drift_score"].iloc[0] > 5 * scored["drift_score"].max()
     first = shifted["drift_reason"].iloc[0].split(",")[0].split(" z=")[0]
     assert first in IMAGE_FEATURES
+
+
+def test_a_field_of_unusual_cells_is_told_apart_from_an_unusual_scanner(site):
+    _, reference = site
+    # the same image and crops, but nuclei twice as large and CD45-negative: a CTC-dominated field
+    usual = features_of(site_field(101))
+    unusual_cells = usual | {"nucleus_area": 2.5 * usual["nucleus_area"], "cd45_score": -5.0}
+    scored = reference.score(pd.DataFrame([usual, unusual_cells]))
+    assert scored["drift_flag"].tolist() == [False, True]
+    assert scored["drift_kind"].tolist() == ["", CELLS]
+    assert scored["drift_reason"].iloc[1].split(" z=")[0] in ("nucleus_area", "cd45_score")
+    summary = drift_summary(
+        pd.concat(
+            [scored, reference.score(pd.DataFrame([features_of(second_scanner(site_field(102), seed=2))]))]
+        )
+    )
+    assert (summary["fields_flagged_cells"], summary["fields_flagged_imaging"]) == (1.0, 1.0)
 
 
 def test_threshold_is_out_of_fold_not_in_sample(site):
@@ -302,10 +322,18 @@ def test_sample_drift_aggregates_fields():
 
 
 def test_drift_summary():
-    scored = pd.DataFrame({"drift_score": [1.0, 2.0, 9.0, 4.0], "drift_flag": [False, False, True, False]})
+    scored = pd.DataFrame(
+        {
+            "drift_score": [1.0, 2.0, 9.0, 4.0],
+            "drift_flag": [False, False, True, False],
+            "drift_kind": ["", "", CELLS, ""],
+        }
+    )
     assert drift_summary(scored) == {
         "fields": 4.0,
         "fields_flagged": 1.0,
+        "fields_flagged_imaging": 0.0,
+        "fields_flagged_cells": 1.0,
         "share_flagged": 0.25,
         "median_score": 3.0,
     }

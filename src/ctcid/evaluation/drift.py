@@ -55,6 +55,10 @@ SIGNAL_PERCENTILE = 99.9
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 REASON_Z = 3.0  # a feature is named in drift_reason when its |standardised deviation| exceeds this
 REASON_TOP = 3
+# What a flagged field's largest deviation says: its imaging (scanner, stain, exposure: the image
+# and model-input statistics) or its cells (a patient unlike the training patients, e.g. CTCs
+# dominating the field), which a lab handles differently.
+IMAGING, CELLS = "imaging", "cells"
 
 
 def feature_names(channels: Sequence[str]) -> list[str]:
@@ -267,7 +271,7 @@ class DriftReference(BaseModel):
         return (values - np.asarray(self.center)) / np.asarray(self.scale)
 
     def score(self, features: pd.DataFrame) -> pd.DataFrame:
-        """``drift_score``, ``drift_flag`` and ``drift_reason`` of every row, index preserved.
+        """``drift_score``, ``drift_flag``, ``drift_reason`` and ``drift_kind`` of every row, index kept.
 
         ``drift_score`` is the Mahalanobis distance ``sqrt((z - location) P (z - location)^T)``;
         ``drift_flag`` is ``drift_score > threshold``; ``drift_reason`` (empty unless flagged)
@@ -275,6 +279,8 @@ class DriftReference(BaseModel):
         ``"CEP8_noise z=+6.1, input_CD45_mean z=-4.2"``, and the missing ones. A missing (NaN)
         feature is imputed at the reference location, so it adds nothing to the distance. Join
         the result to a feature table to get its ``sample`` column for :func:`sample_drift`.
+        ``drift_kind`` (empty unless flagged) is :data:`CELLS` when the largest deviation is a cell
+        statistic, else :data:`IMAGING`.
         """
         z = self.standardise(features)
         missing = np.isnan(z)
@@ -283,9 +289,17 @@ class DriftReference(BaseModel):
         score = _distances(z_filled, location, np.asarray(self.precision))
         flag = score > self.threshold
         reasons = [self._reason(z[i], missing[i]) if flag[i] else "" for i in range(len(features))]
+        kinds = [self._kind(z[i], missing[i]) if flag[i] else "" for i in range(len(features))]
         return pd.DataFrame(
-            {"drift_score": score, "drift_flag": flag, "drift_reason": reasons}, index=features.index
+            {"drift_score": score, "drift_flag": flag, "drift_reason": reasons, "drift_kind": kinds},
+            index=features.index,
         )
+
+    def _kind(self, z: np.ndarray, missing: np.ndarray) -> str:
+        if missing.all():
+            return IMAGING
+        largest = self.features[int(np.argmax(np.where(missing, -1.0, np.abs(z))))]
+        return CELLS if largest in CELL_FEATURES else IMAGING
 
     def _reason(self, z: np.ndarray, missing: np.ndarray) -> str:
         size = np.where(missing, -1.0, np.abs(z))
@@ -380,12 +394,16 @@ def sample_drift(scored: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def drift_summary(scored: pd.DataFrame) -> dict[str, float]:
-    """``fields``, ``fields_flagged``, ``share_flagged`` and ``median_score``; NaN without fields."""
+    """``fields``, ``fields_flagged`` (all, and by :data:`IMAGING` and :data:`CELLS`),
+    ``share_flagged`` and ``median_score``; NaN without fields."""
     n = len(scored)
     flagged = int(scored["drift_flag"].sum()) if n else 0
+    kinds = scored["drift_kind"] if "drift_kind" in scored else pd.Series(dtype=str)
     return {
         "fields": float(n),
         "fields_flagged": float(flagged),
+        f"fields_flagged_{IMAGING}": float((kinds == IMAGING).sum()),
+        f"fields_flagged_{CELLS}": float((kinds == CELLS).sum()),
         "share_flagged": flagged / n if n else math.nan,
         "median_score": float(scored["drift_score"].median()) if n else math.nan,
     }

@@ -152,7 +152,9 @@ def _drift_lines(cohort: dict[str, Any]) -> list[str]:
     drift, fields = cohort["drift"], cohort["drift"]["fields"]
     lines = [
         f"Drift: {int(fields['fields_flagged'])} of {int(fields['fields'])} fields flagged "
-        f"({_fmt(fields['share_flagged'])}), {drift['samples_flagged']} of {drift['samples']} patients; "
+        f"({_fmt(fields['share_flagged'])}; {int(fields['fields_flagged_imaging'])} for their imaging, "
+        f"{int(fields['fields_flagged_cells'])} for their cells), "
+        f"{drift['samples_flagged']} of {drift['samples']} patients; "
         f"median field score {_fmt(fields['median_score'], 2)}, threshold {_fmt(drift['threshold'], 2)}."
     ]
     if "champion_mae_flagged" in drift:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from ctcid.config import ServingParams
 from ctcid.errors import InputRejected
-from ctcid.evaluation.drift import field_features
+from ctcid.evaluation.drift import CELLS, IMAGING, field_features
 from ctcid.segmentation.analysis import FieldAnalysis, analyse_field
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import check_usable, read_field_files
@@ -60,6 +60,11 @@ class FieldCount(BaseModel):
         default=False, description="the field looks unlike the training fields: check the counts by eye"
     )
     drift_reason: str = Field(default="", description="the features furthest from the training fields")
+    drift_kind: str = Field(
+        default="",
+        description="of a flagged field: 'imaging' (another scanner, stain or exposure) or 'cells' (cells "
+        "unlike the training patients', e.g. CTCs dominating the field)",
+    )
     note: str = ""
     cell_table: list[CellCall] = Field(default_factory=list)
 
@@ -77,6 +82,7 @@ class FieldCount(BaseModel):
                 "drift_score": 3.2,
                 "drift_flag": False,
                 "drift_reason": "",
+                "drift_kind": "",
                 "note": "",
                 "cell_table": [
                     {
@@ -220,10 +226,8 @@ def field_count(name: str, cut: CutField, probabilities: np.ndarray, served: Ser
     drift = field_drift(cut, served)
     notes = [] if cells else ["no nuclei found in the DAPI channel"]
     if drift.flag:
-        notes.append(
-            f"field unlike the model's training fields ({drift.reason}): another scanner, stain or "
-            "exposure? the counts may be wrong; review them"
-        )
+        advice = _DRIFT_ADVICE[drift.kind]
+        notes.append(f"field unlike the model's training fields ({drift.reason}): {advice}")
     return FieldCount(
         field=name,
         width=width,
@@ -236,9 +240,16 @@ def field_count(name: str, cut: CutField, probabilities: np.ndarray, served: Ser
         drift_score=drift.score,
         drift_flag=drift.flag,
         drift_reason=drift.reason,
+        drift_kind=drift.kind,
         note="; ".join(notes),
         cell_table=cells,
     )
+
+
+_DRIFT_ADVICE = {
+    IMAGING: "another scanner, stain or exposure? the counts may be wrong; review them",
+    CELLS: "its cells are unlike the training patients' (e.g. CTCs dominating the field); review the count",
+}
 
 
 @dataclass(frozen=True)
@@ -246,15 +257,18 @@ class FieldDrift:
     score: float | None
     flag: bool
     reason: str
+    kind: str
 
 
 def field_drift(cut: CutField, served: ServedModel) -> FieldDrift:
     """The field against the training fields the served model carries (none: not checked)."""
     if served.drift is None:
-        return FieldDrift(None, False, "")
+        return FieldDrift(None, False, "", "")
     features = field_features(cut.image, cut.analysis.table, cut.analysis.crops, served.channels)
     row = served.drift.score(pd.DataFrame([features])).iloc[0]
-    return FieldDrift(float(row["drift_score"]), bool(row["drift_flag"]), str(row["drift_reason"]))
+    return FieldDrift(
+        float(row["drift_score"]), bool(row["drift_flag"]), str(row["drift_reason"]), str(row["drift_kind"])
+    )
 
 
 def sample_count(
