@@ -1,11 +1,12 @@
 """The register stage: the selected backbone's model becomes a version of the registered model.
 
 1. the backbone ``reports/metrics.json`` selected (on CV AUC), its ``model.pt`` and training run;
-2. if a version with the same ``model.pt`` content hash exists, it is reused (a second
+2. the model card and the gallery of test disagreements are written (the stage's outputs);
+3. if a version with the same ``model.pt`` content hash exists, it is reused (a second
    ``dvc repro`` or re-run registers nothing new) and only the ``challenger`` alias is set;
-3. else the model card and the gallery of test disagreements are written, the model is logged as
-   an MLflow pyfunc (:mod:`.pyfunc`) into the training run with a signature and input example,
-   registered with its tags and description (:mod:`.metadata`), and aliased ``challenger``;
+   else the model is logged as an MLflow pyfunc (:mod:`.pyfunc`) into the training run with a
+   signature and input example, registered with its tags and description (:mod:`.metadata`), and
+   aliased ``challenger``;
 4. ``reports/registration.json`` records what was registered (the promote stage's input).
 """
 
@@ -71,20 +72,8 @@ def register_selected(
     sha256 = file_sha256(model_path)
     registry = Registry(params.mlflow)
     existing = registry.find_by_hash(sha256)
-    if existing is not None:
-        registry.set_alias(CHALLENGER, existing.version)
-        registration = Registration(
-            registry.name,
-            str(existing.version),
-            backbone,
-            existing.run_id or run_id,
-            sha256,
-            registry.model_uri(str(existing.version)),
-            reused=True,
-        )
-        return _recorded(registration, reports_dir)
-
-    registry.call(f"finding training run {run_id}", lambda: registry.client.get_run(run_id))
+    if existing is None:
+        registry.call(f"finding training run {run_id}", lambda: registry.client.get_run(run_id))
     crops = open_crops(inputs.crops)
     manifest = read_manifest(inputs.manifest)
     facts = metadata.collect(
@@ -98,8 +87,23 @@ def register_selected(
         manifest,
         read_split(inputs.split).label_source,
     )
+    # the card and gallery are the stage's outputs, which DVC deletes before a re-run: a reused
+    # version writes them again too (from today's test set)
     picture = _gallery(reports_dir, crops, params.channels, backbone, loaded.info.threshold)
     card_path = card.write(facts, reports_dir / CARD_FILE, picture)
+    if existing is not None:
+        registry.set_alias(CHALLENGER, existing.version)
+        registration = Registration(
+            registry.name,
+            str(existing.version),
+            backbone,
+            existing.run_id or run_id,
+            sha256,
+            registry.model_uri(str(existing.version)),
+            reused=True,
+        )
+        return _recorded(registration, reports_dir)
+
     example = np.asarray(crops[:EXAMPLE_CROPS], dtype=np.float32)
     version = _log_and_register(
         registry,
