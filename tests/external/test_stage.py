@@ -17,7 +17,7 @@ from ctcid.evaluation.drift import field_feature_table, fit_reference
 from ctcid.external.cohort import load_cohort, prepare_cohort
 from ctcid.external.report import write_reports
 from ctcid.external.scoring import RULE
-from ctcid.external.stage import score_cohort
+from ctcid.external.stage import evaluate_external, score_cohort
 from ctcid.raw.simulate import simulate_dataset
 
 SHIFT = {"exposure_range": [1.6, 2.0], "read_noise": 40.0, "background_counts": [400.0, 700.0]}
@@ -145,3 +145,19 @@ def test_an_unknown_cohort_or_a_missing_folder_is_a_clear_error(params: Params, 
         prepare_cohort(moved, "lab", tmp_path / "out")
     with pytest.raises(CtcidError, match="no prepared external cohort"):
         load_cohort(tmp_path / "nothing")
+
+
+def test_the_stage_needs_cohorts_and_a_drift_reference(params: Params, tmp_path: Path) -> None:
+    tracked = params.model_copy(
+        update={"mlflow": params.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"})}
+    )
+    none = tracked.model_copy(update={"external": tracked.external.model_copy(update={"cohorts": {}})})
+    args = (tmp_path / "models", tmp_path, tmp_path / "external", tmp_path / "split.json")
+    with pytest.raises(CtcidError, match="external.cohorts is empty"):
+        evaluate_external(none, *args, tmp_path / "drift_reference.json")
+    # evaluate wrote 'null': too few readable training fields to describe
+    (tmp_path / "drift_reference.json").write_text("null\n")
+    with pytest.raises(CtcidError, match="too few readable training fields"):
+        evaluate_external(tracked, *args, tmp_path / "drift_reference.json")
+    with pytest.raises(CtcidError, match="no drift reference .*run 'ctcid evaluate'"):
+        evaluate_external(tracked, *args, tmp_path / "missing.json")

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from ctcid.config import Params
-from ctcid.evaluation.drift import field_features, fit_reference
+from ctcid.evaluation.drift import field_features, fit_reference, write_reference
 from ctcid.raw.fields import iter_fields, read_field
 from ctcid.segmentation.analysis import analyse_field
 from factory import wait_until_ok
@@ -61,10 +61,7 @@ def write_drift_reference(fields_dir: Path, params: Params, path: Path) -> Path:
         image = read_field(ref.path, len(params.channels))
         analysis = analyse_field(image, params.segment, params.channels)
         rows.append(field_features(image, analysis.table, analysis.crops, params.channels))
-    reference = fit_reference(pd.DataFrame(rows), quantile=0.99, folds=4, seed=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(reference.model_dump_json())
-    return path
+    return write_reference(path, fit_reference(pd.DataFrame(rows), quantile=0.99, folds=4, seed=0))
 
 
 def write_params(params: Params, path: Path) -> Path:

@@ -409,6 +409,14 @@ def drift_summary(scored: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def write_reference(path: Path, reference: DriftReference | None) -> Path:
+    """Write ``reference``, or ``null`` when there is none: a DVC output all the same."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("null\n" if reference is None else reference.model_dump_json(indent=1) + "\n")
+    return path
+
+
 def read_reference(path: Path) -> DriftReference | None:
     """The reference evaluate wrote; None when it wrote none (too few readable training fields)."""
     text = Path(path).read_text().strip()

@@ -34,7 +34,7 @@ from ctcid.contracts import (
 )
 from ctcid.errors import CtcidError
 from ctcid.evaluation.baselines import evaluate_baselines
-from ctcid.evaluation.drift import drift_summary, field_feature_table, fit_reference
+from ctcid.evaluation.drift import drift_summary, field_feature_table, fit_reference, write_reference
 from ctcid.evaluation.report import (
     EvaluationReport,
     ModelEvaluation,
@@ -239,29 +239,22 @@ def test_drift(
     it). Fields of test patients are left out of it; with ``split.by: cell`` every patient is on
     both sides, so the test fields' drift is then in-sample and optimistic. None without raw fields.
     """
-    if raw_dir is None or not raw_dir.is_dir():
-        reference_path.parent.mkdir(parents=True, exist_ok=True)
-        reference_path.write_text("null\n")
-        return None
-    samples = manifest["sample"].astype(str).to_numpy()
     fields = manifest[["sample", "field"]].astype(str).drop_duplicates()
-    test_samples = set(samples[split.test])
-    reference_fields = fields[~fields["sample"].isin(test_samples)]
-    if reference_fields.empty:
-        reference_fields = fields
-    features = field_feature_table(raw_dir, manifest, crops, params.channels, fields=reference_fields)
-    reference_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        reference = fit_reference(features, params.drift.quantile, params.drift.folds, params.seed)
-    except ValueError as error:  # too few readable training fields: nothing to compare with
-        log.warning("no drift reference: %s", error)
-        reference_path.write_text("null\n")  # a DVC output all the same; readers take it as absent
+    tested = fields["sample"].isin(set(manifest["sample"].astype(str).to_numpy()[split.test]))
+    reference = None
+    if raw_dir is not None and raw_dir.is_dir():
+        training = fields[~tested] if (~tested).any() else fields
+        features = field_feature_table(raw_dir, manifest, crops, params.channels, fields=training)
+        try:
+            reference = fit_reference(features, params.drift.quantile, params.drift.folds, params.seed)
+        except ValueError as error:  # too few readable training fields: nothing to compare with
+            log.warning("no drift reference: %s", error)
+    write_reference(reference_path, reference)
+    if reference is None or raw_dir is None:
         return None
-    reference_path.write_text(reference.model_dump_json(indent=1) + "\n")
-    tested = field_feature_table(
-        raw_dir, manifest, crops, params.channels, fields=fields[fields["sample"].isin(test_samples)]
-    )
-    return {**drift_summary(reference.score(tested)), "reference_fields": float(reference.n_fields)}
+    test_fields = field_feature_table(raw_dir, manifest, crops, params.channels, fields=fields[tested])
+    scored = reference.score(test_fields)
+    return {**drift_summary(scored), "reference_fields": float(reference.n_fields)}
 
 
 def select_backbone(evaluations: dict[str, ModelEvaluation], backbones: list[str]) -> str:

@@ -4,6 +4,7 @@ Cell metrics use the labelled (annotation-matched) detections at the scorer's op
 with stratified bootstrap intervals over cells; per-patient agreement counts every detection at the
 counting threshold against the annotated count, with bootstrap intervals over patients
 (:func:`ctcid.metrics.patient_intervals`). Calibration is reported for probabilistic scorers only.
+:class:`CohortResult` gathers every scorer's assessment of one cohort with its drift tables.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from ctcid.evaluation.drift import DriftReference
+from ctcid.external.cohort import Cohort
 from ctcid.external.scoring import Scorer
 from ctcid.metrics import (
     BinaryMetrics,
@@ -99,3 +103,17 @@ def assess(scorer: Scorer, truth: Truth, n_boot: int, seed: int) -> Assessment:
 
 def _intervals(intervals: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
     return {name: {"low": low, "high": high} for name, (low, high) in intervals.items()}
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    cohort: Cohort
+    truth: Truth
+    assessments: dict[str, Assessment]
+    fields: pd.DataFrame  # per field: sample, field, features, drift_score, drift_flag, drift_reason
+    samples: pd.DataFrame  # per sample: drift and every scorer's count against the truth
+    reference: DriftReference
+
+    @property
+    def name(self) -> str:
+        return self.cohort.info.name

@@ -3,6 +3,7 @@ per cohort, ``reports/external/<name>/`` with its tables and figures."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,11 +12,15 @@ from typing import Any
 import numpy as np
 
 from ctcid.config import Params
+from ctcid.evaluation.drift import drift_summary
 from ctcid.evaluation.report import json_safe
+from ctcid.external.assess import CohortResult
 from ctcid.external.scoring import CHAMPION_NAME, RULE
-from ctcid.external.stage import EXTERNAL_FILE, SUMMARY_FILE, CohortResult, drift_report, write_json
 from ctcid.plots import plot_bland_altman, plot_drift_scores, plot_reliability
 from ctcid.registry.gallery import draw_rows
+
+EXTERNAL_FILE = "external.json"
+SUMMARY_FILE = "external.md"
 
 
 def write_reports(results: Sequence[CohortResult], reports_dir: Path, params: Params) -> Path:
@@ -200,3 +205,27 @@ def summary_markdown(results: Sequence[CohortResult], values: dict[str, Any]) ->
             "",
         ]
     return "\n".join(lines)
+
+
+def drift_report(result: CohortResult) -> dict[str, Any]:
+    """Drift of the cohort's fields and samples, and whether flagged samples were counted worse."""
+    samples = result.samples
+    report: dict[str, Any] = {
+        "threshold": result.reference.threshold,
+        "fields": drift_summary(result.fields),
+        "samples": int(len(samples)),
+        "samples_flagged": int(samples["drift_flag"].sum()),
+        "share_samples_flagged": float(samples["drift_flag"].mean()) if len(samples) else math.nan,
+    }
+    if "true_count" in samples and f"count_{CHAMPION_NAME}" in samples:
+        error = (samples[f"count_{CHAMPION_NAME}"] - samples["true_count"]).abs()
+        flagged = samples["drift_flag"].astype(bool)
+        report["champion_mae_flagged"] = float(error[flagged].mean()) if flagged.any() else math.nan
+        report["champion_mae_unflagged"] = float(error[~flagged].mean()) if (~flagged).any() else math.nan
+    return report
+
+
+def write_json(path: Path, values: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=1, allow_nan=True) + "\n")
+    return path

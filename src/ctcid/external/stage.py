@@ -9,11 +9,7 @@ against the training fields, and a review gallery. Writes ``reports/external.jso
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,14 +18,14 @@ from ctcid.config import Params
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import (
     DriftReference,
-    drift_summary,
     field_feature_table,
     read_reference,
     sample_drift,
 )
 from ctcid.evaluation.evaluate import counting_threshold
-from ctcid.external.assess import Assessment, Truth, assess
+from ctcid.external.assess import CohortResult, Truth, assess
 from ctcid.external.cohort import Cohort, load_cohort
+from ctcid.external.report import write_reports
 from ctcid.external.scoring import (
     CHAMPION_NAME,
     RULE,
@@ -45,23 +41,6 @@ from ctcid.parallel import progress_bar
 from ctcid.raw.fields import iter_fields
 from ctcid.split import read_split
 
-EXTERNAL_FILE = "external.json"
-SUMMARY_FILE = "external.md"
-
-
-@dataclass(frozen=True)
-class CohortResult:
-    cohort: Cohort
-    truth: Truth
-    assessments: dict[str, Assessment]
-    fields: pd.DataFrame  # per field: sample, field, features, drift_score, drift_flag, drift_reason
-    samples: pd.DataFrame  # per sample: drift and every scorer's count against the truth
-    reference: DriftReference
-
-    @property
-    def name(self) -> str:
-        return self.cohort.info.name
-
 
 def evaluate_external(
     params: Params,
@@ -73,8 +52,6 @@ def evaluate_external(
     show_progress: bool = True,
 ) -> list[CohortResult]:
     """Score every cohort of ``external.cohorts``; write the reports (see the module docstring)."""
-    from ctcid.external.report import write_reports
-
     if not params.external.cohorts:
         raise CtcidError("external.cohorts is empty: nothing to validate on (docs/external.md)")
     champion = find_champion(params)
@@ -166,27 +143,3 @@ def _sample_counts(truth: Truth, scorers: dict[str, Scorer]) -> pd.DataFrame:
         counted = pd.Series(scorer.scores >= scorer.counting, index=truth.samples).groupby(level=0).sum()
         table[f"count_{name}"] = [int(counted.get(n, 0)) for n in names]
     return table
-
-
-def drift_report(result: CohortResult) -> dict[str, Any]:
-    """Drift of the cohort's fields and samples, and whether flagged samples were counted worse."""
-    samples = result.samples
-    report: dict[str, Any] = {
-        "threshold": result.reference.threshold,
-        "fields": drift_summary(result.fields),
-        "samples": int(len(samples)),
-        "samples_flagged": int(samples["drift_flag"].sum()),
-        "share_samples_flagged": float(samples["drift_flag"].mean()) if len(samples) else math.nan,
-    }
-    if "true_count" in samples and f"count_{CHAMPION_NAME}" in samples:
-        error = (samples[f"count_{CHAMPION_NAME}"] - samples["true_count"]).abs()
-        flagged = samples["drift_flag"].astype(bool)
-        report["champion_mae_flagged"] = float(error[flagged].mean()) if flagged.any() else math.nan
-        report["champion_mae_unflagged"] = float(error[~flagged].mean()) if (~flagged).any() else math.nan
-    return report
-
-
-def write_json(path: Path, values: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=1, allow_nan=True) + "\n")
-    return path
