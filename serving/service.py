@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from ctcid.errors import InputRejected
+from ctcid.intensity import model_input
 from ctcid.serving.bento import ServiceArgs, probabilities, served_of
 from ctcid.serving.counting import (
     FieldCount,
@@ -177,9 +178,20 @@ class CtcService:
     @bentoml.api(route="/classify")
     async def classify(
         self,
-        crops: Annotated[Path, Field(description="a .npy array of crops, N x C x S x S raw intensities")],
+        crops: Annotated[
+            Path,
+            Field(
+                description="a .npy array of crops of one field (or one slide), N x C x S x S raw "
+                "intensities; their intensity levels are estimated from them together"
+            ),
+        ],
     ) -> Classified:
-        """CTC probability and call of each crop (crops cut as GET /model's crop_size says)."""
+        """CTC probability and call of each crop (crops cut as GET /model's crop_size says).
+
+        Send the crops of one field or slide per request: a model that reads standardised crops
+        takes the background and scale of the request's crops together, as segmentation does for
+        one field's cells.
+        """
         served = self.served
         try:
             array = await asyncio.to_thread(
@@ -187,7 +199,7 @@ class CtcService:
             )
         except InputRejected as error:
             return rejection(error)
-        scores = await self._score(array)
+        scores = await self._score(model_input(array, None, served.standardise))
         return Classified(
             model=served.label,
             operating_threshold=served.operating_threshold,

@@ -36,10 +36,13 @@ import requests
 from ctcid.config import Params, parse_params
 from ctcid.contracts import (
     ANNOTATION_COLUMNS,
+    BACKGROUND_COLUMNS,
     CELL_TYPES,
     CTC_LABEL,
+    DEFAULT_SITE,
     MANIFEST_SCHEMA,
     NON_CTC_LABEL,
+    SCALE_COLUMNS,
 )
 
 # --- pixel levels and sizes -----------------------------------------------------------------------
@@ -51,6 +54,9 @@ SPOT_PEAK = 2000.0
 SPOT_SIGMA = 1.0
 CD45_LEVEL = 2000.0
 BLUR_SIGMA = 0.8
+# A manifest's default field scale per stain (DAPI, CEP8, CD45): about what ctcid.intensity finds in
+# a field of draw_crops' leukocytes at CROP_SIZE (nucleus, a spot's brightest pixels, the CD45 ring)
+FIELD_SCALE = (4000.0, 1300.0, 1950.0)
 
 CROP_SIZE = 24  # crops of the model tests; the segment stage's default is 40
 POSTGRES = "postgres@127.0.0.1:5432"  # the machine's PostgreSQL (trust auth): postgres_database fixture
@@ -313,6 +319,7 @@ def make_manifest(
 
     table: dict[str, object] = {}
     table["sample"] = given("sample") if "sample" in columns else pd.Series(["S00"] * n)
+    table["site"] = given("site") if "site" in columns else pd.Series([DEFAULT_SITE] * n)
     table["field"] = given("field") if "field" in columns else pd.Series(["f000"] * n)
     keys = pd.DataFrame({"sample": table["sample"], "field": table["field"]})
     cell_idx = given("cell_idx") if "cell_idx" in columns else keys.groupby(["sample", "field"]).cumcount()
@@ -350,6 +357,9 @@ def make_manifest(
         "dapi_integrated": area * dapi_mean,
         "cd45_score": np.where(positive, rng.uniform(0.5, 1.5, n), rng.uniform(0.0, 0.05, n)),
         "cep8_spots": cells["spots"].to_numpy(),
+        # the levels ctcid.intensity.estimate_levels finds in draw_crops' cells
+        **dict.fromkeys(BACKGROUND_COLUMNS, BACKGROUND),
+        **dict(zip(SCALE_COLUMNS, FIELD_SCALE, strict=True)),
     }
     table |= {name: given(name) for name in columns}  # the test's columns win from here on
     spots = pd.Series(table["cep8_spots"]).to_numpy(dtype=np.int64)

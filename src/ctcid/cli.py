@@ -123,8 +123,10 @@ def simulate_command(
     seconds = time.perf_counter() - start
     cells, ctc = sum(s.cells for s in summaries), sum(s.ctc for s in summaries)
     fields = sum(len(s.fields) for s in summaries)
+    sites = len({s.site for s in summaries})
     console.print(
-        f"simulated {len(summaries)} samples, {fields} fields, {cells} cells, {ctc} CTC "
+        f"simulated {len(summaries)} samples at {sites} site{'s' * (sites != 1)}, {fields} fields, "
+        f"{cells} cells, {ctc} CTC "
         f"({100 * ctc / max(cells, 1):.1f} %) into {out} in {seconds:.1f} s",
         soft_wrap=True,
     )
@@ -531,6 +533,13 @@ def promote_command(
     record: Annotated[Path, typer.Option(help="Where to write the decision (DVC metrics).")] = (
         paths.REPORTS_DIR / "promotion.json"
     ),
+    external: Annotated[
+        Path,
+        typer.Option(
+            help="Prepared external cohorts (ctcid external-cohort): the worst-site guard-rail reads "
+            "each cohort of external.cohorts here."
+        ),
+    ] = paths.EXTERNAL_DIR,
     force: Annotated[bool, typer.Option("--force", help="Promote even when the gate refuses.")] = False,
     reason: Annotated[
         str, typer.Option(help="Why, recorded with the decision (required with --force).")
@@ -544,14 +553,15 @@ def promote_command(
     """The gate: score challenger and champion on today's test set; move 'champion' if it passes.
 
     The policy is params.yaml's registry section (docs/registry.md). With no champion yet, a challenger
-    that meets the guard-rails becomes champion.
+    that meets the guard-rails becomes champion. registry.min_site_specificity also asks for that
+    specificity on every external cohort (the worst-site guard-rail; null turns it off).
     """
     from ctcid.errors import GateFailed
     from ctcid.registry.promote import promote
     from ctcid.registry.views import decision_table
 
     config = _with_model_name(read_params(params), model_name)
-    decision = promote(config, StageInputs(crops, manifest, split), raw, force, reason)
+    decision = promote(config, StageInputs(crops, manifest, split), raw, force, reason, external)
     decision.write(record)
     if decision.criteria:
         Console().print(decision_table(decision))

@@ -77,6 +77,30 @@ _SIMULATE_RANGE_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+class SiteOptics(_Section):
+    """Ranges from which each simulated site other than site 0 draws its microscope, camera and stain.
+
+    Factors multiply the corresponding ``simulate.*`` setting of site 0; the others replace it.
+    """
+
+    blur_sigma: Range = (0.6, 1.6)  # px, replaces simulate.blur_sigma
+    exposure_factor: Range = (0.6, 1.8)  # x simulate.exposure_range
+    background_factor: Range = (0.8, 2.0)  # x simulate.background_counts
+    read_noise: Range = (8.0, 35.0)  # counts, replaces simulate.read_noise
+    gain: Range = (1.5, 5.0)  # counts per photo-electron, replaces simulate.gain
+    spot_brightness_factor: Range = (0.6, 1.1)  # x simulate.spot_brightness (the CEP8 probe)
+    cd45_factor: Range = (0.5, 1.1)  # x simulate.cd45_counts (the CD45 stain)
+    misregistration_px: Range = (0.5, 2.5)  # px, replaces simulate.misregistration_px
+    bleed_through: Range = (0.0, 0.08)  # replaces simulate.bleed_through
+
+    @field_validator("*")
+    @classmethod
+    def _site_ranges(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0:
+            raise ValueError(f"range must not be negative, got [{v[0]:g}, {v[1]:g}]")
+        return _ordered(v)
+
+
 class SimulateParams(_Section):
     """Knobs of the imFISH field simulator; docs/simulator.md explains the physics of each.
 
@@ -135,6 +159,11 @@ class SimulateParams(_Section):
     misregistration_px: Annotated[float, Field(ge=0.0, le=5.0)] = 1.0
     bleed_through: Annotated[float, Field(ge=0.0, le=0.5)] = 0.03
     workers: Annotated[int, Field(ge=0)] = 0  # 0 = one per CPU core
+    # multi-site training data (docs/simulator.md#sites): sample k is imaged at site k % sites; site 0
+    # is the optics above, every other site draws its own optics from site_optics (domain
+    # randomisation). 1 = one site, as before.
+    sites: Annotated[int, Field(ge=1, le=64)] = 1
+    site_optics: SiteOptics = Field(default_factory=lambda: SiteOptics())
 
     @field_validator(*_SIMULATE_RANGE_BOUNDS)
     @classmethod
@@ -271,6 +300,9 @@ class SplitParams(_Section):
     n_folds: Annotated[int, Field(ge=2, le=20)] = 5
     # truth: annotated true_label; rule: the segmentation's rule_label (no annotations needed)
     label_source: LabelSource = "truth"
+    # samples: n_folds folds of whole patients; sites: leave-one-site-out (one fold per training
+    # site of the manifest's site column, n_folds ignored), so selection sees an unseen site
+    cv: Literal["samples", "sites"] = "samples"
 
     @model_validator(mode="before")
     @classmethod
@@ -281,6 +313,33 @@ class SplitParams(_Section):
                 "which tuning can choose per backbone; delete split.balance"
             )
         return values
+
+
+class SiteShift(_Section):
+    """Another site's optics and staining, applied on the fly to training crops (standardised units).
+
+    Each crop is shifted with probability ``prob``; every knob draws its own value per crop (per
+    channel where it says so) uniformly from its range. 0 everywhere (or prob 0) = no site shift.
+    """
+
+    prob: Probability = 0.8  # share of training crops shifted; the rest stay as imaged
+    offset: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # per channel, +- this, standardised units
+    blur_sigma: Range = (0.0, 1.0)  # px of the model input, an extra Gaussian blur
+    read_noise: Range = (0.0, 0.05)  # sigma of added Gaussian noise, standardised units
+    shot_noise: Range = (0.0, 0.03)  # Poisson-like: added variance = this x signal, per channel
+    spot_dimming: Range = (0.6, 1.0)  # CEP8 channel factor (a weaker probe or a dimmer spot)
+    misregistration_px: Annotated[float, Field(ge=0.0, le=8.0)] = 1.5  # max CEP8/CD45 shift vs DAPI
+    # standardised DAPI (CEP8) added to CEP8 (CD45): 0.2 is about a 4 % leak of counts from a
+    # nucleus into a probe channel whose scale is a fifth of DAPI's
+    bleed_through: Range = (0.0, 0.2)
+
+    @field_validator("blur_sigma", "read_noise", "shot_noise", "spot_dimming", "bleed_through")
+    @classmethod
+    def _shift_ranges(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        highest = {"spot_dimming": 1.0, "blur_sigma": 8.0}.get(info.field_name, 1.0)
+        if v[0] < 0 or v[1] > highest:
+            raise ValueError(f"range must lie within [0, {highest:g}], got [{v[0]:g}, {v[1]:g}]")
+        return _ordered(v)
 
 
 class TrainParams(_Section):
@@ -309,6 +368,12 @@ class TrainParams(_Section):
     # flips and 90-degree rotations, plus a per-channel gain in [1 - jitter, 1 + jitter]
     augment: bool = True
     intensity_jitter: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    # field standardisation (docs/training.md#intensity): every crop as (counts - its field's
+    # background) / its field's scale, estimated at segmentation; false = raw counts (older models)
+    standardise: bool = True
+    # site-shift augmentation on top of augment (docs/training.md#site-shift); train.augment: false
+    # turns it off too
+    site_shift: SiteShift = Field(default_factory=lambda: SiteShift())
     # operating threshold: the highest one reaching this sensitivity on out-of-fold predictions
     target_sensitivity: Annotated[float, Field(gt=0.0, le=1.0)] = 0.97
     # bootstrap resamples for the 95 % confidence intervals of the test metrics (0: none)
@@ -387,7 +452,10 @@ def _default_space() -> dict[str, Dimension]:
     }
 
 
-TuneObjective = Literal["specificity_at_sensitivity", "auc"]
+# specificity_at_sensitivity: pooled out-of-fold specificity at the operating threshold;
+# worst_fold_specificity: the lowest fold's specificity at that threshold (with split.cv: sites, the
+# worst unseen site); auc: mean fold AUC
+TuneObjective = Literal["specificity_at_sensitivity", "worst_fold_specificity", "auc"]
 
 
 class TuneParams(_Section):
@@ -507,6 +575,9 @@ class RegistryParams(_Section):
     behaviour_min_shift: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     # ... and for at least this share of the probe cells (a model ignoring the marker: about half)
     behaviour_min_share: Probability = 0.75
+    # worst-site guard-rail: the challenger's specificity at its operating threshold on every
+    # external cohort (external.cohorts, prepared under data/external) must reach this; null = off
+    min_site_specificity: Probability | None = 0.9
 
 
 class ServingParams(_Section):

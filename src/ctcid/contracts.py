@@ -1,7 +1,8 @@
 """The data contracts between pipeline steps, each defined once (docs/architecture.md).
 
 * raw data: ``<raw>/<sample>/<field>.tif`` plus an optional ``annotations.csv`` per sample;
-* the manifest: one row per detected cell, :data:`MANIFEST_SCHEMA` in column order;
+* the manifest: one row per detected cell, :data:`MANIFEST_SCHEMA` in column order, with the
+  sample's site and its field's intensity levels;
 * the crops: ``N x C x S x S`` uint16, row ``i`` is the manifest row with ``crop_index == i``;
 * labels: the split's label source names a manifest column (:data:`LABEL_COLUMNS`);
 * backbones: the five networks of the paper (:data:`BACKBONES`).
@@ -24,6 +25,10 @@ from ctcid.errors import CtcidError
 
 FIELD_SUFFIXES = (".tif", ".tiff")
 ANNOTATIONS_FILE = "annotations.csv"
+# Optional ``<raw>/sites.csv`` (columns sample, site): where each sample was imaged. Samples it does
+# not list, and every sample of a folder without it, belong to DEFAULT_SITE.
+SITES_FILE = "sites.csv"
+DEFAULT_SITE = "site0"
 # Columns of annotations.csv, as the simulator writes them and 'ctcid ingest' checks them.
 ANNOTATION_COLUMNS = (
     "sample", "field", "cell_id", "x", "y", "x0", "y0", "x1", "y1",
@@ -41,13 +46,21 @@ CD45_STATES = ("positive", "dim", "negative")
 
 STRING = pd.StringDtype()
 BOX = ("x0", "y0", "x1", "y1")
+# Each field's intensity levels per stain (ctcid.intensity): background and scale in counts, the
+# same for every cell of the field; the model sees (crop - background) / scale.
+STAINS = ("DAPI", "CEP8", "CD45")
+BACKGROUND_COLUMNS = tuple(f"background_{stain.lower()}" for stain in STAINS)
+SCALE_COLUMNS = tuple(f"scale_{stain.lower()}" for stain in STAINS)
 MANIFEST_SCHEMA: dict[str, object] = {
-    "cell_uid": STRING, "sample": STRING, "field": STRING, "cell_idx": np.int32, "crop_index": np.int64,
+    "cell_uid": STRING, "sample": STRING, "site": STRING, "field": STRING, "cell_idx": np.int32,
+    "crop_index": np.int64,
     "x": np.float32, "y": np.float32, "x0": np.int32, "y0": np.int32, "x1": np.int32, "y1": np.int32,
     "field_height": np.int32, "field_width": np.int32,
     "area": np.float32, "perimeter": np.float32, "circularity": np.float32, "solidity": np.float32,
     "dapi_mean": np.float32, "dapi_integrated": np.float32, "cd45_score": np.float32,
-    "cep8_spots": np.int16, "rule_label": np.int8, "matched": bool,
+    "cep8_spots": np.int16, "rule_label": np.int8,
+    **{column: np.float32 for column in BACKGROUND_COLUMNS + SCALE_COLUMNS},
+    "matched": bool,
     "true_cell_id": STRING, "true_cell_type": STRING, "true_cd45": STRING,
     "true_cep8": pd.Int16Dtype(), "true_label": pd.Int8Dtype(),
 }

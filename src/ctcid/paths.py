@@ -28,3 +28,9 @@ class StageInputs:
     crops: Path = CROPS_FILE
     manifest: Path = MANIFEST_FILE
     split: Path = SPLIT_FILE
+
+
+def cohort_inputs(external_dir: Path, name: str) -> StageInputs:
+    """The crops and manifest of a prepared external cohort (``ctcid external-cohort``); no split."""
+    segment = Path(external_dir) / name / "segment"
+    return StageInputs(crops=segment / "crops.npy", manifest=segment / "manifest.parquet", split=Path())

@@ -8,6 +8,11 @@ Two ways to split (``split.by``, see docs/evaluation.md):
 * ``sample`` (default) keeps every patient's cells on one side with a stratified *group* split,
   so the test set measures what matters clinically: performance on patients never seen.
 
+Two ways to fold the training cells (``split.cv``): ``samples`` (default), ``n_folds`` folds of whole
+patients; ``sites``, leave-one-site-out: one fold per site of the training patients (the manifest's
+``site`` column), each validating on one site's patients with a model trained on the other sites',
+so that model selection rewards what holds on an unseen microscope.
+
 Everything here is a pure function of the labels, the groups and the parameters; indices are
 manifest row numbers, which the segment step guarantees equal ``crop_index``.
 """
@@ -15,6 +20,7 @@ manifest row numbers, which the segment step guarantees equal ``crop_index``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ctcid.config import SplitParams
-from ctcid.contracts import LABEL_COLUMNS, LabelSource, cell_labels
+from ctcid.contracts import DEFAULT_SITE, LABEL_COLUMNS, LabelSource, cell_labels
 from ctcid.errors import CtcidError
 
 
@@ -37,6 +43,7 @@ class Fold:
     val: np.ndarray  # balanced: early stopping
     train_all: np.ndarray  # every training cell of the fold's training patients (class_weight, resample)
     val_all: np.ndarray  # every training cell of its validation patients: out-of-fold predictions
+    site: str | None = None  # split.cv: sites: the site whose patients it validates on
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Split:
             "train_balanced": _ints(self.train_balanced),
             "folds": [
                 {"train": _ints(f.train), "val": _ints(f.val), "train_all": _ints(f.train_all),
-                 "val_all": _ints(f.val_all)}
+                 "val_all": _ints(f.val_all), **({} if f.site is None else {"site": f.site})}
                 for f in self.folds
             ],
             "class_weights": dict(self.class_weights),
@@ -109,7 +116,14 @@ def _fold(data: Mapping[str, Any], arr: Any) -> Fold:
         raise CtcidError(
             "split.json predates folds over all training cells; re-run 'ctcid split' (dvc repro)"
         )
-    return Fold(arr(data["train"]), arr(data["val"]), arr(data["train_all"]), arr(data["val_all"]))
+    site = data.get("site")
+    return Fold(
+        arr(data["train"]),
+        arr(data["val"]),
+        arr(data["train_all"]),
+        arr(data["val_all"]),
+        None if site is None else str(site),
+    )
 
 
 def _ints(values: np.ndarray) -> list[int]:
@@ -274,14 +288,76 @@ def make_folds(
     return result
 
 
-def _check_fold_part(labels: np.ndarray, number: int, part: str) -> None:
+_FOLDS_HINT = "Lower split.n_folds or add CTC-positive samples."
+_SITES_HINT = "Add CTC-positive samples to the sites short of them or set split.cv: samples."
+
+
+def _natural(name: str) -> tuple[object, ...]:
+    """Sort key putting site2 before site10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def site_folds(
+    labels: np.ndarray, sites: np.ndarray
+) -> tuple[list[str], list[tuple[np.ndarray, np.ndarray]]]:
+    """Leave-one-site-out folds: one per site in ``sites``, in natural order; positions (train, val).
+
+    Fold ``k`` validates on every cell of site ``k`` and trains on the other sites' cells. Every
+    site's cells need both classes (its fold's validation) and there must be two sites at least.
+    """
+    labels = np.asarray(labels)
+    sites = np.asarray(sites)
+    names = sorted({str(site) for site in sites}, key=_natural)
+    if len(names) < 2:
+        found = names[0] if names else "none"
+        raise CtcidError(
+            f"split.cv: sites: the training samples come from {len(names)} site ({found}); "
+            "leave-one-site-out needs 2 at least. List each sample's site in <raw>/sites.csv (the "
+            "simulator writes it with simulate.sites >= 2) and re-run 'ctcid segment', or set "
+            "split.cv: samples"
+        )
+    folds = []
+    for number, name in enumerate(names):
+        val = np.flatnonzero(sites == name)
+        counts = class_counts(labels[val])
+        if not counts["ctc"] or not counts["non_ctc"]:
+            raise CtcidError(
+                f"split.cv: sites: the training patients of site {name!r} hold {counts['ctc']} CTC and "
+                f"{counts['non_ctc']} non-CTC cells, so its fold cannot measure both sensitivity and "
+                f"specificity; add CTC-positive samples of site {name!r} (simulated: more samples), "
+                "or set split.cv: samples"
+            )
+        train = np.flatnonzero(sites != name)
+        _check_fold_part(labels[train], number, "train", _SITES_HINT)
+        folds.append((train, val))
+    return names, folds
+
+
+def _check_fold_part(labels: np.ndarray, number: int, part: str, hint: str = _FOLDS_HINT) -> None:
     counts = class_counts(labels)
     if not counts["ctc"] or not counts["non_ctc"]:
         raise CtcidError(
             f"cross-validation fold {number} {part} holds {counts['ctc']} CTC and "
-            f"{counts['non_ctc']} non-CTC cells; both classes are needed. Lower "
-            "split.n_folds or add CTC-positive samples."
+            f"{counts['non_ctc']} non-CTC cells; both classes are needed. {hint}"
         )
+
+
+def _sample_sites(manifest: pd.DataFrame, labelled: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The ``site`` of every labelled row, checked to be one site per sample."""
+    if "site" not in manifest.columns:
+        raise CtcidError(
+            "manifest has no 'site' column needed by split.cv: sites; re-run 'ctcid segment' "
+            "(it reads <raw>/sites.csv) or set split.cv: samples"
+        )
+    site = manifest["site"].astype(object).fillna(DEFAULT_SITE).astype(str).to_numpy()[labelled]
+    per_sample = pd.Series(site).groupby(groups).nunique()
+    mixed = per_sample.index[per_sample > 1].tolist()
+    if mixed:
+        raise CtcidError(
+            f"manifest: samples {mixed[:5]} have cells of several sites; a sample is imaged at one "
+            "site. Fix <raw>/sites.csv and re-run 'ctcid segment'"
+        )
+    return site
 
 
 def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
@@ -292,10 +368,16 @@ def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
         raise CtcidError("manifest crop_index does not equal the row number; re-run 'ctcid segment'")
     if params.by == "sample" and "sample" not in manifest.columns:
         raise CtcidError("manifest has no 'sample' column needed by split.by: sample")
+    if params.cv == "sites" and params.by != "sample":
+        raise CtcidError(
+            "split.cv: sites holds out whole sites of patients, so it needs split.by: sample "
+            "(split.by: cell puts a patient's cells on both sides); set split.by: sample or split.cv: samples"
+        )
     all_labels = cell_labels(manifest, params.label_source)
     labelled = np.flatnonzero(all_labels.notna().to_numpy())
     labels = all_labels.iloc[labelled].to_numpy(dtype=np.int64)
     groups = manifest["sample"].astype(str).to_numpy()[labelled] if params.by == "sample" else None
+    sites = None if params.cv != "sites" or groups is None else _sample_sites(manifest, labelled, groups)
 
     if groups is None:
         train_pos, test_pos = split_cells(labels, params.test_size, seed)
@@ -306,20 +388,28 @@ def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
     # patients in each fold and out-of-fold predictions cover every training cell; the balanced
     # view of a fold is its patients' share of the one-off down-sampled set.
     balanced_pos = train_pos[downsample_majority(labels[train_pos], seed)]
-    folds_pos = make_folds(
-        labels[train_pos], None if groups is None else groups[train_pos], params.n_folds, seed
-    )
+    fold_sites: list[str | None]
+    if sites is None:
+        folds_pos = make_folds(
+            labels[train_pos], None if groups is None else groups[train_pos], params.n_folds, seed
+        )
+        fold_sites = [None] * len(folds_pos)
+        hint = _FOLDS_HINT
+    else:  # leave-one-site-out: split.n_folds does not apply
+        names, folds_pos = site_folds(labels[train_pos], sites[train_pos])
+        fold_sites = list(names)
+        hint = _SITES_HINT
     in_balanced = np.isin(train_pos, balanced_pos)
 
     def rows(positions: np.ndarray) -> np.ndarray:
         return labelled[positions].astype(np.int64)
 
     folds = []
-    for number, (tr, va) in enumerate(folds_pos):
+    for number, ((tr, va), site) in enumerate(zip(folds_pos, fold_sites, strict=True)):
         bal_tr, bal_va = train_pos[tr][in_balanced[tr]], train_pos[va][in_balanced[va]]
         for part, idx in (("train", bal_tr), ("val", bal_va)):
-            _check_fold_part(labels[idx], number, f"balanced {part}")
-        folds.append(Fold(rows(bal_tr), rows(bal_va), rows(train_pos[tr]), rows(train_pos[va])))
+            _check_fold_part(labels[idx], number, f"balanced {part}", hint)
+        folds.append(Fold(rows(bal_tr), rows(bal_va), rows(train_pos[tr]), rows(train_pos[va]), site))
     counts: dict[str, Any] = {
         "train": class_counts(labels[train_pos]),
         "test": class_counts(labels[test_pos]),
@@ -339,6 +429,18 @@ def make_split(manifest: pd.DataFrame, params: SplitParams, seed: int) -> Split:
             "train": int(np.unique(groups[train_pos]).size),
             "test": int(np.unique(groups[test_pos]).size),
         }
+    if sites is not None:
+        assert groups is not None
+        counts["cv"] = "sites"  # leave-one-site-out: one fold per training site, split.n_folds ignored
+        for entry, site in zip(counts["folds"], fold_sites, strict=True):
+            entry["site"] = site
+        counts["sites"] = {
+            part: {
+                name: int(np.unique(groups[positions][sites[positions] == name]).size)
+                for name in sorted(set(sites[positions]), key=_natural)
+            }
+            for part, positions in (("train", train_pos), ("test", test_pos))
+        }  # samples per site on each side
     return Split(
         by=params.by,
         label_source=params.label_source,

@@ -149,6 +149,15 @@ FAULTS = {
         _set("x1", [5], 600), "expect_column_pair_values_a_to_be_greater_than_b", "field_width, x1", 1
     ),
     "too many quarantined": (_many_quarantined, "expect_column_mean_to_be_between", "quarantined", None),
+    "missing scale": (
+        _set("scale_cd45", [3], np.nan), "expect_column_values_to_not_be_null", "scale_cd45", 1
+    ),
+    "zero scale": (_set("scale_dapi", [4, 5], 0.0), "expect_column_values_to_be_between", "scale_dapi", 2),
+    "infinite background": (
+        _set("background_cep8", [6], np.inf), "expect_column_values_to_be_between", "background_cep8", 1
+    ),
+    "missing site": (_set("site", [7], None), "expect_column_values_to_not_be_null", "site", 1),
+    "bad site name": (_set("site", [8, 9], "lab 2"), "expect_column_values_to_match_regex", "site", 2),
 }
 
 

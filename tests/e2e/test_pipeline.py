@@ -112,6 +112,10 @@ def test_the_run_ends_with_a_registered_champion_its_card_and_lineage(project: P
     assert str(champion.version) == str(challenger.version) == "1"
     decision = json.loads((project / "reports/promotion.json").read_text())
     assert decision["action"] == "promoted" and decision["champion_after"] == "1"
+    # the worst-site guard-rail scored the challenger on every external cohort
+    sites = {c["name"]: c for c in decision["criteria"] if c["name"].startswith("specificity at ")}
+    assert set(sites) == {"specificity at same_site >= 0", "specificity at second_site >= 0"}
+    assert all(0.0 <= c["challenger"] <= 1.0 and c["verdict"] == "pass" for c in sites.values())
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert champion.tags["backbone"] == metrics["selected"]
     raw_md5 = yaml.safe_load((project / "data/raw.dvc").read_text())["outs"][0]["md5"]
@@ -147,7 +151,9 @@ def test_the_readme_serve_command_counts_a_simulated_field(project: Path) -> Non
         answer = requests.post(f"{url}/count_field", files=upload, timeout=120)
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"] == "ctcid-classifier v1" and answer.json()["cells"] > 0
-        assert requests.get(f"{url}/model", timeout=10).json()["alias"] == "champion"
+        served = requests.get(f"{url}/model", timeout=10).json()
+        # trained by default on field-standardised crops, and served so
+        assert served["alias"] == "champion" and served["standardise"] is True
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=60)

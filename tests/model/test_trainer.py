@@ -31,7 +31,7 @@ def _loss(model: torch.nn.Module, data: LabelledCrops) -> float:
 
 def _trained(backbone: str, data: LabelledCrops, seed: int, tmp_path: Path, **train: object):
     params = tiny_params(tmp_path, [backbone], **train)
-    config = FitOptions.from_params(params.train, seed)
+    config = FitOptions.from_params(params.train, seed, params.channels)
     seed_everything(seed)
     model = build_classifier(backbone, Normalisation.fit(data.images), input_size=INPUT_SIZE)
     return model, config

@@ -11,6 +11,7 @@ import requests
 import tifffile
 from service_support import Packaged, Server
 
+from ctcid.intensity import field_levels
 from ctcid.model.predict import MODEL_FILE, load_model, score_crops
 from ctcid.raw.fields import write_field
 
@@ -124,15 +125,32 @@ def test_count_sample_adds_the_fields_and_lists_the_bad_one(
 
 def test_classify_scores_crops_as_the_trained_model_does(service: Server, packaged: Packaged) -> None:
     crops = np.load(packaged.crops)[:64]
+    loaded = load_model(packaged.models / BACKBONE / MODEL_FILE)
+    assert loaded.info.standardise
     for batch in (crops[:1], crops):
         answer = requests.post(
             f"{service.url}/classify", files={"crops": ("crops.npy", _npy(batch))}, timeout=120
         )
         assert answer.status_code == 200, answer.text
-        expected = score_crops(load_model(packaged.models / BACKBONE / MODEL_FILE), batch)
+        # the request's crops are one field: standardised by the levels they give together
+        expected = score_crops(loaded, batch, levels=field_levels(batch))
         result = answer.json()
         np.testing.assert_allclose(result["ctc_probability"], expected, atol=1e-5)
         assert result["ctc"] == [bool(p >= result["operating_threshold"]) for p in result["ctc_probability"]]
+
+
+def test_classify_answers_the_same_for_crops_imaged_at_another_exposure(
+    service: Server, packaged: Packaged
+) -> None:
+    crops = np.load(packaged.crops)[:64]
+    # another site: 1.7x the exposure on a brighter slide (every count scaled, 400 counts added)
+    brighter = np.clip(crops.astype(np.float64) * 1.7 + 400, 0, 65535).astype(np.uint16)
+    answers = [
+        requests.post(f"{service.url}/classify", files={"crops": ("c.npy", _npy(b))}, timeout=120).json()
+        for b in (crops, brighter)
+    ]
+    np.testing.assert_allclose(answers[1]["ctc_probability"], answers[0]["ctc_probability"], atol=0.02)
+    assert answers[1]["ctc"] == answers[0]["ctc"]
 
 
 def test_bentoml_endpoints_stay_on_and_document_every_route(service: Server) -> None:

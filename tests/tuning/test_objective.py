@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tuning_support import BACKBONE, all_runs, children, stage_inputs, tune_params
 
+from ctcid.config import parse_params
+from ctcid.metrics import binary_metrics
+from ctcid.model.cv import OBJECTIVES, CVResult, FoldResult, cv_objective
 from ctcid.tuning.run_log import RUN_ATTR
 from ctcid.tuning.tune import tune_backbone
+
+
+def fold_result(number: int, y_true: list[int], y_score: list[float]) -> FoldResult:
+    true, score = np.array(y_true), np.array(y_score)
+    return FoldResult(number, 1, binary_metrics(true, score, 0.5), (), np.arange(true.size), true, score)
+
+
+def test_worst_fold_specificity_is_the_lowest_fold_at_the_pooled_threshold() -> None:
+    folds = [
+        fold_result(0, [1, 1, 0, 0, 0, 0], [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]),
+        fold_result(1, [1, 0, 0], [0.6, 0.65, 0.5]),
+        fold_result(2, [1, 1], [0.95, 0.4]),  # no non-CTC cell: no specificity, skipped
+    ]
+    # pooled CTC scores 0.95 0.9 0.8 0.6 0.4: sensitivity 0.8 needs the 4th, threshold 0.6; there
+    # the pooled non-CTC cells give 4 of 6 right, fold 0 3 of 4 (0.7 is a false positive), fold 1
+    # 1 of 2 (0.65 is)
+    assert cv_objective(folds, "specificity_at_sensitivity", 0.8) == pytest.approx(4 / 6)
+    assert cv_objective(folds, "worst_fold_specificity", 0.8) == pytest.approx(0.5)
+    # the running figure after fold 0 (what pruning compares): its own threshold 0.8, every negative below
+    assert cv_objective(folds[:1], "worst_fold_specificity", 0.8) == 1.0
+    assert math.isnan(cv_objective(folds[2:], "worst_fold_specificity", 0.8))
+    result = CVResult("alexnet", "scratch", tuple(folds), 0.8)
+    assert result.objective("worst_fold_specificity") == pytest.approx(0.5)
+    assert set(result.summary()["objective"]) == set(OBJECTIVES)
+    assert parse_params({"tune": {"objective": "worst_fold_specificity"}}).tune.objective in OBJECTIVES
+    with pytest.raises(ValueError, match="worst_fold_specificity"):
+        cv_objective(folds, "worst_site", 0.8)
 
 
 def test_the_pruner_stops_a_hopeless_trial_after_its_first_fold(

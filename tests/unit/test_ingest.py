@@ -15,6 +15,7 @@ from ctcid.errors import CtcidError
 from ctcid.quarantine import QuarantineEntry, read_quarantine, write_quarantine
 from ctcid.raw.fields import read_field
 from ctcid.raw.ingest import ingest, parse_channel_map, safe_field_id
+from ctcid.raw.sites import read_sites, write_sites
 from factory import make_annotations
 
 CHANNELS = ["DAPI", "CEP8", "CD45"]
@@ -140,6 +141,25 @@ def test_annotations_are_carried_over_when_they_follow_the_contract(tmp_path: Pa
     result = ingest(src, tmp_path / "raw2", CHANNELS)
     assert not (tmp_path / "raw2" / "S9" / "annotations.csv").exists()
     assert "lacks the annotation columns" in result.quarantined[0].reason
+
+
+def test_sites_are_carried_over_for_the_ingested_samples_only(tmp_path: Path) -> None:
+    src = tmp_path / "export"
+    for sample in ("P1", "P 2", "P3"):
+        (src / sample).mkdir(parents=True)
+    tifffile.imwrite(src / "P1" / "f000.tif", pixels(1))
+    tifffile.imwrite(src / "P 2" / "f000.tif", pixels(2))  # listed by its folder name, ingested as P_2
+    (src / "P3" / "f000.tif").write_bytes(b"not a tiff")  # nothing ingested: not listed
+    write_sites(src, {"P1": "lab-a", "P 2": "lab-b", "P3": "lab-a", "P4": "lab-c"})
+    out = tmp_path / "raw"
+    write_sites(out, {"P0": "lab-z"})  # an earlier batch's sample stays listed
+    ingest(src, out, CHANNELS, quarantine=tmp_path / "q.csv")
+    assert read_sites(out) == {"P0": "lab-z", "P1": "lab-a", "P_2": "lab-b"}
+
+    (src / "sites.csv").write_text("sample,site\nP1,lab a\n")
+    with pytest.raises(CtcidError, match=r"sites.csv: site names must be"):
+        ingest(src, tmp_path / "raw2", CHANNELS)
+    assert not (tmp_path / "raw2").exists()  # refused before anything was written
 
 
 def test_other_stages_quarantine_entries_are_kept(tmp_path: Path) -> None:

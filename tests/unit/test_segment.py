@@ -2,6 +2,9 @@ import numpy as np
 import pytest
 
 from ctcid.config import SegmentParams
+from ctcid.contracts import BACKGROUND_COLUMNS, SCALE_COLUMNS
+from ctcid.intensity import estimate_levels
+from ctcid.segmentation.analysis import analyse_field
 from ctcid.segmentation.nuclei import segment_nuclei, split_touching
 from factory import DrawnCell, draw_field
 
@@ -79,3 +82,24 @@ def test_split_touching_keeps_separate_blobs_whole():
     labels = split_touching(mask, PARAMS)
     assert len(np.unique(labels[labels > 0])) == 2
     assert (labels > 0).sum() == mask.sum()
+
+
+LEVELS = list(BACKGROUND_COLUMNS + SCALE_COLUMNS)
+
+
+def test_analysis_gives_every_cell_its_fields_levels_in_stain_order():
+    image = draw_field([DrawnCell(24, 24, 7, cd45=True), DrawnCell(70, 60, 9, spots=[(0, 0)])], size=96)
+    channels = ["CD45", "DAPI", "CEP8"]  # a lab's channel order: the columns still name the stain
+    analysis = analyse_field(image[[2, 0, 1]], PARAMS, channels)
+    assert len(analysis.table) == 2
+    assert all(analysis.table[c].dtype == np.float32 for c in LEVELS)
+    background, scale = estimate_levels(analysis.crops)
+    by_stain = [1, 2, 0]  # DAPI, CEP8, CD45 in the crops' channel order
+    for row in analysis.table[LEVELS].to_numpy():
+        np.testing.assert_array_equal(row, np.concatenate([background[by_stain], scale[by_stain]]))
+
+
+def test_an_empty_field_has_empty_level_columns():
+    analysis = analyse_field(draw_field([], size=96), PARAMS, ["DAPI", "CEP8", "CD45"])
+    assert analysis.table.empty and len(analysis.crops) == 0
+    assert all(analysis.table[c].dtype == np.float32 for c in LEVELS)

@@ -1,4 +1,5 @@
-"""The segment stage end to end on a tiny raw folder: bad fields quarantined, good ones cropped."""
+"""The segment stage end to end on a tiny raw folder: bad fields quarantined, good ones cropped,
+every row given its sample's site and its field's intensity levels."""
 
 import json
 from pathlib import Path
@@ -11,10 +12,12 @@ from typer.testing import CliRunner
 
 from ctcid.cli import app
 from ctcid.config import parse_params
-from ctcid.contracts import MANIFEST_SCHEMA
-from ctcid.errors import GateFailed
+from ctcid.contracts import BACKGROUND_COLUMNS, DEFAULT_SITE, MANIFEST_SCHEMA, SCALE_COLUMNS, SITES_FILE
+from ctcid.errors import CtcidError, GateFailed
+from ctcid.intensity import estimate_levels
 from ctcid.quarantine import read_quarantine
 from ctcid.raw.fields import write_field
+from ctcid.raw.sites import write_sites
 from ctcid.segmentation.stage import run_segment
 from factory import DrawnCell, draw_field, make_annotations
 
@@ -140,3 +143,46 @@ def test_cli_runs_the_stage_and_reports_a_failed_gate(raw: Path, tmp_path: Path)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert "quarantine_max_share" in result.output
+
+
+def test_rows_carry_their_fields_levels_and_their_samples_site(raw: Path, tmp_path: Path):
+    write_sites(raw, {"A": "lab-2", "Z": "site9"})  # B is not listed; Z has no fields
+    out, reports = tmp_path / "segment", tmp_path / "reports"
+    run_segment(raw, out, reports, (p := params()).segment, p.channels, show_progress=False)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    crops = np.load(out / "crops.npy")
+
+    assert manifest.groupby("sample")["site"].unique().map(list).to_dict() == {
+        "A": ["lab-2"],
+        "B": [DEFAULT_SITE],
+    }
+    levels = manifest[list(BACKGROUND_COLUMNS + SCALE_COLUMNS)]
+    assert np.isfinite(levels.to_numpy()).all() and (manifest[list(SCALE_COLUMNS)] > 0).all().all()
+    assert (manifest.groupby(["sample", "field"])[levels.columns].nunique() == 1).all().all()
+    # each field's levels are what ctcid.intensity finds in that field's crops alone
+    for _, rows in manifest.groupby(["sample", "field"]):
+        background, scale = estimate_levels(crops[rows["crop_index"].to_numpy()])
+        np.testing.assert_array_equal(rows[list(BACKGROUND_COLUMNS)].iloc[0], background)
+        np.testing.assert_array_equal(rows[list(SCALE_COLUMNS)].iloc[0], scale)
+
+
+def test_without_a_sites_file_every_sample_is_at_the_default_site(raw: Path, tmp_path: Path):
+    out = tmp_path / "segment"
+    run_segment(raw, out, tmp_path / "reports", (p := params()).segment, p.channels, show_progress=False)
+    assert set(pd.read_parquet(out / "manifest.parquet")["site"]) == {DEFAULT_SITE}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sample,microscope\nA,lab-2\n", "columns must be 'sample,site'"),
+        ("sample,site\nA,lab 2\n", "site names must be"),
+        ("sample,site\nA,lab-2\nA,lab-3\n", "samples listed twice"),
+    ],
+)
+def test_a_malformed_sites_file_stops_the_stage_before_any_field(raw: Path, tmp_path: Path, text, message):
+    (raw / SITES_FILE).write_text(text)
+    out, reports = tmp_path / "segment", tmp_path / "reports"
+    with pytest.raises(CtcidError, match=rf"{SITES_FILE}: {message}"):
+        run_segment(raw, out, reports, (p := params()).segment, p.channels, show_progress=False)
+    assert not (reports / "quarantine.csv").exists() and not out.exists()

@@ -13,9 +13,12 @@ from typer.testing import CliRunner
 
 from ctcid.cli import app
 from ctcid.config import Params, parse_params
-from ctcid.contracts import ANNOTATION_COLUMNS, CELL_TYPES
+from ctcid.contracts import ANNOTATION_COLUMNS, CELL_TYPES, SITES_FILE
+from ctcid.errors import CtcidError
 from ctcid.raw.fields import read_field
-from ctcid.raw.simulate import label_for, simulate_dataset
+from ctcid.raw.simulate import label_for, simulate_dataset, site_optics_table
+from ctcid.raw.simulate import sites as simulated_sites
+from ctcid.raw.sites import read_sites
 
 
 def tiny_params(**simulate: object) -> Params:
@@ -59,7 +62,11 @@ def test_same_seed_gives_identical_bytes_across_runs_workers_and_batches(tmp_pat
     first, second, batch = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
     assert any(name.endswith(".tif") for name in first)
     assert first == second
-    assert batch == {name: h for name, h in first.items() if not name.startswith("S0000")}
+    fields = {name: h for name, h in first.items() if name != SITES_FILE}
+    assert {name: h for name, h in batch.items() if name != SITES_FILE} == {
+        name: h for name, h in fields.items() if not name.startswith("S0000")
+    }
+    assert read_sites(tmp_path / "c") == {"S0001": "site0", "S0002": "site0"}
 
 
 def test_another_seed_gives_other_pixels(tmp_path: Path) -> None:
@@ -77,6 +84,103 @@ def test_rerun_with_fewer_fields_leaves_no_stale_files(tmp_path: Path) -> None:
         tiny_params(n_samples=1, fields_per_sample=[1, 1]), tmp_path, workers=1, show_progress=False
     )
     assert sorted(p.name for p in (tmp_path / "S0000").iterdir()) == ["annotations.csv", "f000.tif"]
+
+
+# --- sites (docs/simulator.md#sites) --------------------------------------------------------------
+
+
+def test_one_site_draws_nothing_from_a_site_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # sites: 1 (the default) is the simulator as it was: the sample generator alone, byte for byte
+    def refuse(*args: object) -> None:
+        raise AssertionError("a one-site run must not touch a site generator")
+
+    monkeypatch.setattr(simulated_sites, "site_rng", refuse)
+    params = tiny_params(n_samples=2, field_size=128)
+    assert params.simulate.sites == 1
+    summaries = simulate_dataset(params, tmp_path, workers=1, show_progress=False)
+    assert [s.site for s in summaries] == ["site0", "site0"]
+    assert (tmp_path / SITES_FILE).read_text() == "sample,site\nS0000,site0\nS0001,site0\n"
+
+
+def test_site_zero_samples_are_the_one_site_bytes(tmp_path: Path) -> None:
+    one = tiny_params(n_samples=4, field_size=128, fields_per_sample=[2, 2])
+    three = tiny_params(n_samples=4, field_size=128, fields_per_sample=[2, 2], sites=3)
+    simulate_dataset(one, tmp_path / "one", workers=1, show_progress=False)
+    summaries = simulate_dataset(three, tmp_path / "three", workers=1, show_progress=False)
+    assert [s.site for s in summaries] == ["site0", "site1", "site2", "site0"]
+    expected = {"S0000": "site0", "S0001": "site1", "S0002": "site2", "S0003": "site0"}
+    assert read_sites(tmp_path / "three") == expected
+    first, other = digest(tmp_path / "one"), digest(tmp_path / "three")
+    for sample in ("S0000", "S0003"):  # site 0: exactly the one-site files
+        assert {k: v for k, v in other.items() if k.startswith(sample)} == {
+            k: v for k, v in first.items() if k.startswith(sample)
+        }
+    # sites 1 and 2: the same patient, imaged with other optics: the first field is the same
+    # specimen cell for cell; later fields hold the same cohort (placed elsewhere: the camera noise
+    # moves the sample's generator on differently)
+    summary = {s.sample: s for s in summaries}
+    for sample in ("S0001", "S0002"):
+        for field in ("f000", "f001"):
+            assert other[f"{sample}/{field}.tif"] != first[f"{sample}/{field}.tif"]
+        here, there = (load_annotations(tmp_path / name) for name in ("one", "three"))
+        here, there = here[here["sample"] == sample], there[there["sample"] == sample]
+        pd.testing.assert_frame_equal(
+            here[here["field"] == "f000"].reset_index(drop=True),
+            there[there["field"] == "f000"].reset_index(drop=True),
+        )
+        assert summary[sample].dropped == 0  # small fields, few cells: every one found room
+        cohort = ["field", "cell_type", "label", "cep8_copies", "cd45_status"]
+        assert sorted(map(tuple, here[cohort].to_numpy().tolist())) == sorted(
+            map(tuple, there[cohort].to_numpy().tolist())
+        )
+
+
+def test_site_optics_lie_in_their_ranges_and_repeat() -> None:
+    optics = {
+        "blur_sigma": [0.5, 0.7],
+        "exposure_factor": [1.5, 2.0],
+        "gain": [3.0, 4.0],
+        "cd45_factor": [0.5, 0.6],
+    }
+    params = tiny_params(sites=5, site_optics=optics)
+    table = site_optics_table(params)
+    assert [row["site"] for row in table] == [f"site{j}" for j in range(5)]
+    base = params.simulate
+    assert table[0] == {"site": "site0", **{key: getattr(base, key) for key in simulated_sites.SITE_KEYS}}
+    ranges = base.site_optics
+    for row in table[1:]:
+        assert 0.5 <= row["blur_sigma"] <= 0.7 and 3.0 <= row["gain"] <= 4.0
+        for key in ("read_noise", "misregistration_px", "bleed_through"):
+            low, high = getattr(ranges, key)
+            assert low <= row[key] <= high
+        for key, factor in (
+            ("exposure_range", ranges.exposure_factor),
+            ("background_counts", ranges.background_factor),
+            ("spot_brightness", ranges.spot_brightness_factor),
+            ("cd45_counts", ranges.cd45_factor),
+        ):
+            ratios = np.divide(row[key], getattr(base, key))
+            assert ratios[0] == pytest.approx(ratios[1])  # one factor scales both ends
+            assert factor[0] <= ratios[0] <= factor[1]
+    assert len({row["blur_sigma"] for row in table[1:]}) == 4  # every site draws its own
+    # reproducible, and a site keeps its optics when more sites are added
+    assert site_optics_table(params) == table
+    assert site_optics_table(tiny_params(sites=3, site_optics=optics)) == table[:3]
+    other_seed = parse_params({**params.model_dump(by_alias=True), "seed": 8})
+    assert site_optics_table(other_seed)[1] != table[1]
+
+
+def test_a_later_batch_adds_its_samples_to_sites_csv(tmp_path: Path) -> None:
+    params = tiny_params(n_samples=1, field_size=128, fields_per_sample=[1, 1], sites=2)
+    simulate_dataset(params, tmp_path, n_samples=2, workers=1, show_progress=False)
+    simulate_dataset(params, tmp_path, n_samples=1, first_sample=3, workers=1, show_progress=False)
+    assert read_sites(tmp_path) == {"S0000": "site0", "S0001": "site1", "S0003": "site1"}
+
+
+def test_a_site_gain_of_zero_is_refused() -> None:
+    params = tiny_params(sites=2, site_optics={"gain": [0.0, 1.0]})
+    with pytest.raises(CtcidError, match=r"simulate\.site_optics\.gain"):
+        site_optics_table(params)
 
 
 @pytest.mark.parametrize(
@@ -225,5 +329,5 @@ def test_cli_simulate_writes_data_and_preview(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "simulated 2 samples" in result.output
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["S0000", "S0001"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["S0000", "S0001", SITES_FILE]
     assert preview.stat().st_size > 1000

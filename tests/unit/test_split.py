@@ -220,3 +220,83 @@ def test_split_command_writes_split_json_and_prints_counts(tmp_path):
     assert len(read_split(out).folds) == 3
     missing = CliRunner().invoke(app, [*args[:2], str(tmp_path / "none.parquet"), *args[3:]])
     assert missing.exit_code == 1
+
+
+# --- split.cv: sites (leave-one-site-out) ---------------------------------------------------------
+
+
+def with_sites(table: pd.DataFrame, n_sites: int = 3) -> pd.DataFrame:
+    """Sample k imaged at site k % n_sites, as the simulator does."""
+    number = table["sample"].str[1:].astype(int)
+    table["site"] = pd.array("site" + (number % n_sites).astype(str), dtype="string")
+    return table
+
+
+def test_leave_one_site_out_gives_one_fold_per_site():
+    table = with_sites(cohort())
+    split = make_split(table, SplitParams(cv="sites", n_folds=7), seed=42)
+    # the test set is the patient-grouped one of cv: samples, over all sites
+    plain = make_split(table, SplitParams(), seed=42)
+    assert np.array_equal(split.test, plain.test) and np.array_equal(split.train, plain.train)
+    assert [f.site for f in split.folds] == ["site0", "site1", "site2"]  # n_folds ignored
+    samples, sites = table["sample"].to_numpy(), table["site"].to_numpy()
+    for fold in split.folds:
+        assert set(sites[fold.val_all]) == {fold.site} and set(sites[fold.val]) == {fold.site}
+        assert fold.site not in set(sites[fold.train_all])
+        assert not set(samples[fold.train_all]) & set(samples[fold.val_all])  # patient-disjoint
+        assert set(fold.train) <= set(fold.train_all) and set(fold.val) <= set(fold.val_all)
+        assert class_counts(labels_of(table, fold.val_all))["ctc"] > 0
+    every = np.concatenate([f.val_all for f in split.folds])
+    assert sorted(every) == sorted(split.train)  # every training cell predicted out of fold once
+    assert split.counts["cv"] == "sites"
+    assert [entry["site"] for entry in split.counts["folds"]] == ["site0", "site1", "site2"]
+    assert sum(split.counts["sites"]["train"].values()) == split.counts["samples"]["train"]
+    assert "cv" not in plain.counts and all(f.site is None for f in plain.folds)
+
+
+def test_site_folds_follow_natural_order():
+    table = with_sites(cohort(n_samples=120, seed=4), n_sites=11)
+    split = make_split(table, SplitParams(cv="sites"), seed=0)
+    assert [f.site for f in split.folds] == [f"site{j}" for j in range(11)]
+
+
+def test_leave_one_site_out_needs_two_sites():
+    table = cohort()  # every sample at the default site
+    with pytest.raises(CtcidError, match=r"from 1 site \(site0\).*2 at least.*sites.csv"):
+        make_split(table, SplitParams(cv="sites"), seed=0)
+
+
+def test_leave_one_site_out_needs_split_by_sample():
+    with pytest.raises(CtcidError, match="needs split.by: sample"):
+        make_split(with_sites(cohort()), SplitParams(by="cell", cv="sites"), seed=0)
+
+
+def test_leave_one_site_out_needs_ctcs_at_every_site():
+    table = with_sites(cohort())
+    table.loc[table["site"] == "site2", "true_label"] = 0
+    with pytest.raises(CtcidError, match="site 'site2' hold 0 CTC"):
+        make_split(table, SplitParams(cv="sites"), seed=0)
+
+
+def test_leave_one_site_out_needs_a_site_column_and_one_site_per_sample():
+    table = with_sites(cohort())
+    with pytest.raises(CtcidError, match="no 'site' column"):
+        make_split(table.drop(columns="site"), SplitParams(cv="sites"), seed=0)
+    table.loc[table.index[:3], "site"] = "site9"  # the first sample's first cells elsewhere
+    with pytest.raises(CtcidError, match="several sites"):
+        make_split(table, SplitParams(cv="sites"), seed=0)
+
+
+def test_fold_sites_round_trip_and_an_old_split_json_reads(tmp_path):
+    split = make_split(with_sites(cohort()), SplitParams(cv="sites"), seed=5)
+    path = write_split(split, tmp_path / "split.json")
+    assert [f["site"] for f in json.loads(path.read_text())["folds"]] == ["site0", "site1", "site2"]
+    again = read_split(path)
+    assert [f.site for f in again.folds] == ["site0", "site1", "site2"]
+    assert again.to_dict() == split.to_dict()
+    # a split.json from before fold sites: no "site" key, read as None
+    old = split.to_dict()
+    for fold in old["folds"]:
+        del fold["site"]
+    path.write_text(json.dumps(old))
+    assert [f.site for f in read_split(path).folds] == [None, None, None]

@@ -42,6 +42,7 @@ from ctcid.evaluation.report import (
     log_test_results,
     write_reports,
 )
+from ctcid.intensity import Levels, manifest_levels
 from ctcid.metrics import (
     binary_metrics,
     bootstrap_intervals,
@@ -119,10 +120,11 @@ def evaluate_models(
     )
     count_threshold = counting_threshold(split)
     crops = open_crops(inputs.crops)
+    levels = manifest_levels(manifest, params.channels)
     evaluations: dict[str, ModelEvaluation] = {}
     for backbone in params.train.backbones:
         evaluations[backbone], predictions[backbone] = score_backbone(
-            models_dir / backbone, crops, tests, count_threshold, params
+            models_dir / backbone, crops, tests, count_threshold, params, levels
         )
     evaluations.update(score_baselines(manifest, split, tests, params.train.bootstrap, params.seed))
 
@@ -144,11 +146,16 @@ def evaluate_models(
 
 
 def score_backbone(
-    model_dir: Path, crops: np.ndarray, tests: TestSet, count_threshold: float, params: Params
+    model_dir: Path,
+    crops: np.ndarray,
+    tests: TestSet,
+    count_threshold: float,
+    params: Params,
+    levels: Levels,
 ) -> tuple[ModelEvaluation, np.ndarray]:
     """One trained backbone on the test cells and on every detection of the test samples."""
     loaded = load_model(model_dir / MODEL_FILE, resolve_device(params.train.device))
-    scores = score_crops(loaded, crops, tests.detections)
+    scores = score_crops(loaded, crops, tests.detections, levels=levels)
     evaluation = evaluate_scores(
         model_dir.name,
         scores,

@@ -20,6 +20,7 @@ import pandas as pd
 from ctcid.config import Params
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
+from ctcid.paths import cohort_inputs
 from ctcid.quarantine import read_quarantine
 from ctcid.raw.simulate import simulate_dataset
 from ctcid.segmentation.stage import run_segment
@@ -111,10 +112,5 @@ def load_cohort(directory: Path) -> Cohort:
             f"'ctcid external-cohort --cohort {directory.name}' (dvc repro)"
         ) from None
     quarantined = frozenset(e.path for e in read_quarantine(directory / "reports" / "quarantine.csv"))
-    return Cohort(
-        info,
-        directory,
-        read_manifest(directory / "segment" / "manifest.parquet"),
-        open_crops(directory / "segment" / "crops.npy"),
-        quarantined,
-    )
+    files = cohort_inputs(directory.parent, directory.name)
+    return Cohort(info, directory, read_manifest(files.manifest), open_crops(files.crops), quarantined)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ctcid.config import Params
 from ctcid.contracts import ANNOTATIONS_FILE, CTC_LABEL, read_annotations
+from ctcid.intensity import Levels, model_input
 from ctcid.model.predict import MODEL_FILE, load_model, score_crops
 from ctcid.model.trainer import resolve_device
 from ctcid.registry.pyfunc import file_sha256
@@ -61,7 +62,7 @@ def find_champion(params: Params) -> Champion | None:
 
 
 def backbone_scorers(
-    params: Params, models_dir: Path, crops: np.ndarray, count_threshold: float
+    params: Params, models_dir: Path, crops: np.ndarray, levels: Levels, count_threshold: float
 ) -> dict[str, Scorer]:
     """Each trained backbone of ``train.backbones`` found under ``models_dir``."""
     device = resolve_device(params.train.device)
@@ -71,13 +72,18 @@ def backbone_scorers(
         if not path.is_file():
             continue
         loaded = load_model(path, device)
-        scores = score_crops(loaded, crops).astype(np.float64)
+        scores = score_crops(loaded, crops, levels=levels).astype(np.float64)
         scorers[backbone] = Scorer(backbone, backbone, scores, loaded.info.threshold, count_threshold)
     return scorers
 
 
 def champion_scorer(
-    params: Params, champion: Champion, models_dir: Path, crops: np.ndarray, scored: dict[str, Scorer]
+    params: Params,
+    champion: Champion,
+    models_dir: Path,
+    crops: np.ndarray,
+    levels: Levels,
+    scored: dict[str, Scorer],
 ) -> Scorer:
     """The champion's scores: a trained backbone's when the model file is the same, else the registry's."""
     served = champion.served
@@ -91,10 +97,11 @@ def champion_scorer(
     registry = Registry(params.mlflow)
     version = registry.version(served.version)
     model = registry.load(version)
-    parts = [
-        model.predict(np.asarray(crops[i : i + _CHUNK], dtype=np.float32))["ctc_probability"].to_numpy()
-        for i in range(0, len(crops), _CHUNK)
-    ]
+    parts = []
+    for start in range(0, len(crops), _CHUNK):
+        rows = np.arange(start, min(start + _CHUNK, len(crops)))
+        batch = model_input(crops[rows], levels.rows(rows), served.standardise)
+        parts.append(model.predict(batch)["ctc_probability"].to_numpy())
     scores = np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
     return Scorer(CHAMPION_NAME, label, scores, served.operating_threshold, served.counting_threshold)
 

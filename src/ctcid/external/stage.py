@@ -37,6 +37,7 @@ from ctcid.external.scoring import (
     rule_scorer,
     true_counts,
 )
+from ctcid.intensity import manifest_levels
 from ctcid.parallel import progress_bar
 from ctcid.raw.fields import iter_fields
 from ctcid.split import read_split
@@ -96,9 +97,11 @@ def score_cohort(
     manifest, crops = cohort.manifest, cohort.crops
     usable = _usable_fields(cohort)
     truth = _truth(cohort, usable)
-    scorers = backbone_scorers(params, models_dir, crops, count_threshold)
+    levels = manifest_levels(manifest, params.channels)
+    scorers = backbone_scorers(params, models_dir, crops, levels, count_threshold)
     if champion is not None:
-        scorers = {CHAMPION_NAME: champion_scorer(params, champion, models_dir, crops, scorers), **scorers}
+        champion_scores = champion_scorer(params, champion, models_dir, crops, levels, scorers)
+        scorers = {CHAMPION_NAME: champion_scores, **scorers}
     scorers[RULE] = rule_scorer(manifest)
     n_boot, seed = params.external.bootstrap, params.seed
     assessments = {name: assess(scorer, truth, n_boot, seed) for name, scorer in scorers.items()}

@@ -27,7 +27,7 @@ from ctcid.model.trainer import EpochMetrics, FitOptions, fit, predict_scores, s
 from ctcid.split import Fold
 
 # What tuning maximises and model selection compares (tune.objective).
-OBJECTIVES = ("specificity_at_sensitivity", "auc")
+OBJECTIVES = ("specificity_at_sensitivity", "worst_fold_specificity", "auc")
 
 
 class FoldObserver(Protocol):
@@ -184,14 +184,23 @@ def cross_validate(
 def cv_objective(folds: Sequence[FoldResult], name: str, target_sensitivity: float) -> float:
     """``specificity_at_sensitivity``: specificity of the pooled out-of-fold predictions of ``folds``
     at the highest threshold reaching ``target_sensitivity`` (the operating point training will
-    choose); ``auc``: the mean fold AUC. Over the first k folds it is the running figure that
-    pruning compares after fold k.
+    choose); ``worst_fold_specificity``: the lowest specificity of one fold's predictions at that
+    same pooled threshold (folds without non-CTC cells skipped; NaN if none has any), with
+    ``split.cv: sites`` the worst unseen site; ``auc``: the mean fold AUC. Over the first k folds
+    it is the running figure that pruning compares after fold k.
     """
     if name == "auc":
         return float(np.mean([f.metrics.auc for f in folds]))
-    if name != "specificity_at_sensitivity":
+    if name not in ("specificity_at_sensitivity", "worst_fold_specificity"):
         raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
     y_true = np.concatenate([f.y_true for f in folds])
     y_score = np.concatenate([f.y_score for f in folds])
     threshold = threshold_for_sensitivity(y_true, y_score, target_sensitivity)
-    return binary_metrics(y_true, y_score, threshold).specificity
+    if name == "specificity_at_sensitivity":
+        return binary_metrics(y_true, y_score, threshold).specificity
+    per_fold = []
+    for fold in folds:
+        negative = np.asarray(fold.y_true) != 1
+        if negative.any():  # a fold without non-CTC cells has no specificity
+            per_fold.append(float(np.mean(np.asarray(fold.y_score)[negative] < threshold)))
+    return min(per_fold) if per_fold else math.nan

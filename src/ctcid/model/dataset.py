@@ -1,10 +1,11 @@
 """Single-cell crops in memory, per-channel normalisation, and tensor augmentation for training.
 
-Crops are read once from the memory-mapped ``crops.npy`` (only the requested rows), resized once
-to ``train.input_size`` and kept as float32 tensors on the raw intensity scale: a few thousand
-32 px crops take a few MB, so no epoch ever decodes or resizes again. Normalisation is a layer of
-the model (:class:`ChannelNormalise`) whose statistics come from the training crops only, so a
-saved model carries its own preprocessing and augmentation can act on physical intensities.
+Crops are read once from the memory-mapped ``crops.npy`` (only the requested rows), standardised
+by their field's intensity levels (:mod:`ctcid.intensity`, ``train.standardise``), resized once
+to ``train.input_size`` and kept as float32 tensors: a few thousand 32 px crops take a few MB, so
+no epoch ever decodes or resizes again. Normalisation is a layer of the model
+(:class:`ChannelNormalise`) whose statistics come from the training crops only, so a saved model
+carries its own preprocessing and augmentation acts on field-standardised intensities.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ctcid.config import SiteShift
 from ctcid.contracts import cell_labels, open_crops
 from ctcid.errors import CtcidError
+from ctcid.intensity import Levels, manifest_levels, standardise
+from ctcid.model.shift import DEFAULT_CHANNELS, site_shift
 
 # Rows read from the memory map per step: bounds the uint16 -> float32 copy to ~20 MB at 40 px.
 _READ_CHUNK = 1024
@@ -66,8 +70,19 @@ def resize_crops(crops: np.ndarray, input_size: int) -> Tensor:
     )
 
 
-def read_crops(crops: np.ndarray, crop_index: np.ndarray, input_size: int) -> Tensor:
-    """Rows ``crop_index`` of a (memory-mapped) crops array, resized, in the order asked for."""
+def input_levels(manifest: pd.DataFrame, channels: Sequence[str], standardised: bool) -> Levels | None:
+    """Every manifest row's field levels when the model standardises (``train.standardise``), else None."""
+    return manifest_levels(manifest, channels) if standardised else None
+
+
+def read_crops(
+    crops: np.ndarray, crop_index: np.ndarray, input_size: int, levels: Levels | None = None
+) -> Tensor:
+    """Rows ``crop_index`` of a (memory-mapped) crops array, resized, in the order asked for.
+
+    ``levels`` (one row per row of ``crops``) standardises each crop before resizing; None keeps the
+    values as they are (raw counts, or crops already standardised).
+    """
     crop_index = np.asarray(crop_index, dtype=np.int64)
     if crop_index.size and (crop_index.min() < 0 or crop_index.max() >= len(crops)):
         raise CtcidError(
@@ -79,7 +94,10 @@ def read_crops(crops: np.ndarray, crop_index: np.ndarray, input_size: int) -> Te
     order = np.argsort(crop_index, kind="stable")
     for start in range(0, len(order), _READ_CHUNK):
         rows = order[start : start + _READ_CHUNK]
-        out[torch.from_numpy(rows)] = resize_crops(crops[crop_index[rows]], input_size)
+        chunk = crops[crop_index[rows]]
+        if levels is not None:
+            chunk = standardise(chunk, levels.rows(crop_index[rows]))
+        out[torch.from_numpy(rows)] = resize_crops(chunk, input_size)
     return out
 
 
@@ -110,25 +128,36 @@ def load_labelled_crops(
     crop_index: Sequence[int] | np.ndarray,
     label_source: str,
     input_size: int,
+    levels: Levels | None = None,
 ) -> LabelledCrops:
-    """Crops and labels of the manifest rows ``crop_index`` (labels from ``label_source``)."""
+    """Crops and labels of the manifest rows ``crop_index`` (labels from ``label_source``).
+
+    ``levels`` (:func:`input_levels`) standardises the crops; None keeps raw counts.
+    """
     crop_index = np.asarray(crop_index, dtype=np.int64)
     if crop_index.size and crop_index.max() >= len(manifest):
         raise CtcidError("the split names rows beyond the manifest; re-run 'ctcid split' (dvc repro)")
     labels = cell_labels(manifest, label_source).iloc[crop_index]
     if labels.isna().any():
         raise CtcidError("the split names unlabelled manifest rows; re-run 'ctcid split' (dvc repro)")
-    images = read_crops(open_crops(crops_path), crop_index, input_size)
+    images = read_crops(open_crops(crops_path), crop_index, input_size, levels)
     return LabelledCrops(images, torch.as_tensor(labels.to_numpy(dtype=np.int64)), crop_index)
 
 
-def augment(images: Tensor, generator: torch.Generator, intensity_jitter: float) -> Tensor:
-    """Random dihedral transform and per-channel gain of each crop.
+def augment(
+    images: Tensor,
+    generator: torch.Generator,
+    intensity_jitter: float,
+    shift: SiteShift | None = None,
+    channels: Sequence[str] = DEFAULT_CHANNELS,
+) -> Tensor:
+    """Random dihedral transform and per-channel gain of each crop, then ``shift`` (None: no site shift).
 
     A cell has no preferred orientation, so all eight flips/90-degree rotations keep its class
     exactly and need no interpolation that could blur a FISH spot away; the gain in
     ``[1 - j, 1 + j]`` mimics exposure and staining differences between fields without turning a
-    CD45+ cell into a CD45- one at the default 10 %. Nothing crops, warps or mixes channels.
+    CD45+ cell into a CD45- one at the default 10 %. :func:`~ctcid.model.shift.site_shift` then
+    imitates another site's optics and camera (``channels``: the stain of each channel).
     """
     n = images.shape[0]
     quarter_turns = torch.randint(0, 4, (n,), generator=generator)
@@ -140,7 +169,8 @@ def augment(images: Tensor, generator: torch.Generator, intensity_jitter: float)
             out[chosen] = torch.rot90(images[chosen], turns, dims=(2, 3))
     out = torch.where(mirrored.view(-1, 1, 1, 1), out.flip(3), out)
     gain = 1.0 + intensity_jitter * (2.0 * torch.rand((n, images.shape[1], 1, 1), generator=generator) - 1.0)
-    return out * gain
+    out = out * gain
+    return out if shift is None else site_shift(out, generator, shift, channels)
 
 
 class CropBatches:
@@ -150,7 +180,8 @@ class CropBatches:
     a trailing batch of one crop, which BatchNorm cannot normalise on a 1x1 feature map.
     ``rebalance=True`` makes every epoch a fresh balanced draw: all of the minority class and as
     many majority-class crops drawn anew, so over the epochs the network sees many more distinct
-    negatives than one down-sampling keeps, at the cost of a balanced epoch.
+    negatives than one down-sampling keeps, at the cost of a balanced epoch. ``site_shift`` (with
+    ``channels``, the stain of each channel) shifts augmented training batches after flips and gain.
     """
 
     def __init__(
@@ -162,6 +193,8 @@ class CropBatches:
         intensity_jitter: float = 0.0,
         augmented: bool = True,
         rebalance: bool = False,
+        site_shift: SiteShift | None = None,
+        channels: Sequence[str] = DEFAULT_CHANNELS,
     ) -> None:
         if training and generator is None:
             raise ValueError("training batches need a seeded generator")
@@ -174,6 +207,8 @@ class CropBatches:
         self.intensity_jitter = intensity_jitter
         self.augmented = augmented
         self.rebalance = rebalance
+        self.site_shift = site_shift
+        self.channels = tuple(channels)
         positive = data.labels == 1
         self._classes = (torch.nonzero(positive).flatten(), torch.nonzero(~positive).flatten())
         self._epoch_size = 2 * min(len(c) for c in self._classes) if rebalance else len(data)
@@ -201,5 +236,7 @@ class CropBatches:
                 continue
             images = self.data.images[rows]
             if self.training and self.augmented:
-                images = augment(images, self.generator, self.intensity_jitter)
+                images = augment(
+                    images, self.generator, self.intensity_jitter, self.site_shift, self.channels
+                )
             yield images, self.data.labels[rows]

@@ -2,9 +2,11 @@
 
 ``model.pt`` is a plain dict (``torch.load(weights_only=True)`` reads it without unpickling
 code): ``format``, ``state_dict`` of a :class:`CellClassifier` and ``metadata`` (backbone, init,
-input size, channel order, normalisation statistics, operating threshold, CV summary). Inputs are
-crops as ``crops.npy`` holds them (``N x C x S x S`` raw intensities, channels in the metadata's
-order); resizing and normalisation happen here and in the model, exactly as in training.
+input size, channel order, normalisation statistics, operating threshold, CV summary, and whether
+it reads field-standardised crops). Inputs are crops as ``crops.npy`` holds them (``N x C x S x S``
+counts, channels in the metadata's order) with their fields' intensity levels, or crops already
+standardised by :func:`ctcid.intensity.standardise`; resizing and normalisation happen here and in
+the model, exactly as in training.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from ctcid.errors import CtcidError
+from ctcid.intensity import Levels
 from ctcid.model.backbones import CellClassifier, build_classifier
 from ctcid.model.dataset import Normalisation, read_crops
 from ctcid.model.trainer import predict_scores
@@ -40,6 +43,8 @@ class ModelInfo:
     epochs: int
     seed: int
     cv: dict[str, float] = field(default_factory=dict)  # mean CV metrics (threshold 0.5)
+    # True: trained on field-standardised crops (train.standardise); models saved before it read counts
+    standardise: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -93,19 +98,32 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
 
 
 def score_crops(
-    loaded: LoadedModel, crops: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 256
+    loaded: LoadedModel,
+    crops: np.ndarray,
+    rows: np.ndarray | None = None,
+    batch_size: int = 256,
+    levels: Levels | None = None,
 ) -> np.ndarray:
-    """CTC probability of crops ``rows`` (all when None) of an ``N x C x S x S`` array, in [0, 1]."""
+    """CTC probability of crops ``rows`` (all when None) of an ``N x C x S x S`` array, in [0, 1].
+
+    ``levels`` (one row per row of ``crops``) are the crops' field intensity levels: a standardising
+    model standardises with them. Without them the crops must already be on the model's input
+    scale (standardised for such a model, as the service sends them). A model that reads counts
+    ignores them.
+    """
     if crops.ndim != 4 or crops.shape[1] != len(loaded.info.channels):
         raise CtcidError(
             f"crops of shape {tuple(crops.shape)} do not fit the model: expected N x "
             f"{len(loaded.info.channels)} x S x S with channels {', '.join(loaded.info.channels)}"
         )
     rows = np.arange(len(crops)) if rows is None else np.asarray(rows, dtype=np.int64)
+    levels = levels if loaded.info.standardise else None
+    if levels is not None and len(levels) != len(crops):
+        raise CtcidError(f"{len(levels)} rows of intensity levels for {len(crops)} crops")
     scores = [
         predict_scores(
             loaded.model,
-            read_crops(crops, rows[start : start + _SCORE_CHUNK], loaded.info.input_size),
+            read_crops(crops, rows[start : start + _SCORE_CHUNK], loaded.info.input_size, levels),
             batch_size,
             loaded.device,
         )

@@ -33,7 +33,7 @@ from ctcid.errors import CtcidError
 from ctcid.metrics import binary_metrics
 from ctcid.model.backbones import CellClassifier, ModelSpec
 from ctcid.model.cv import CVResult, FoldResult, cross_validate
-from ctcid.model.dataset import LabelledCrops, Normalisation, load_labelled_crops
+from ctcid.model.dataset import LabelledCrops, Normalisation, input_levels, load_labelled_crops
 from ctcid.model.predict import MODEL_FILE, RUN_FILE, ModelInfo, save_model
 from ctcid.model.run_log import TrainRunLog
 from ctcid.model.trainer import EpochCallback, FitOptions, fit, resolve_device, seed_everything
@@ -70,10 +70,13 @@ def train_backbone(
     device = resolve_device(config.device)
     split = read_split(inputs.split)
     manifest = read_manifest(inputs.manifest)
-    data = load_labelled_crops(inputs.crops, manifest, split.train, split.label_source, config.input_size)
+    levels = input_levels(manifest, params.channels, config.standardise)
+    data = load_labelled_crops(
+        inputs.crops, manifest, split.train, split.label_source, config.input_size, levels
+    )
     with tempfile.TemporaryDirectory() as tmp:
         spec = model_spec(params, config, backbone, split, manifest, Path(tmp))
-        options = FitOptions.from_params(config, params.seed)
+        options = FitOptions.from_params(config, params.seed, params.channels)
         fingerprint = cv_fingerprint(config, params.seed, data_digest(inputs), spec, device)
         reused = reused_cv(report, fingerprint, backbone, config) if report else None
         with TrainRunLog.start(params.mlflow, backbone, config.init) as log:
@@ -106,6 +109,7 @@ def train_backbone(
                 epochs=cv.final_epochs,
                 seed=params.seed,
                 cv={**cv.mean, **{f"objective.{k}": v for k, v in cv.summary()["objective"].items()}},
+                standardise=config.standardise,
             )
             model_path = save_model(models_dir / backbone / MODEL_FILE, model, info)
             write_run_file(models_dir / backbone / RUN_FILE, log.run_id, log.experiment_id, params.mlflow)

@@ -13,7 +13,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,10 +21,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from ctcid.config import TrainParams
+from ctcid.config import SiteShift, TrainParams
 from ctcid.contracts import Negatives
 from ctcid.errors import CtcidError
 from ctcid.model.dataset import CropBatches, LabelledCrops
+from ctcid.model.shift import DEFAULT_CHANNELS, NO_SITE_SHIFT
 from ctcid.parallel import progress_bar
 
 
@@ -113,9 +114,16 @@ class FitOptions:
     # downsample: fit the crops as given; class_weight: weight the loss to balance the classes of
     # the crops given; resample: a fresh balanced draw of them every epoch
     negatives: Negatives = "downsample"
+    # site-shift augmentation of augmented batches (none unless asked for) and the stain of each
+    # channel of the crops (params.channels), which it needs to know DAPI, CEP8 and CD45 apart
+    site_shift: SiteShift = NO_SITE_SHIFT
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
 
     @classmethod
-    def from_params(cls, config: TrainParams, seed: int) -> FitOptions:
+    def from_params(
+        cls, config: TrainParams, seed: int, channels: Sequence[str] = DEFAULT_CHANNELS
+    ) -> FitOptions:
+        """``train.*`` with this seed; ``channels`` is ``params.channels`` (default: its default order)."""
         return cls(
             epochs=config.epochs,
             patience=config.patience,
@@ -126,6 +134,10 @@ class FitOptions:
             intensity_jitter=config.intensity_jitter,
             seed=seed,
             negatives=config.negatives,
+            # the shift's offsets and noise are in standardised units: on raw counts they would be
+            # nothing, so a model of counts (train.standardise: false) trains as before it existed
+            site_shift=config.site_shift if config.standardise else NO_SITE_SHIFT,
+            channels=tuple(channels),
         )
 
 
@@ -201,6 +213,8 @@ class _TrainingStep:
             intensity_jitter=options.intensity_jitter,
             augmented=options.augment,
             rebalance=options.negatives == "resample",
+            site_shift=options.site_shift,
+            channels=options.channels,
         )
         weight = None
         if options.negatives == "class_weight":

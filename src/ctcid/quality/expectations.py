@@ -16,11 +16,13 @@ import numpy as np
 
 from ctcid.config import Params
 from ctcid.contracts import (
+    BACKGROUND_COLUMNS,
     CD45_STATES,
     CELL_TYPES,
     CROP_DTYPE,
     MANIFEST_SCHEMA,
     NULLABLE_COLUMNS,
+    SCALE_COLUMNS,
     schema_type_name,
 )
 from ctcid.quality.crop_table import channel_range_column
@@ -29,6 +31,8 @@ from ctcid.quality.crop_table import channel_range_column
 # "str" any string dtype, so the gate checks exactly the schema segment writes.
 MANIFEST_TYPES: dict[str, str] = {column: schema_type_name(dt) for column, dt in MANIFEST_SCHEMA.items()}
 LABELS = [0, 1]
+# A site name as ctcid.raw.sites accepts it in sites.csv.
+SITE_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # "finite" for a float32 feature: inside the largest float32 (NaN is caught as a null).
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -80,6 +84,7 @@ def _greater(a: str, b: str, or_equal: bool = False) -> gxe.Expectation:
 
 def _manifest(params: Params, rows: int) -> list[gxe.Expectation]:
     limits = params.validate_
+    # every column but the true_* ones, so also site and the six intensity-level columns
     required = [c for c in MANIFEST_SCHEMA if c not in NULLABLE_COLUMNS]
     return [
         gxe.ExpectTableColumnsToMatchSet(column_set=list(MANIFEST_SCHEMA), exact_match=True),
@@ -120,6 +125,12 @@ def _manifest(params: Params, rows: int) -> list[gxe.Expectation]:
         _between("cd45_score", -FLOAT_MAX, FLOAT_MAX),
         _between("cep8_spots", 0, limits.max_cep8_spots),
         _between("true_cep8", 0, limits.max_cep8_spots),
+        # the site a model's CV can hold out: a name as sites.csv allows (not null: above)
+        gxe.ExpectColumnValuesToMatchRegex(column="site", regex=SITE_REGEX),
+        # intensity levels (ctcid.intensity): training divides by the scale, so it must be > 0 and
+        # finite; the background is a median of camera counts, so finite and >= 0
+        *(_between(c, 0, FLOAT_MAX) for c in BACKGROUND_COLUMNS),
+        *(_between(c, 0, FLOAT_MAX, strict_min=True) for c in SCALE_COLUMNS),
     ]
 
 

@@ -7,6 +7,12 @@ Two layouts are accepted, mixed freely in one folder:
 * one single-plane TIFF or PNG per channel, grouped into fields by a channel map: a pattern per
   channel whose ``*`` (or, for a bare suffix, the rest of the file stem) is the field id.
 
+A sample's ``annotations.csv`` is carried over when it has the contract's columns. A ``sites.csv``
+(columns ``sample,site``: the microscope each sample was imaged on) in the source folder is checked
+(a malformed one stops the run before anything is written) and merged into ``<out>/sites.csv`` for
+the samples that were ingested (named by the source sub-folder or by their ingested name); samples
+it does not list stay at the default site.
+
 A file that cannot be used is listed in the quarantine report with the reason and a hint, and the
 rest of the batch goes on. docs/simulator.md ("Bringing your own images") has the details.
 """
@@ -24,10 +30,11 @@ import cv2
 import numpy as np
 import tifffile
 
-from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE
+from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, SITES_FILE
 from ctcid.errors import CtcidError, FieldReadError
 from ctcid.quarantine import QuarantineEntry, read_quarantine, write_quarantine
 from ctcid.raw.fields import as_uint16, read_field, write_field
+from ctcid.raw.sites import read_sites, write_sites
 
 STAGE = "ingest"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -275,6 +282,24 @@ def _copy_annotations(result: IngestResult, source: Path, target: Path, any_fiel
     shutil.copyfile(annotations, target / ANNOTATIONS_FILE)
 
 
+def _copy_sites(
+    sites: Mapping[str, str],
+    earlier: Mapping[str, str],
+    samples: Sequence[tuple[str, Path]],
+    result: IngestResult,
+    out: Path,
+) -> None:
+    """Write the ingested samples' sites into ``<out>/sites.csv``, keeping earlier batches' samples."""
+    ingested = {path.parent.name for path in result.written}
+    found: dict[str, str] = {}
+    for name, folder in samples:
+        site = sites.get(name) or sites.get(folder.name)
+        if name in ingested and site:
+            found[name] = site
+    if found:
+        write_sites(out, {**earlier, **found})
+
+
 def find_samples(source: Path, sample: str | None) -> list[tuple[str, Path]]:
     """``source`` holds the images of one sample, or one sub-folder of images per sample."""
     if not source.is_dir():
@@ -308,9 +333,15 @@ def ingest(
 ) -> IngestResult:
     """Ingest ``source`` into ``out``; the quarantine report (if given) keeps other stages' entries."""
     patterns = parse_channel_map(channel_map, channels)
+    # before anything is written: a bad sites.csv (the lab's, or one of an earlier batch) stops the run
+    sites = read_sites(Path(source))
+    earlier = read_sites(Path(out)) if (Path(source) / SITES_FILE).is_file() else {}
     result = IngestResult()
-    for name, folder in find_samples(Path(source), sample):
+    samples = find_samples(Path(source), sample)
+    for name, folder in samples:
         ingest_sample(result, folder, Path(out), name, patterns, channels)
+    if (Path(source) / SITES_FILE).is_file():
+        _copy_sites(sites, earlier, samples, result, Path(out))
     if quarantine is not None:
         kept = [e for e in read_quarantine(quarantine) if e.stage != STAGE]
         write_quarantine(quarantine, kept + result.quarantined)

@@ -5,6 +5,9 @@ set (a champion's stored numbers may come from older data), then applies ``param
 
 * guard-rails on the challenger at its operating threshold: sensitivity, specificity, and the
   per-patient count error;
+* the worst-site guard-rail: its specificity on every external cohort (``external.cohorts``, as
+  ``ctcid external-cohort`` prepared them under ``data/external``) at ``min_site_specificity``, so
+  a model that wins at home and collapses at another site never becomes champion;
 * the behavioural checks (:mod:`.behaviour`) on probes made from the test crops;
 * against the champion: ``primary_metric`` must improve by at least ``min_improvement``;
 * a version once rolled back is not promoted again by the gate.
@@ -21,12 +24,14 @@ import getpass
 import json
 import math
 import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from ctcid.config import Params
@@ -34,7 +39,9 @@ from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError, RegistryError
 from ctcid.evaluation.evaluate import TestSet, counting_threshold, evaluate_scores, test_set
 from ctcid.evaluation.report import ModelEvaluation, json_safe
-from ctcid.paths import StageInputs
+from ctcid.intensity import Levels, manifest_levels, model_input, standardise
+from ctcid.metrics import BinaryMetrics, binary_metrics
+from ctcid.paths import EXTERNAL_DIR, StageInputs, cohort_inputs
 from ctcid.registry.behaviour import check_all, probes_from_crops
 from ctcid.registry.store import CHALLENGER, CHAMPION, PREVIOUS_TAG, ROLLED_BACK_TAG, Registry
 from ctcid.split import read_split
@@ -94,41 +101,104 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class GateData:
-    """The current test set, read once and shared by both models' assessments."""
+class ModelInputs:
+    """The test detections and behaviour probes on one input scale: counts, or standardised."""
 
-    crops: np.ndarray
-    tests: TestSet
-    count_threshold: float
+    detections: np.ndarray  # float32, the test samples' detections in manifest order
     probes: dict[str, np.ndarray] | None  # None when the behavioural checks are off
 
+
+@dataclass(frozen=True)
+class SiteCells:
+    """The labelled cells of one external cohort, read lazily in chunks when a version is scored."""
+
+    name: str
+    crops: np.ndarray  # memory-mapped crops.npy of the cohort
+    rows: np.ndarray  # its labelled rows
+    levels: Levels  # every row's field levels
+    y_true: np.ndarray
+
     @classmethod
-    def load(cls, params: Params, inputs: StageInputs, raw_dir: Path | None) -> GateData:
+    def load(cls, name: str, inputs: StageInputs, channels: list[str]) -> SiteCells:
+        manifest = read_manifest(inputs.manifest)
+        labels = manifest["true_label"]
+        rows = np.flatnonzero(labels.notna().to_numpy())
+        return cls(
+            name,
+            open_crops(inputs.crops),
+            rows,
+            manifest_levels(manifest, channels),
+            labels.iloc[rows].to_numpy(dtype=np.int64),
+        )
+
+    def batches(self, standardised: bool) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.rows), _SCORE_CHUNK):
+            rows = self.rows[start : start + _SCORE_CHUNK]
+            yield model_input(self.crops[rows], self.levels.rows(rows), standardised)
+
+
+@dataclass(frozen=True)
+class GateData:
+    """The current test set and the external cohorts, read once and shared by both assessments."""
+
+    tests: TestSet
+    count_threshold: float
+    inputs: dict[bool, ModelInputs]  # by "standardised": a version reads counts or standardised crops
+    sites: dict[str, SiteCells | str]  # cohort -> its cells, or why they cannot be read
+
+    @classmethod
+    def load(
+        cls, params: Params, inputs: StageInputs, raw_dir: Path | None, external_dir: Path = EXTERNAL_DIR
+    ) -> GateData:
         manifest = read_manifest(inputs.manifest)
         split = read_split(inputs.split)
         tests = test_set(manifest, split, raw_dir)
-        crops = open_crops(inputs.crops)
-        probes = None
-        if params.registry.behaviour_checks:
-            probes = probes_from_crops(
-                crops,
-                manifest.iloc[tests.detections],
-                params.channels,
-                params.segment.cd45_threshold,
-                params.registry.behaviour_probes,
-                params.seed,
-            )
-        return cls(crops, tests, counting_threshold(split), probes)
+        counts = np.asarray(open_crops(inputs.crops)[tests.detections], dtype=np.float32)
+        levels = manifest_levels(manifest, params.channels).rows(tests.detections)
+        cells = manifest.iloc[tests.detections].assign(crop_index=np.arange(len(tests.detections)))
+        scales = {False: counts, True: standardise(counts, levels)}
+        model_inputs = {
+            standardised: ModelInputs(crops, _probes(params, crops, cells))
+            for standardised, crops in scales.items()
+        }
+        sites = {name: _site(name, params, external_dir) for name in _guarded_cohorts(params)}
+        return cls(tests, counting_threshold(split), model_inputs, sites)
+
+
+def _probes(params: Params, crops: np.ndarray, cells: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """Behaviour probes cut from ``crops`` (counts or standardised: the perturbations follow their scale)."""
+    if not params.registry.behaviour_checks:
+        return None
+    return probes_from_crops(
+        crops,
+        cells,
+        params.channels,
+        params.segment.cd45_threshold,
+        params.registry.behaviour_probes,
+        params.seed,
+    )
+
+
+def _guarded_cohorts(params: Params) -> list[str]:
+    return list(params.external.cohorts) if params.registry.min_site_specificity is not None else []
+
+
+def _site(name: str, params: Params, external_dir: Path) -> SiteCells | str:
+    try:
+        return SiteCells.load(name, cohort_inputs(external_dir, name), params.channels)
+    except CtcidError as error:
+        return f"not prepared ({str(error)[:160]}); run 'ctcid external-cohort --cohort {name}' (dvc repro)"
 
 
 @dataclass(frozen=True)
 class Assessment:
-    """One model's results on the current test set."""
+    """One model's results on the current test set and on each external cohort."""
 
     version: str
     evaluation: ModelEvaluation
     behaviours: dict[str, bool | None]
     behaviour_numbers: dict[str, dict[str, float]]
+    sites: dict[str, BinaryMetrics | str] = field(default_factory=dict)  # or why it was not scored
 
 
 def promote(
@@ -137,6 +207,7 @@ def promote(
     raw_dir: Path | None,
     force: bool = False,
     reason: str = "",
+    external_dir: Path = EXTERNAL_DIR,
 ) -> Decision:
     """Move ``champion`` to the challenger when the gate (or ``force``) says so; never half-way."""
     if force and not reason.strip():
@@ -150,7 +221,7 @@ def promote(
             registry, Decision("kept", registry.name, before, before, before, reason="already champion")
         )
 
-    data = GateData.load(params, inputs, raw_dir)
+    data = GateData.load(params, inputs, raw_dir, external_dir)
     ours = assess(registry, challenger, params, data)
     theirs, unusable = None, ""
     if champion is not None:
@@ -207,9 +278,12 @@ def rollback(params: Params, reason: str = "") -> Decision:
 
 
 def assess(registry: Registry, version: ModelVersion, params: Params, data: GateData) -> Assessment:
-    """Score a registered version, as the registry serves it, on the current test set."""
+    """Score a registered version, as the registry serves it, on the current test set and cohorts."""
     model = registry.load(version)
-    threshold = float(model.unwrap_python_model().threshold)
+    served = model.unwrap_python_model()
+    threshold = float(served.threshold)
+    # versions registered before ctcid standardised crops read counts
+    inputs = data.inputs[bool(getattr(served, "standardise", False))]
 
     def score(batch: np.ndarray) -> np.ndarray:
         try:
@@ -224,21 +298,28 @@ def assess(registry: Registry, version: ModelVersion, params: Params, data: Gate
             ) from None
         return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]) if parts else np.empty(0)
 
-    # detections are in manifest order: a sequential read
-    scores = score(data.crops[data.tests.detections])
+    scores = score(inputs.detections)
     evaluation = evaluate_scores(
         f"v{version.version}", scores, data.tests, threshold, data.count_threshold, params
     )
     behaviours: dict[str, bool | None] = {}
     numbers: dict[str, dict[str, float]] = {}
-    if data.probes is not None:
+    if inputs.probes is not None:
         limits = {
             "min_mean_shift": params.registry.behaviour_min_shift,
             "min_share": params.registry.behaviour_min_share,
         }
-        for outcome in check_all(score, data.probes, **limits):
+        for outcome in check_all(score, inputs.probes, **limits):
             behaviours[outcome.name], numbers[outcome.name] = outcome.passed, outcome.measured
-    return Assessment(str(version.version), evaluation, behaviours, numbers)
+    sites: dict[str, BinaryMetrics | str] = {}
+    for name, cells in data.sites.items():
+        if isinstance(cells, str):
+            sites[name] = cells
+            continue
+        standardised = bool(getattr(served, "standardise", False))
+        site_scores = np.concatenate([score(batch) for batch in cells.batches(standardised)] or [np.empty(0)])
+        sites[name] = binary_metrics(cells.y_true, site_scores, threshold)
+    return Assessment(str(version.version), evaluation, behaviours, numbers, sites)
 
 
 def judge(
@@ -296,8 +377,33 @@ def judge(
         if theirs is not None and name in theirs.behaviours:
             theirs_text = {True: "pass", False: "fail", None: "undecided"}[theirs.behaviours[name]]
         criteria.append(Criterion(f"behaviour: {name}", numbers, theirs_text, passed))
+    criteria += _site_criteria(policy.min_site_specificity, ours, theirs)
     if rolled_back:
         criteria.append(Criterion("not rolled back before", "rolled back", None, False))
+    return criteria
+
+
+def _site_criteria(
+    minimum: float | None, ours: Assessment, theirs: Assessment | None
+) -> list[Criterion]:
+    """One line per external cohort: the challenger's specificity there at its operating threshold."""
+    if minimum is None:
+        return []
+    criteria = []
+    for name, mine in ours.sites.items():
+        other = None if theirs is None else theirs.sites.get(name)
+        if isinstance(mine, str):
+            criteria.append(Criterion(f"specificity at {name} >= {minimum:g}", mine, None, False))
+            continue
+        other_value = other.specificity if isinstance(other, BinaryMetrics) else other
+        criteria.append(
+            Criterion(
+                f"specificity at {name} >= {minimum:g}",
+                mine.specificity,
+                other_value,
+                _at_least(mine.specificity, minimum),
+            )
+        )
     return criteria
 
 

@@ -50,6 +50,11 @@ class CtcClassifier(mlflow.pyfunc.PythonModel):
     def threshold(self) -> float:
         return self.loaded.info.threshold
 
+    @property
+    def standardise(self) -> bool:
+        """Its input: crops standardised by their field's levels (ctcid.intensity), or raw counts."""
+        return self.loaded.info.standardise
+
     def predict(self, context, model_input, params=None):  # noqa: ANN001
         from ctcid.model.predict import score_crops
 

@@ -25,6 +25,7 @@ from ctcid.config import Params
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import read_reference
+from ctcid.intensity import manifest_levels, model_input
 from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model
 from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs
 from ctcid.registry import card, gallery, metadata
@@ -104,7 +105,9 @@ def register_selected(
         )
         return _recorded(registration, reports_dir)
 
-    example = np.asarray(crops[:EXAMPLE_CROPS], dtype=np.float32)
+    # an example of what the logged model reads: standardised crops for a standardising model
+    levels = manifest_levels(manifest, params.channels).rows(np.arange(min(EXAMPLE_CROPS, len(crops))))
+    example = model_input(crops[:EXAMPLE_CROPS], levels, loaded.info.standardise)
     version = _log_and_register(
         registry,
         facts,

@@ -1,4 +1,4 @@
-"""One field, start to end: nuclei, CEP8 spots, CD45 ring, the rule, features and crops.
+"""One field, start to end: nuclei, CEP8 spots, CD45 ring, the rule, features, crops and levels.
 
 :func:`process_field` is what the segment stage maps over raw fields (in worker processes): it
 reads and checks a field and returns its manifest rows and crops, or the reason it was
@@ -16,6 +16,7 @@ import pandas as pd
 from ctcid.config import SegmentParams
 from ctcid.contracts import BOX
 from ctcid.errors import FieldReadError
+from ctcid.intensity import field_levels, level_columns
 from ctcid.quarantine import QuarantineEntry
 from ctcid.raw.fields import FieldRef, read_field
 from ctcid.segmentation.crops import cut_crops
@@ -55,7 +56,11 @@ class FieldOutline:
 
 
 def analyse_field(image: np.ndarray, seg: SegmentParams, channels: Sequence[str]) -> FieldAnalysis:
-    """Segment a C x H x W field and measure every nucleus (manifest columns without ids and truth)."""
+    """Segment a C x H x W field and measure every nucleus (manifest columns without ids, site and truth).
+
+    The field's intensity levels (:mod:`ctcid.intensity`, estimated from its crops alone) are the
+    same on every row; an empty field has empty level columns.
+    """
     dapi = image[channels.index("DAPI")]
     result = segment_nuclei(dapi, seg)
     n = len(result.nuclei)
@@ -79,6 +84,7 @@ def analyse_field(image: np.ndarray, seg: SegmentParams, channels: Sequence[str]
         }
     )
     crops = cut_crops(image, [(c.x, c.y) for c in result.nuclei], seg.crop_size)
+    table = table.assign(**level_columns(field_levels(crops), channels))
     return FieldAnalysis(nuclei=result, spots=spots, table=table, crops=crops)
 
 

@@ -1,9 +1,10 @@
 """The segment stage: every raw field -> ``crops.npy``, ``manifest.parquet`` and the reports.
 
-Fields are analysed in worker processes (:func:`ctcid.segmentation.analysis.process_field`);
-detections are then matched to the annotated cells of their sample, when there are any, and
-written in (sample, field, cell) order so the outputs are byte-identical whatever the number of
-workers (docs/reproducibility.md).
+Fields are analysed in worker processes (:func:`ctcid.segmentation.analysis.process_field`,
+which also estimates each field's intensity levels from its crops); detections are then matched
+to the annotated cells of their sample, when there are any, given their sample's site from the
+optional ``<raw>/sites.csv``, and written in (sample, field, cell) order so the outputs are
+byte-identical whatever the number of workers (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ctcid.errors import CtcidError, GateFailed
 from ctcid.parallel import opencv_threads, parallel_map
 from ctcid.quarantine import QuarantineEntry, write_quarantine
 from ctcid.raw.fields import iter_fields, read_field
+from ctcid.raw.sites import read_sites, site_of
 from ctcid.segmentation.analysis import FieldOutcome, process_field
 from ctcid.segmentation.crops import CropParts, write_crops
 from ctcid.segmentation.matching import match_centres
@@ -57,6 +59,7 @@ def run_segment(
     that list) only when their share exceeds ``segment.quarantine_max_share``.
     """
     raw_dir, out_dir, reports_dir = Path(raw_dir), Path(out_dir), Path(reports_dir)
+    sites = read_sites(raw_dir)  # once, and before any field: a bad sites.csv fails fast
     outcomes = _analyse_fields(raw_dir, seg, channels, show_progress)
     quarantined = [o.problem for o in outcomes if o.problem is not None]
     write_quarantine(reports_dir / "quarantine.csv", quarantined)
@@ -74,7 +77,7 @@ def run_segment(
         if (raw_dir / sample / ANNOTATIONS_FILE).is_file()
     }
     good = [o for o in outcomes if o.table is not None]
-    manifest = build_manifest([_with_truth(o, annotations, seg.match_max_distance) for o in good])
+    manifest = build_manifest([_with_truth(o, annotations, sites, seg.match_max_distance) for o in good])
     crops = CropParts([o.crops for o in good])
     out_dir.mkdir(parents=True, exist_ok=True)
     write_crops(out_dir / "crops.npy", crops.parts, len(channels), seg.crop_size)
@@ -110,13 +113,14 @@ def _analyse_fields(
 
 
 def _with_truth(
-    outcome: FieldOutcome, annotations: dict[str, pd.DataFrame], max_distance: float
+    outcome: FieldOutcome, annotations: dict[str, pd.DataFrame], sites: dict[str, str], max_distance: float
 ) -> pd.DataFrame:
     assert outcome.table is not None
     truth = annotations.get(outcome.ref.sample)
     field_truth = truth[truth["field"] == outcome.ref.field] if truth is not None else None
     table = attach_truth(outcome.table, field_truth, max_distance)
-    return table.assign(sample=outcome.ref.sample, field=outcome.ref.field)
+    sample = outcome.ref.sample
+    return table.assign(sample=sample, site=site_of(sites, sample), field=outcome.ref.field)
 
 
 def attach_truth(table: pd.DataFrame, truth: pd.DataFrame | None, max_distance: float) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from ctcid.config import ServingParams
 from ctcid.errors import InputRejected
 from ctcid.evaluation.drift import CELLS, IMAGING, field_features
+from ctcid.intensity import manifest_levels, model_input
 from ctcid.segmentation.analysis import FieldAnalysis, analyse_field
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import check_usable, read_field_files
@@ -176,7 +177,9 @@ class CutField:
 
 def cut_field(image: np.ndarray, served: ServedModel) -> CutField:
     analysis = analyse_field(image, served.segment, served.channels)
-    return CutField(image, analysis, analysis.crops.astype(np.float32))
+    # the levels segmentation measured on this field's cells, as for the training crops
+    levels = manifest_levels(analysis.table, served.channels) if served.standardise else None
+    return CutField(image, analysis, model_input(analysis.crops, levels, served.standardise))
 
 
 def prepare_field(

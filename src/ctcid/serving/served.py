@@ -66,6 +66,11 @@ class ServedModel(BaseModel):
     git_commit: str
     params_sha256: str
     metrics: dict[str, str] = Field(description="headline test, rule and CV metrics from the card")
+    standardise: bool = Field(
+        default=False,
+        description="crops reach the network as (counts - field background) / field scale (ctcid.intensity); "
+        "False for versions trained on raw counts",
+    )
     drift: DriftReference | None = Field(
         default=None,
         description="where the training fields lie, to flag unfamiliar fields (None: registered before ctcid "
@@ -104,6 +109,7 @@ class ServedModel(BaseModel):
             git_commit=tags.get("git_commit", "unknown"),
             params_sha256=tags.get("params_sha256", ""),
             metrics={k: v for k, v in sorted(tags.items()) if k.startswith(HEADLINE_PREFIXES)},
+            standardise=bool(logged.get("standardise", False)),
             drift=DriftReference.model_validate(logged["drift"]) if logged.get("drift") else None,
         )
 

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from ctcid.config import Dimension, Params
+from ctcid.intensity import Levels
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.cv import FoldResult, cross_validate, cv_objective
 from ctcid.model.dataset import LabelledCrops, load_labelled_crops
@@ -42,13 +43,14 @@ class TrialData:
     crops: Path
     manifest: pd.DataFrame
     split: Split
+    levels: Levels | None = None  # the crops' field levels when train.standardise (fixed, not searched)
     _loaded: dict[int, LabelledCrops] = field(default_factory=dict)
 
     def at(self, input_size: int) -> LabelledCrops:
         if input_size not in self._loaded:
             split = self.split
             self._loaded[input_size] = load_labelled_crops(
-                self.crops, self.manifest, split.train, split.label_source, input_size
+                self.crops, self.manifest, split.train, split.label_source, input_size, self.levels
             )
         return self._loaded[input_size]
 
@@ -71,7 +73,7 @@ class Objective:
             self.backbone, config.init, config.input_size, config.weights_dir,
             self.start_from if config.init == "registry" else None,
         )
-        options = FitOptions.from_params(config, self.params.seed)
+        options = FitOptions.from_params(config, self.params.seed, self.params.channels)
         values = config.model_dump(exclude={"backbones", "bootstrap"})
         run_id = self.log.trial_started(trial, values, bool(trial.user_attrs.get("baseline")))
         objective = self.params.tune.objective

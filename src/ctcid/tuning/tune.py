@@ -27,6 +27,7 @@ from ctcid.config import Dimension, Params, redact_url
 from ctcid.contracts import read_manifest
 from ctcid.errors import CtcidError
 from ctcid.model.backbones import ModelSpec, weights_path
+from ctcid.model.dataset import input_levels
 from ctcid.model.train import cv_fingerprint, data_digest, test_samples, tuned_train
 from ctcid.model.trainer import resolve_device
 from ctcid.model.transfer import Champion, NoChampion, find_champion
@@ -69,8 +70,9 @@ def tune_backbone(
         study, created = open_study(params, backbone, data_sha, space, champion, worker, len(split.folds))
         tags = {"optuna.storage": redact_url(tune.storage), "tune.objective": tune.objective}
         with StudyRunLog.open(params.mlflow, study, backbone, tags, created) as log:
+            levels = input_levels(manifest, params.channels, params.train.standardise)
             objective = Objective(
-                params, backbone, space, TrialData(inputs.crops, manifest, split), log,
+                params, backbone, space, TrialData(inputs.crops, manifest, split, levels), log,
                 deadline=deadline, device=device, start_from=str(champion.path) if champion else None,
             )
             run_trials(study, objective, tune.n_trials, deadline, on_trial)

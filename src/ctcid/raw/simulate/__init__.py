@@ -3,7 +3,8 @@
 It writes the raw-data contract (docs/architecture.md): ``<out>/<sample>/<field>.tif`` and
 ``<out>/<sample>/annotations.csv``. Sample ``k`` draws all its randomness from
 ``SeedSequence(seed, spawn_key=(k,))``, so its files are byte-identical whatever batch it is made in
-and however many workers share the work.
+and however many workers share the work. With ``simulate.sites > 1`` sample ``k`` is imaged at site
+``k % sites`` (:mod:`ctcid.raw.simulate.sites`); ``<out>/sites.csv`` records every sample's site.
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from ctcid.config import Params
-from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, CTC_LABEL, FIELD_SUFFIXES
+from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, CTC_LABEL, DEFAULT_SITE, FIELD_SUFFIXES
 from ctcid.parallel import opencv_threads, parallel_map
 from ctcid.raw.fields import write_field
 from ctcid.raw.simulate.cells import CD45, CEP8, DAPI, draw_cell, draw_speckles
 from ctcid.raw.simulate.cohort import draw_cohort, label_for, place_field
 from ctcid.raw.simulate.optics import Microscope
+from ctcid.raw.simulate.sites import (
+    site_name,
+    site_number,
+    site_optics_table,
+    site_params,
+    specimen_params,
+)
+from ctcid.raw.sites import read_sites, write_sites
 
 __all__ = [
     "FieldSummary",
@@ -31,6 +40,7 @@ __all__ = [
     "sample_rng",
     "simulate_dataset",
     "simulate_sample",
+    "site_optics_table",
 ]
 
 _STAIN_INDEX = {"DAPI": DAPI, "CEP8": CEP8, "CD45": CD45}
@@ -48,6 +58,7 @@ class SampleSummary:
     sample: str
     fields: tuple[FieldSummary, ...]
     dropped: int  # cells that found no room in their field (only in crowded settings)
+    site: str = DEFAULT_SITE  # where it was imaged (simulate.sites)
 
     @property
     def cells(self) -> int:
@@ -75,12 +86,19 @@ def _clear_sample_dir(directory: Path) -> None:
 
 
 def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
-    """Simulate and write every field of sample ``number``, with its annotations."""
-    p = params.simulate
+    """Simulate and write every field of sample ``number``, with its annotations.
+
+    At a site other than 0 the specimen is drawn with site 0's biology (its stains rescaled) and
+    imaged with the site's optics (:mod:`ctcid.raw.simulate.sites`); all randomness still comes
+    from the sample's generator.
+    """
+    site = site_number(number, params.simulate.sites)
+    imaging = site_params(params.simulate, params.seed, site)
+    p = specimen_params(params.simulate, imaging)
     rng = sample_rng(params.seed, number)
     sample = sample_id(number)
     cohort = draw_cohort(p, rng)
-    microscope = Microscope.draw(p, rng)
+    microscope = Microscope.draw(imaging, rng)
     directory = out / sample
     _clear_sample_dir(directory)
     order = [_STAIN_INDEX[name] for name in params.channels]
@@ -119,7 +137,7 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
                 ]
             )
         draw_speckles(specimen, nuclei, p, rng)
-        image = microscope.acquire(specimen, p, rng)
+        image = microscope.acquire(specimen, imaging, rng)
         write_field(directory / f"{field}.tif", image[order], params.channels)
         summaries.append(FieldSummary(field, len(cells), sum(c.label == CTC_LABEL for c in cells)))
 
@@ -128,7 +146,7 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(ANNOTATION_COLUMNS)
         writer.writerows(rows)
-    return SampleSummary(sample, tuple(summaries), dropped)
+    return SampleSummary(sample, tuple(summaries), dropped, site_name(site))
 
 
 def simulate_dataset(
@@ -139,11 +157,19 @@ def simulate_dataset(
     workers: int | None = None,
     show_progress: bool = True,
 ) -> list[SampleSummary]:
-    """Simulate samples ``first_sample .. first_sample + n_samples - 1`` into ``out``, in parallel."""
+    """Simulate samples ``first_sample .. first_sample + n_samples - 1`` into ``out``, in parallel.
+
+    Also writes ``<out>/sites.csv``: the site of every sample made here, plus the rows an earlier
+    file lists for other samples (a later batch appends to it).
+    """
+    out = Path(out)
     count = params.simulate.n_samples if n_samples is None else n_samples
     numbers = list(range(first_sample, first_sample + count))
-    task = functools.partial(simulate_sample, params=params, out=Path(out))
+    known = read_sites(out)  # read first: a broken file fails before the work, not after
+    task = functools.partial(simulate_sample, params=params, out=out)
     n_workers = params.simulate.workers if workers is None else workers
     # parallelism is across samples; OpenCV's own threads would only contend
     with opencv_threads(1):
-        return parallel_map(task, numbers, "simulating samples", n_workers, show_progress)
+        summaries = parallel_map(task, numbers, "simulating samples", n_workers, show_progress)
+    write_sites(out, {**known, **{s.sample: s.site for s in summaries}})
+    return summaries
