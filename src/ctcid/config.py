@@ -625,6 +625,9 @@ class ExternalCohort(_Section):
     seed: Annotated[int, Field(ge=0)] | None = None  # simulated: the simulator's seed (not the training one)
     simulate: dict[str, Any] = Field(default_factory=dict)  # simulated: overrides of simulate.*
     folder: str | None = None  # a lab's images in the raw layout (<folder>/<sample>/<field>.tif)
+    # the promotion gate's worst-site guard-rail (registry.min_site_specificity) scores it; false
+    # keeps it an untouched hold-out that only 'ctcid external' reports
+    guard: bool = True
 
     @model_validator(mode="after")
     def _one_source(self) -> ExternalCohort:

@@ -74,7 +74,11 @@ def _failed_stain_site(external, channels: list[str]) -> None:
 @pytest.fixture
 def site_params(mlflow_server: MlflowServer, model_name: str) -> Params:
     params = server_params(mlflow_server.uri, model_name, min_site_specificity=0.9)
-    cohorts = {SITE: ExternalCohort(seed=99), "never_prepared": ExternalCohort(seed=98)}
+    cohorts = {
+        SITE: ExternalCohort(seed=99),
+        "never_prepared": ExternalCohort(seed=98),
+        "held_out": ExternalCohort(seed=97, guard=False),  # reported by ctcid external, never gated
+    }
     return params.model_copy(update={"external": params.external.model_copy(update={"cohorts": cohorts})})
 
 
@@ -98,6 +102,7 @@ def test_a_model_that_collapses_at_another_site_is_refused_and_the_rail_can_be_t
     missing = by_name["specificity at never_prepared >= 0.9"]
     assert missing.passed is False and "ctcid external-cohort --cohort never_prepared" in missing.challenger
     assert set(decision.failed) == {f"specificity at {SITE} >= 0.9", "specificity at never_prepared >= 0.9"}
+    assert not any("held_out" in name for name in by_name)
 
     lenient = site_params.model_copy(
         update={"registry": site_params.registry.model_copy(update={"min_site_specificity": None})}

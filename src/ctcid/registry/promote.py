@@ -180,7 +180,9 @@ def _probes(params: Params, crops: np.ndarray, cells: pd.DataFrame) -> dict[str,
 
 
 def _guarded_cohorts(params: Params) -> list[str]:
-    return list(params.external.cohorts) if params.registry.min_site_specificity is not None else []
+    if params.registry.min_site_specificity is None:
+        return []
+    return [name for name, cohort in params.external.cohorts.items() if cohort.guard]
 
 
 def _site(name: str, params: Params, external_dir: Path) -> SiteCells | str:
