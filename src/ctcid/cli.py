@@ -74,7 +74,16 @@ def reports_errors(func: F) -> F:
 
 
 @app.command("show-params")
-def show_params(params: ParamsOption = DEFAULT_PARAMS) -> None:
+def show_params(
+    params: ParamsOption = DEFAULT_PARAMS,
+    over: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="An overlay applied on top of --params, key by key (repeatable, in order); e.g. "
+            "'-p params.yaml --over configs/multisite.yaml' keeps params.yaml's cohorts."
+        ),
+    ] = None,
+) -> None:
     """Validate a params file and print the full configuration, defaults filled in.
 
     The CTCID_* environment overrides (docs/configuration.md) are not applied: the output is what
@@ -82,7 +91,19 @@ def show_params(params: ParamsOption = DEFAULT_PARAMS) -> None:
     """
     import yaml
 
-    config = read_params(params, environment=False)
+    from ctcid.config import merge_overlay, parse_params, read_raw
+
+    if over:
+        try:
+            raw = read_raw(params)
+            for overlay in over:
+                raw = merge_overlay(raw, read_raw(overlay))
+            config = parse_params(raw, f"{params} with {', '.join(map(str, over))}")
+        except ConfigError as error:
+            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+    else:
+        config = read_params(params, environment=False)
     typer.echo(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False))
 
 

@@ -753,12 +753,19 @@ def with_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> tuple[d
     return merged, used
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, environ: Mapping[str, str] | None = None) -> Params:
-    """Read and validate a params file; raises ConfigError naming the bad key and value.
+def merge_overlay(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay``'s keys: mappings merge key by key, anything else (lists too) replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_overlay(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
 
-    ``environ`` (default ``os.environ``) may override the infrastructure keys named in
-    :data:`ENVIRONMENT_OVERRIDES`; pass ``{}`` to read the file alone.
-    """
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """A params file's YAML mapping, unvalidated; a ConfigError names the file otherwise."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -770,6 +777,16 @@ def load_params(path: str | Path = DEFAULT_PARAMS, environ: Mapping[str, str] | 
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
-    raw, used = with_environment(raw, os.environ if environ is None else environ)
+    return raw
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, environ: Mapping[str, str] | None = None) -> Params:
+    """Read and validate a params file; raises ConfigError naming the bad key and value.
+
+    ``environ`` (default ``os.environ``) may override the infrastructure keys named in
+    :data:`ENVIRONMENT_OVERRIDES`; pass ``{}`` to read the file alone.
+    """
+    path = Path(path)
+    raw, used = with_environment(read_raw(path), os.environ if environ is None else environ)
     source = f"{path} with {', '.join(used)} from the environment" if used else str(path)
     return parse_params(raw, source)

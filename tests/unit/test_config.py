@@ -280,3 +280,28 @@ def test_a_cohort_name_must_make_a_folder_name() -> None:
 def test_a_lab_folder_cohort_keeps_the_training_params() -> None:
     params = parse_params(_with_cohort({"folder": "data/labs/b", "description": "site B"}))
     assert params.for_cohort("site_b") == params and not params.external.cohorts["site_b"].simulated
+
+
+def test_an_overlay_changes_only_its_keys_and_lists_replace() -> None:
+    base = {"train": {"epochs": 5, "backbones": ["vgg16", "resnet18"]}, "split": {"n_folds": 5}}
+    merged = config.merge_overlay(base, {"train": {"backbones": ["alexnet"]}, "simulate": {"sites": 3}})
+    assert merged == {
+        "train": {"epochs": 5, "backbones": ["alexnet"]},
+        "split": {"n_folds": 5},
+        "simulate": {"sites": 3},
+    }
+    assert base["train"]["backbones"] == ["vgg16", "resnet18"]  # the base is not touched
+
+
+def test_show_params_over_keeps_the_base_files_cohorts_and_applies_the_multisite_profile() -> None:
+    result = CliRunner().invoke(
+        app, ["show-params", "-p", str(ROOT / "params.yaml"), "--over", str(ROOT / "configs/multisite.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    shown = parse_params(yaml.safe_load(result.output))
+    base = load_params(ROOT / "params.yaml", {})
+    profile = (shown.simulate.sites, shown.split.cv, shown.tune.objective)
+    assert profile == (4, "sites", "worst_fold_specificity")
+    assert shown.external.cohorts == base.external.cohorts and shown.tune.enqueue == base.tune.enqueue
+    bad = CliRunner().invoke(app, ["show-params", "--over", "/nonexistent/overlay.yaml"])
+    assert bad.exit_code != 0 and "overlay.yaml" in bad.output

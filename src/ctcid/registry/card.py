@@ -63,7 +63,8 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
     lines += [
         "",
         "Cross-validation over the training patients (fold means at threshold 0.5; objective.* on "
-        f"the pooled out-of-fold predictions of every training cell): {cv or 'not recorded'}.",
+        "the out-of-fold predictions of every training cell, pooled, or the worst fold for "
+        f"worst_fold_specificity): {cv or 'not recorded'}.",
         "",
         "## Per-patient counting",
         "",
