@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/exposure_sweep.py RUN_DIR [--cohort same_site] [--out sweep.png]
 
-RUN_DIR is a repository after ``dvc repro`` (``models/``, ``data/external/<cohort>/``). Every
-labelled cell's crop is re-imaged as another exposure would give it: counts above the camera
+RUN_DIR is a repository after ``dvc repro`` (``models/``, ``data/external/<cohort>/``). Every CTC
+and ``--negatives`` non-CTC cells drawn at random (the field levels still come from all of a
+field's drawn cells) are re-imaged as another exposure would give it: counts above the camera
 offset times a factor (0.5-2.5x), then clipped to 16 bits; a model scores it the way it was
 trained (standardised by the field levels that the re-imaged crops give, or as raw counts), at
 its own operating threshold. A model that reads counts moves with the factor; a standardising one
@@ -49,11 +50,15 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--cohort", default="same_site")
     parser.add_argument("--out", type=Path, default=Path("exposure_sweep.png"))
+    parser.add_argument("--negatives", type=int, default=2000, help="non-CTC cells drawn (all CTCs kept)")
     args = parser.parse_args()
     params = load_params(args.run / "params.yaml", {})
     segment = args.run / "data" / "external" / args.cohort / "segment"
     manifest = read_manifest(segment / "manifest.parquet")
-    labelled = np.flatnonzero(manifest["true_label"].notna().to_numpy())
+    labels = manifest["true_label"]
+    negatives = np.flatnonzero((labels == 0).fillna(False).to_numpy())
+    negatives = np.random.default_rng(0).choice(negatives, min(args.negatives, negatives.size), replace=False)
+    labelled = np.sort(np.concatenate([np.flatnonzero((labels == 1).fillna(False).to_numpy()), negatives]))
     y_true = manifest["true_label"].iloc[labelled].to_numpy(dtype=int)
     fields = (manifest["sample"].astype(str) + "/" + manifest["field"].astype(str)).to_numpy()[labelled]
     crops = np.asarray(open_crops(segment / "crops.npy")[labelled])

@@ -31,6 +31,7 @@ RING_GAP, RING_WIDTH = 1.0, 5.0
 SPOT_SIGMA = 1.0  # px, an in-focus FISH spot after the optical blur
 SPOT_REACH = 0.6  # added spots fall within this share of the nuclear radius
 ADDED_SPOTS = 2  # a diploid cell (2 copies) becomes a 4-copy, CTC-like one
+SPOT_CHECK = "more CEP8 spots raise the score"
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def check_cd45_ring_lowers_score(
 def check_more_spots_raise_score(
     score: Scorer, two_spots: np.ndarray, more_spots: np.ndarray, **limits: float
 ) -> Behaviour:
-    return check_direction("more CEP8 spots raise the score", score, two_spots, more_spots, +1, **limits)
+    return check_direction(SPOT_CHECK, score, two_spots, more_spots, +1, **limits)
 
 
 def check_all(score: Scorer, probes: dict[str, np.ndarray], **limits: float) -> list[Behaviour]:

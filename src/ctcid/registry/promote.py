@@ -42,7 +42,7 @@ from ctcid.evaluation.report import ModelEvaluation, json_safe
 from ctcid.intensity import Levels, manifest_levels, model_input, standardise
 from ctcid.metrics import BinaryMetrics, binary_metrics
 from ctcid.paths import EXTERNAL_DIR, StageInputs, cohort_inputs
-from ctcid.registry.behaviour import check_all, probes_from_crops
+from ctcid.registry.behaviour import SPOT_CHECK, check_all, probes_from_crops
 from ctcid.registry.store import CHALLENGER, CHAMPION, PREVIOUS_TAG, ROLLED_BACK_TAG, Registry
 from ctcid.split import read_split
 
@@ -378,7 +378,12 @@ def judge(
         theirs_text = None
         if theirs is not None and name in theirs.behaviours:
             theirs_text = {True: "pass", False: "fail", None: "undecided"}[theirs.behaviours[name]]
-        criteria.append(Criterion(f"behaviour: {name}", numbers, theirs_text, passed))
+        label = f"behaviour: {name}"
+        if name == SPOT_CHECK and not policy.spot_check_decides:
+            # shown with its verdict in words, not deciding (registry.spot_check_decides)
+            label += f" (reported: {'pass' if passed else 'fail' if passed is False else 'undecided'})"
+            passed = None
+        criteria.append(Criterion(label, numbers, theirs_text, passed))
     criteria += _site_criteria(policy.min_site_specificity, ours, theirs)
     if rolled_back:
         criteria.append(Criterion("not rolled back before", "rolled back", None, False))
