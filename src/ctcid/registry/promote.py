@@ -285,7 +285,8 @@ def assess(registry: Registry, version: ModelVersion, params: Params, data: Gate
     served = model.unwrap_python_model()
     threshold = float(served.threshold)
     # versions registered before ctcid standardised crops read counts
-    inputs = data.inputs[bool(getattr(served, "standardise", False))]
+    standardised = bool(getattr(served, "standardise", False))
+    inputs = data.inputs[standardised]
 
     def score(batch: np.ndarray) -> np.ndarray:
         try:
@@ -318,7 +319,6 @@ def assess(registry: Registry, version: ModelVersion, params: Params, data: Gate
         if isinstance(cells, str):
             sites[name] = cells
             continue
-        standardised = bool(getattr(served, "standardise", False))
         site_scores = np.concatenate([score(batch) for batch in cells.batches(standardised)] or [np.empty(0)])
         sites[name] = binary_metrics(cells.y_true, site_scores, threshold)
     return Assessment(str(version.version), evaluation, behaviours, numbers, sites)
