@@ -305,3 +305,26 @@ def test_show_params_over_keeps_the_base_files_cohorts_and_applies_the_multisite
     assert shown.external.cohorts == base.external.cohorts and shown.tune.enqueue == base.tune.enqueue
     bad = CliRunner().invoke(app, ["show-params", "--over", "/nonexistent/overlay.yaml"])
     assert bad.exit_code != 0 and "overlay.yaml" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"train": {"site_shift": {"spot_dimming": [0.5, 1.2]}}},
+            r"train\.site_shift\.spot_dimming = .*within \[0, 1\]",
+        ),
+        (
+            {"train": {"site_shift": {"blur_sigma": [1.0, 0.5]}}},
+            r"train\.site_shift\.blur_sigma = .*low <= high",
+        ),
+        (
+            {"simulate": {"site_optics": {"gain": [-1.0, 2.0]}}},
+            r"simulate\.site_optics\.gain = .*not be negative",
+        ),
+        ({"split": {"cv": "labs"}}, r"split\.cv = 'labs'"),
+    ],
+)
+def test_site_settings_out_of_range_name_their_key(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_params(raw)
