@@ -101,6 +101,87 @@ class SiteOptics(_Section):
         return _ordered(v)
 
 
+class ArtefactParams(_Section):
+    """The hard cohort's failure modes of real imFISH slides (docs/simulator.md#hard); all off by default.
+
+    With every knob at its default the simulator draws no extra random number, so the default
+    cohort stays byte-identical; ``configs/hard.yaml`` turns them on.
+    """
+
+    # clumps of >= 3 touching or overlapping cells, drawn on top of the sample's cells
+    clumps_mean: Annotated[float, Field(ge=0.0, le=50.0)] = 0.0  # per sample, Poisson
+    clump_size: IntRange = (3, 6)
+    clump_ctc_prob: Probability = 0.5  # a clump forms around one of the sample's single CTCs
+    clump_overlap: Range = (0.8, 1.0)  # centre distance of clump neighbours / their nuclear radius sum
+    # nuclei
+    dim_nucleus_prob: Probability = 0.0  # weakly stained or hypochromatic nuclei
+    dim_nucleus_scale: Range = (0.25, 0.5)  # their DAPI level, x the normal one
+    apoptotic_prob: Probability = 0.0  # leukocytes: half pyknotic (small, bright), half fragmented
+    fragments: IntRange = (3, 5)  # nuclear fragments of a fragmented (karyorrhectic) nucleus
+    micronucleus_prob: Probability = 0.0  # a micronucleus beside the nucleus (CTCs; other cells a fifth)
+    # focus and background
+    defocus_prob: Probability = 0.0  # cells lying out of the focal plane: the whole cell blurred
+    defocus_sigma: Range = (1.2, 2.2)  # px, their extra blur
+    uneven_background: Annotated[float, Field(ge=0.0, le=20.0)] = 0.0  # haze peak, x the slide background
+    # FISH
+    split_signal_prob: Probability = 0.0  # per CEP8 copy: imaged as two close spots (sister chromatids)
+    split_distance: Range = (1.5, 2.5)  # px between the two halves of a split signal
+    nuclear_speck_mean: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # cross-hybridisation specks/nucleus
+    nuclear_speck_brightness: Range = (0.08, 0.25)  # their peak, x spot_peak
+    # CD45 and look-alikes
+    cd45_partial_prob: Probability = 0.0  # CD45+ cells whose ring covers only an arc
+    cd45_arc: Range = (0.3, 0.6)  # share of the ring that stays
+    lookalike_share: Probability = 0.0  # of non-CTC cells: CTC-sized, >= 3 copies, CD45 faint
+    lookalike_cd45_fraction: Range = (0.06, 0.15)  # their CD45 level, x cd45_counts
+    endothelial_share: Probability = 0.0  # of non-CTC cells: large elongated CD45-negative, 2 copies
+    polyploid_copies: IntRange = (3, 3)  # copies of aneuploid_cd45pos cells; [3, 4] = polyploid, larger
+
+    @field_validator(
+        "clump_overlap", "dim_nucleus_scale", "defocus_sigma", "split_distance",
+        "nuclear_speck_brightness", "cd45_arc", "lookalike_cd45_fraction",
+    )
+    @classmethod
+    def _artefact_ranges(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        lowest, highest = _ARTEFACT_RANGE_BOUNDS[info.field_name]
+        if v[0] < lowest or v[1] > highest:
+            raise ValueError(f"range must lie within [{lowest:g}, {highest:g}], got [{v[0]:g}, {v[1]:g}]")
+        return _ordered(v)
+
+    @field_validator("clump_size", "fragments", "polyploid_copies")
+    @classmethod
+    def _artefact_int_ranges(cls, v: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        bounds = {"clump_size": (3, 12), "fragments": (2, 8), "polyploid_copies": (3, 8)}
+        lowest, highest = bounds[info.field_name]
+        if v[0] < lowest or v[1] > highest:
+            raise ValueError(f"range must lie within [{lowest}, {highest}], got [{v[0]}, {v[1]}]")
+        _ordered(v)
+        return v
+
+    @field_validator("endothelial_share")
+    @classmethod
+    def _shares_fit(cls, v: float, info: ValidationInfo) -> float:
+        total = v + info.data.get("lookalike_share", 0.0)
+        if total > 1.0:
+            raise ValueError(f"lookalike_share + endothelial_share must be <= 1, got {total:g}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any artefact is on (the simulator then also writes artefacts.csv)."""
+        return self != ArtefactParams()
+
+
+_ARTEFACT_RANGE_BOUNDS: dict[str, tuple[float, float]] = {
+    "clump_overlap": (0.3, 1.1),
+    "dim_nucleus_scale": (0.05, 1.0),
+    "defocus_sigma": (0.3, 6.0),
+    "split_distance": (0.5, 6.0),
+    "nuclear_speck_brightness": (0.01, 2.0),
+    "cd45_arc": (0.05, 1.0),
+    "lookalike_cd45_fraction": (0.0, 1.0),
+}
+
+
 class SimulateParams(_Section):
     """Knobs of the imFISH field simulator; docs/simulator.md explains the physics of each.
 
@@ -164,6 +245,8 @@ class SimulateParams(_Section):
     # randomisation). 1 = one site, as before.
     sites: Annotated[int, Field(ge=1, le=64)] = 1
     site_optics: SiteOptics = Field(default_factory=lambda: SiteOptics())
+    # the hard cohort's artefacts (docs/simulator.md#hard), all off by default; configs/hard.yaml
+    artefacts: ArtefactParams = Field(default_factory=lambda: ArtefactParams())
 
     @field_validator(*_SIMULATE_RANGE_BOUNDS)
     @classmethod
@@ -211,6 +294,9 @@ class SegmentParams(_Section):
     morph_iterations: Annotated[int, Field(ge=1, le=8)] = 1
     min_area: PositiveInt = 40
     max_area: PositiveInt = 2500
+    # uneven background and dim nuclei (docs/segmentation.md#hard-slides); 0 = off, the default
+    background_radius: Annotated[float, Field(ge=0.0, le=500.0)] = 0.0  # px, smooth background removed
+    dim_nuclei_snr: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0  # second pass for dim nuclei
     # touching nuclei
     split_touching: bool = True
     watershed_min_distance: Annotated[float, Field(gt=0.0, le=50.0)] = 4.0
@@ -220,8 +306,10 @@ class SegmentParams(_Section):
     spot_sigma: Annotated[float, Field(gt=0.0, le=10.0)] = 0.7
     spot_snr: Annotated[float, Field(gt=0.0, le=1000.0)] = 6.0
     spot_min_relative: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    spot_mass_sigma: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # > 0: min_relative on light, not peak
     spot_min_distance: Annotated[int, Field(ge=1, le=20)] = 1
     spot_min_dip: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
+    spot_merge_px: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # split signals: closer maxima count once
     spot_margin: Annotated[int, Field(ge=0, le=10)] = 2
     # CD45 membrane ring
     cd45_ring_gap: Annotated[int, Field(ge=0, le=20)] = 1

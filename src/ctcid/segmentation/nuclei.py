@@ -59,6 +59,28 @@ def denoise(dapi: np.ndarray, params: SegmentParams) -> np.ndarray:
     return cv2.GaussianBlur(dapi.astype(np.float32), (k, k), 0)
 
 
+# The background is estimated at a quarter of the resolution: it varies over tens of pixels.
+BACKGROUND_DOWNSAMPLE = 4
+
+
+def flatten_background(smooth: np.ndarray, radius: float) -> np.ndarray:
+    """``smooth`` minus its slowly varying background (haze, uneven illumination).
+
+    The background is the grey opening with a disc wider than any nucleus (what is left when
+    every bright object smaller than the disc is removed), smoothed, at a quarter of the
+    resolution. An opening follows the noise floor from below, so the field's median of the
+    result is a small positive offset that :func:`robust_background` then measures as usual.
+    """
+    height, width = smooth.shape
+    small = cv2.resize(smooth, None, fx=1 / BACKGROUND_DOWNSAMPLE, fy=1 / BACKGROUND_DOWNSAMPLE,
+                       interpolation=cv2.INTER_AREA)
+    size = 2 * max(1, round(radius / BACKGROUND_DOWNSAMPLE)) + 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    floor = cv2.morphologyEx(small, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REFLECT)
+    floor = cv2.GaussianBlur(floor, (0, 0), size / 2, borderType=cv2.BORDER_REFLECT)
+    return smooth - cv2.resize(floor, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def nuclear_threshold(smooth: np.ndarray, background: float, noise: float, params: SegmentParams) -> float:
     """Gradient-weighted mean intensity, floored at ``threshold_min_snr`` noise units above background.
 
@@ -91,6 +113,31 @@ def foreground_mask(smooth: np.ndarray, threshold: float, params: SegmentParams)
     mask = np.zeros_like(binary)
     cv2.drawContours(mask, kept, -1, 1, thickness=cv2.FILLED)
     return mask
+
+
+def add_dim_nuclei(
+    smooth: np.ndarray, mask: np.ndarray, background: float, noise: float, params: SegmentParams
+) -> np.ndarray:
+    """``mask`` plus the nuclei that the field-wide threshold left out because they are dim.
+
+    A dim nucleus (weak staining, a hypochromatic cell) sits below a threshold set by the field's
+    bright nuclei. Objects above ``dim_nuclei_snr`` noise units, clear of the nuclei already found,
+    get a threshold of their own: the same gradient-weighted edge level as the field's, measured
+    on the object alone (:func:`nuclear_threshold`), so the outline sits at the object's own edge.
+    """
+    grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    low = ((smooth > background + params.dim_nuclei_snr * noise) & (grown == 0)).astype(np.uint8)
+    n, components, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
+    found = mask.copy()
+    for index in range(1, n):
+        x, y, w, h, area = stats[index]
+        if area < params.min_area:
+            continue
+        window = (slice(max(y - 2, 0), y + h + 2), slice(max(x - 2, 0), x + w + 2))
+        own = components[window] == index
+        level = nuclear_threshold(np.where(own, smooth[window], background), background, noise, params)
+        found[window] |= (own & (smooth[window] > level)).astype(np.uint8)
+    return foreground_mask(found.astype(np.float32), 0.5, params)
 
 
 def _distance_peaks(distance: np.ndarray, params: SegmentParams) -> list[tuple[float, float, float]]:
@@ -180,9 +227,14 @@ def split_touching(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
 def segment_nuclei(dapi: np.ndarray, params: SegmentParams) -> NucleiResult:
     """Detect nuclei in one DAPI image; nuclei come in raster order of their centres."""
     smooth = denoise(dapi, params)
+    field_background = robust_background(smooth)[0]
+    if params.background_radius > 0:
+        smooth = flatten_background(smooth, params.background_radius)
     background, noise = robust_background(smooth)
     threshold = nuclear_threshold(smooth, background, noise, params)
     mask = foreground_mask(smooth, threshold, params)
+    if params.dim_nuclei_snr > 0:
+        mask = add_dim_nuclei(smooth, mask, background, noise, params)
     raw_labels = split_touching(mask, params)
 
     found = []
@@ -209,4 +261,4 @@ def segment_nuclei(dapi: np.ndarray, params: SegmentParams) -> NucleiResult:
                 contour=contour,
             )
         )
-    return NucleiResult(labels=labels, nuclei=nuclei, background=background, noise=noise)
+    return NucleiResult(labels=labels, nuclei=nuclei, background=field_background, noise=noise)

@@ -68,12 +68,15 @@ def _valley_depth(response: np.ndarray, a: tuple[int, int], b: tuple[int, int]) 
 
 
 def _separate_spots(response: np.ndarray, rows: np.ndarray, cols: np.ndarray, label: np.ndarray,
-                    min_dip: float) -> np.ndarray:
+                    min_dip: float, merge_px: float = 0.0) -> np.ndarray:
     """Keep-mask of candidate maxima: a maximum is its own spot only when the response dips by at
-    least ``min_dip`` x its height between it and every brighter kept maximum of the same nucleus.
+    least ``min_dip`` x its height between it and every brighter kept maximum of the same nucleus,
+    and it lies at least ``merge_px`` from each of them.
 
     Two real spots a few pixels apart show a valley between them; a noise bump on the flank of a
-    spot, or a lumpy spot, does not.
+    spot, or a lumpy spot, does not. A split signal (one centromere seen as two dots, as sister
+    chromatids in G2) does show a valley: FISH scoring counts two signals closer than about one
+    signal width as one, which is ``merge_px``.
     """
     keep = np.zeros(rows.size, dtype=bool)
     order = np.argsort(-response[rows, cols], kind="stable")
@@ -82,7 +85,11 @@ def _separate_spots(response: np.ndarray, rows: np.ndarray, cols: np.ndarray, la
         point = (rows[i], cols[i])
         height = response[point]
         brighter = kept_by_label.setdefault(int(label[i]), [])
-        if all(_valley_depth(response, point, (rows[j], cols[j])) >= min_dip * height for j in brighter):
+        if all(
+            _valley_depth(response, point, (rows[j], cols[j])) >= min_dip * height
+            and np.hypot(rows[i] - rows[j], cols[i] - cols[j]) >= merge_px
+            for j in brighter
+        ):
             keep[i] = True
             brighter.append(i)
     return keep
@@ -98,14 +105,20 @@ def detect_cep8_spots(cep8: np.ndarray, labels: np.ndarray, params: SegmentParam
     owner = expand_labels(labels, params.spot_margin)
     rows, cols = np.nonzero(peaks & (owner > 0))
     label = owner[rows, cols]
-    keep = _separate_spots(response, rows, cols, label, params.spot_min_dip)
+    keep = _separate_spots(response, rows, cols, label, params.spot_min_dip, params.spot_merge_px)
     rows, cols, label = rows[keep], cols[keep], label[keep]
     strength = response[rows, cols] / noise
     if params.spot_min_relative > 0 and label.size:
         # A spot far dimmer than the brightest of its own nucleus is speckle or noise on a bright cell.
+        # Measured as peak response, or as light collected at a wider scale (spot_mass_sigma): a signal
+        # out of the focal plane spreads the same light wider (low peak, full mass), a
+        # cross-hybridisation speck is simply faint (low both).
+        brightness = strength
+        if params.spot_mass_sigma > 0:
+            brightness = spot_response(cep8, params.spot_mass_sigma)[rows, cols]
         brightest = np.zeros(int(labels.max()) + 1, dtype=np.float32)
-        np.maximum.at(brightest, label, strength)
-        keep = strength >= params.spot_min_relative * brightest[label]
+        np.maximum.at(brightest, label, brightness)
+        keep = brightness >= params.spot_min_relative * brightest[label]
         rows, cols, label, strength = rows[keep], cols[keep], label[keep], strength[keep]
     return Spots(rows=rows, cols=cols, label=label, strength=strength)
 

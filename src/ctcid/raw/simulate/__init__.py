@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ctcid.config import Params
+from ctcid.config import Params, SimulateParams
 from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, CTC_LABEL, DEFAULT_SITE, FIELD_SUFFIXES
 from ctcid.parallel import opencv_threads, parallel_map
 from ctcid.raw.fields import write_field
+from ctcid.raw.simulate import artefacts
 from ctcid.raw.simulate.cells import CD45, CEP8, DAPI, draw_cell, draw_speckles
 from ctcid.raw.simulate.cohort import draw_cohort, label_for, place_field
 from ctcid.raw.simulate.optics import Microscope
@@ -81,7 +82,8 @@ def _clear_sample_dir(directory: Path) -> None:
     """Drop a previous run's files of this sample, so a smaller re-run leaves no stale fields."""
     if directory.is_dir():
         for path in directory.iterdir():
-            if path.suffix.lower() in FIELD_SUFFIXES or path.name == ANNOTATIONS_FILE:
+            truth = path.name in (ANNOTATIONS_FILE, artefacts.ARTEFACTS_FILE)
+            if path.suffix.lower() in FIELD_SUFFIXES or truth:
                 path.unlink()
 
 
@@ -104,17 +106,21 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
     order = [_STAIN_INDEX[name] for name in params.channels]
 
     rows: list[list[object]] = []
+    tagged: list[tuple[str, str]] = []
     summaries: list[FieldSummary] = []
     dropped = 0
     clusters: dict[int, str] = {}
     for field_number, groups in enumerate(cohort.groups_per_field):
         field = f"f{field_number:03d}"
-        cells, lost = place_field(groups, p.field_size, rng)
+        cells, lost = place_field(groups, p.field_size, rng, p.artefacts.clump_overlap)
         dropped += lost
         specimen = np.zeros((3, p.field_size, p.field_size), dtype=np.float32)
         nuclei = np.zeros((p.field_size, p.field_size), dtype=bool)
+        haze = _haze(cells, p, rng)
         for cell_number, cell in enumerate(cells):
             box = draw_cell(specimen, nuclei, cell, p, rng)
+            if cell.tags:
+                tagged.append((f"{field}-c{cell_number:03d}", ";".join(dict.fromkeys(cell.tags))))
             cluster_id = ""
             if cell.cluster >= 0:
                 cluster_id = clusters.setdefault(cell.cluster, f"k{len(clusters):03d}")
@@ -136,6 +142,8 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
                     cluster_id,
                 ]
             )
+        if haze is not None:
+            specimen += haze
         draw_speckles(specimen, nuclei, p, rng)
         image = microscope.acquire(specimen, imaging, rng)
         write_field(directory / f"{field}.tif", image[order], params.channels)
@@ -146,7 +154,34 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(ANNOTATION_COLUMNS)
         writer.writerows(rows)
+    if p.artefacts.enabled:
+        _write_artefacts(directory / artefacts.ARTEFACTS_FILE, tagged)
     return SampleSummary(sample, tuple(summaries), dropped, site_name(site))
+
+
+# The haze is mostly DNA (lysed cells, free DNA): strongest in DAPI, a glow in the other channels.
+HAZE_CHANNEL_SHARE = np.array([1.0, 0.4, 0.4], dtype=np.float32)[:, None, None]
+
+
+def _haze(cells: list, p: SimulateParams, rng: np.random.Generator) -> np.ndarray | None:
+    """The field's uneven background (3 x H x W) or None; tags the cells where it doubles the background."""
+    a = p.artefacts
+    if not a.uneven_background:
+        return None
+    level = float(np.mean(p.background_counts))
+    plane = artefacts.haze((p.field_size, p.field_size), a, level, rng)
+    for cell in cells:
+        if plane[int(cell.y), int(cell.x)] >= level:
+            cell.tags.append(artefacts.UNEVEN_BACKGROUND)
+    return plane[None] * HAZE_CHANNEL_SHARE
+
+
+def _write_artefacts(path: Path, tagged: list[tuple[str, str]]) -> None:
+    """``artefacts.csv``: the tags of every cell that carries one (docs/simulator.md#hard)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(artefacts.ARTEFACT_COLUMNS)
+        writer.writerows(tagged)
 
 
 def simulate_dataset(

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ctcid.config import SimulateParams
+from ctcid.raw.simulate import artefacts
 from ctcid.raw.simulate.cohort import DEBRIS, Cell
 from ctcid.raw.simulate.optics import CD45, CEP8, DAPI, FOCUS_JITTER
 
@@ -99,6 +100,16 @@ def _spot_positions(
     return np.asarray(positions)
 
 
+def _fragment_positions(cell: Cell, rng: np.random.Generator) -> np.ndarray:
+    """A fragmented nucleus keeps its copies in its fragments, copy i in fragment i (cycling)."""
+    positions = []
+    for index in range(cell.cep8_copies):
+        dx, dy, radius = cell.fragments[index % len(cell.fragments)]
+        reach, angle = 0.5 * radius * math.sqrt(rng.random()), rng.uniform(0.0, 2 * math.pi)
+        positions.append((cell.x + dx + reach * math.cos(angle), cell.y + dy + reach * math.sin(angle)))
+    return np.asarray(positions)
+
+
 def _draw_spots(specimen: np.ndarray, cell: Cell, p: SimulateParams, rng: np.random.Generator) -> None:
     copies = cell.cep8_copies
     sigmas = rng.uniform(*p.spot_sigma, copies)
@@ -106,27 +117,97 @@ def _draw_spots(specimen: np.ndarray, cell: Cell, p: SimulateParams, rng: np.ran
     dim = rng.random(copies) < p.spot_dim_prob
     sigmas = np.where(dim, sigmas * DIM_SPOT_WIDENING, sigmas)
     peaks = np.where(dim, peaks * p.spot_dim_scale, peaks)
-    for (x, y), sigma, peak in zip(_spot_positions(cell, p, sigmas, rng), sigmas, peaks, strict=True):
-        add_spot(specimen[CEP8], x, y, float(sigma), float(peak))
+    if dim.any():
+        cell.tags.append(artefacts.OUT_OF_PLANE)
+    positions = _fragment_positions(cell, rng) if cell.fragments else _spot_positions(cell, p, sigmas, rng)
+    split = p.artefacts.split_signal_prob
+    for (x, y), sigma, peak in zip(positions, sigmas, peaks, strict=True):
+        if split and rng.random() < split:
+            for half_x, half_y, half_peak in artefacts.split_positions(x, y, float(peak), p.artefacts, rng):
+                add_spot(specimen[CEP8], half_x, half_y, float(sigma), half_peak)
+            if artefacts.SPLIT_SIGNAL not in cell.tags:
+                cell.tags.append(artefacts.SPLIT_SIGNAL)
+        else:
+            add_spot(specimen[CEP8], x, y, float(sigma), float(peak))
+
+
+def _draw_specks(specimen: np.ndarray, cell: Cell, p: SimulateParams, rng: np.random.Generator) -> None:
+    specks = artefacts.speck_positions(cell, p.artefacts, p, rng)
+    for x, y, sigma, peak in specks:
+        add_spot(specimen[CEP8], x, y, sigma, peak)
+    if specks:
+        cell.tags.append(artefacts.SPECK)
+
+
+def _nucleus_profile(
+    cell: Cell, dx: np.ndarray, dy: np.ndarray, outline: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anti-aliased coverage (0-1) and thickness dome of the nucleus, or of its fragments."""
+    if not cell.fragments:
+        distance = np.hypot(dx, dy)
+        inside = np.clip(outline - distance + 0.5, 0.0, 1.0)
+        return inside, np.sqrt(np.clip(1.0 - (distance / outline) ** 2, 0.0, 1.0))
+    inside = np.zeros(outline.shape, dtype=np.float32)
+    dome = np.zeros_like(inside)
+    for fx, fy, radius in cell.fragments:
+        distance = np.hypot(dx - fx, dy - fy)
+        inside = np.maximum(inside, np.clip(radius - distance + 0.5, 0.0, 1.0))
+        dome = np.maximum(dome, np.sqrt(np.clip(1.0 - (distance / radius) ** 2, 0.0, 1.0)))
+    return inside, dome
+
+
+def _micronucleus(cell: Cell, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Coverage (0-1) of the cell's micronucleus in the window; zeros without one."""
+    if cell.micronucleus is None:
+        return np.zeros(np.broadcast_shapes(dx.shape, dy.shape), dtype=np.float32)
+    mx, my, radius = cell.micronucleus
+    return np.clip(radius - np.hypot(dx - mx, dy - my) + 0.5, 0.0, 1.0)
+
+
+def _reach(cell: Cell) -> float:
+    """Radius of the window the cell is drawn in: its membrane, or a micronucleus beyond it."""
+    reach = cell.outer_radius
+    if cell.micronucleus is not None:
+        mx, my, radius = cell.micronucleus
+        reach = max(reach, math.hypot(mx, my) + radius)
+    return reach + 3.0 * CD45_MEMBRANE_WIDTH + 1.0
 
 
 def draw_cell(
     specimen: np.ndarray, nuclei: np.ndarray, cell: Cell, p: SimulateParams, rng: np.random.Generator
 ) -> Annotation:
-    """Add one placed cell to the specimen stack and the nucleus mask; returns its annotation."""
-    half = cell.outer_radius + 3.0 * CD45_MEMBRANE_WIDTH + 1.0
-    rows, cols, dx, dy = _window(cell.x, cell.y, half, specimen.shape[1:])
+    """Add one placed cell to the specimen stack and the nucleus mask; returns its annotation.
+
+    An out-of-focus cell (``cell.defocus``) is drawn sharp on its own, blurred, then added; its
+    annotation is still the sharp nucleus: the truth does not move when the focus does.
+    """
+    if not cell.defocus:
+        return _draw_sharp(specimen, nuclei, cell, p, rng)
+    own = np.zeros_like(specimen)
+    annotation = _draw_sharp(own, nuclei, cell, p, rng)
+    rows, cols, _, _ = _window(cell.x, cell.y, _reach(cell) + 4.0 * cell.defocus, specimen.shape[1:])
+    for channel in range(specimen.shape[0]):
+        specimen[channel, rows, cols] += cv2.GaussianBlur(
+            own[channel, rows, cols], (0, 0), cell.defocus, borderType=cv2.BORDER_CONSTANT
+        )
+    return annotation
+
+
+def _draw_sharp(
+    specimen: np.ndarray, nuclei: np.ndarray, cell: Cell, p: SimulateParams, rng: np.random.Generator
+) -> Annotation:
+    rows, cols, dx, dy = _window(cell.x, cell.y, _reach(cell), specimen.shape[1:])
     distance = np.hypot(dx, dy)
     theta = np.arctan2(dy, dx)
     outline = cell.shape.radius_at(theta)
 
     # nucleus: anti-aliased outline, thicker (brighter) in the middle, granular chromatin
-    inside = np.clip(outline - distance + 0.5, 0.0, 1.0)
-    dome = np.sqrt(np.clip(1.0 - (distance / outline) ** 2, 0.0, 1.0))
+    inside, dome = _nucleus_profile(cell, dx, dy, outline)
     chromatin = 1.0 + cell.chromatin * _texture(inside.shape, 1.0, rng)
     dapi = cell.dapi_level * inside * (0.55 + 0.45 * dome) * np.clip(chromatin, 0.2, None)
-    specimen[DAPI, rows, cols] += dapi
-    nuclei[rows, cols] |= inside >= 0.5
+    micronucleus = _micronucleus(cell, dx, dy)
+    specimen[DAPI, rows, cols] += dapi + cell.dapi_level * 0.8 * micronucleus
+    nuclei[rows, cols] |= (inside >= 0.5) | (micronucleus >= 0.5)
 
     if cell.cell_type == DEBRIS:
         # debris autofluoresces a little in every channel, a common false spot
@@ -140,9 +221,13 @@ def draw_cell(
         harmonic = int(rng.integers(1, 4))
         patches = 1.0 + 0.3 * np.cos(harmonic * theta + rng.uniform(0.0, 2 * math.pi))
         patches *= 1.0 + 0.15 * _texture(ring.shape, 1.5, rng)
+        if cell.cd45_arc is not None:
+            patches *= artefacts.arc_window(theta, cell.cd45_arc)
         specimen[CD45, rows, cols] += cell.cd45_level * (ring + fill) * np.clip(patches, 0.2, None)
     if cell.cep8_copies:
         _draw_spots(specimen, cell, p, rng)
+    if p.artefacts.nuclear_speck_mean and cell.cell_type != DEBRIS:
+        _draw_specks(specimen, cell, p, rng)
 
     mask_rows, mask_cols = np.nonzero(inside >= 0.5)
     if len(mask_rows) == 0:  # sub-pixel debris: fall back to the pixel under the centre

@@ -15,6 +15,7 @@ import numpy as np
 
 from ctcid.config import SimulateParams
 from ctcid.contracts import CELL_TYPES, CTC_LABEL, NON_CTC_LABEL
+from ctcid.raw.simulate import artefacts
 
 LEUKOCYTE, CTC, DIPLOID_CD45NEG, ANEUPLOID_CD45POS, DEBRIS = CELL_TYPES
 
@@ -85,6 +86,13 @@ class Cell:
     touching: bool = False  # place it against an already placed cell
     x: float = 0.0
     y: float = 0.0
+    # the hard cohort's artefacts (raw/simulate/artefacts.py); the defaults draw a plain cell
+    clump: bool = False  # a member of a clump: overlaps its neighbours
+    fragments: list[tuple[float, float, float]] = field(default_factory=list)  # (dx, dy, radius)
+    micronucleus: tuple[float, float, float] | None = None  # (dx, dy, radius) from the cell centre
+    defocus: float = 0.0  # px of extra blur over the whole cell
+    cd45_arc: tuple[float, float] | None = None  # (share kept, centre angle) of a partial CD45 ring
+    tags: list[str] = field(default_factory=list)  # artefacts this cell carries
 
     @property
     def label(self) -> str:
@@ -133,14 +141,23 @@ def _ctc_copies(p: SimulateParams, rng: np.random.Generator) -> int:
     return int(rng.choice(copies, p=weights / weights.sum()))
 
 
+def _with_artefacts(cell: Cell, p: SimulateParams, rng: np.random.Generator) -> Cell:
+    if p.artefacts.enabled:  # no draw at all otherwise: the default cohort keeps its bytes
+        artefacts.decorate(cell, p.artefacts, rng)
+    return cell
+
+
 def make_ctc(p: SimulateParams, rng: np.random.Generator, cluster: int = -1) -> Cell:
     cell = _cell(p, rng, CTC, rng.uniform(*p.ctc_radius), p.ctc_irregularity, _ctc_copies(p, rng), "negative")
     cell.cluster = cluster
-    return cell
+    return _with_artefacts(cell, p, rng)
 
 
 def make_background_cell(p: SimulateParams, rng: np.random.Generator) -> Cell:
     """One non-CTC cell drawn from the population left after CD45 depletion."""
+    lookalike = artefacts.extra_background_cell(p, rng)
+    if lookalike is not None:
+        return _with_artefacts(lookalike, p, rng)
     shares = np.array([p.hard_negative_share, p.cd45pos_aneuploid_share, p.debris_share])
     kinds = (DIPLOID_CD45NEG, ANEUPLOID_CD45POS, DEBRIS, LEUKOCYTE)
     kind = kinds[rng.choice(4, p=np.append(shares, 1.0 - shares.sum()))]
@@ -152,10 +169,14 @@ def make_background_cell(p: SimulateParams, rng: np.random.Generator) -> Cell:
             radius = rng.uniform(*p.ctc_radius)
         else:
             radius = rng.uniform(p.leukocyte_radius[0], max(p.ctc_radius[0], p.leukocyte_radius[1]))
-        return _cell(p, rng, DIPLOID_CD45NEG, radius, p.ctc_irregularity / 2, 2, "negative")
+        cell = _cell(p, rng, DIPLOID_CD45NEG, radius, p.ctc_irregularity / 2, 2, "negative")
+        return _with_artefacts(cell, p, rng)
     cd45_status = "dim" if rng.random() < p.cd45_dim_share else "positive"
     copies = 3 if kind == ANEUPLOID_CD45POS else 2
-    return _cell(p, rng, kind, rng.uniform(*p.leukocyte_radius), ROUND_IRREGULARITY, copies, cd45_status)
+    cell = _cell(p, rng, kind, rng.uniform(*p.leukocyte_radius), ROUND_IRREGULARITY, copies, cd45_status)
+    if kind == ANEUPLOID_CD45POS:
+        artefacts.polyploid(cell, p, rng)
+    return _with_artefacts(cell, p, rng)
 
 
 @dataclass
@@ -187,6 +208,7 @@ def draw_cohort(p: SimulateParams, rng: np.random.Generator) -> SampleCohort:
     for group in groups:
         if len(group) == 1 and rng.random() < p.touching_share:
             group[0].touching = True
+    artefacts.draw_clumps(p, groups, rng)
 
     n_fields = int(rng.integers(p.fields_per_sample[0], p.fields_per_sample[1] + 1))
     cohort = SampleCohort(n_fields=n_fields, groups_per_field=[[] for _ in range(n_fields)])
@@ -236,13 +258,21 @@ class _Layout:
         return None
 
     def place_touching(
-        self, cell: Cell, partners: list[int], group: set[int], rng: np.random.Generator
+        self,
+        cell: Cell,
+        partners: list[int],
+        group: set[int],
+        rng: np.random.Generator,
+        touch: tuple[float, float] = TOUCH_DISTANCE,
     ) -> int | None:
-        """Against one of ``partners``; may also touch the rest of its own ``group`` (a cluster)."""
+        """Against one of ``partners``; may also touch the rest of its own ``group`` (a cluster).
+
+        ``touch`` is the centre distance as a fraction of the two nuclear radii (clumps overlap more).
+        """
         for _ in range(PLACEMENT_TRIES):
             partner_index = partners[int(rng.integers(len(partners)))]
             partner = self.cells[partner_index]
-            distance = (partner.shape.radius + cell.shape.radius) * rng.uniform(*TOUCH_DISTANCE)
+            distance = (partner.shape.radius + cell.shape.radius) * rng.uniform(*touch)
             angle = rng.uniform(0.0, 2 * math.pi)
             x, y = partner.x + distance * math.cos(angle), partner.y + distance * math.sin(angle)
             if not self.inside(cell, x, y):
@@ -253,16 +283,22 @@ class _Layout:
             members = list(exempt)
             nuclear = np.array([self.cells[i].shape.radius for i in members]) + cell.shape.radius
             gaps = np.hypot(self.xy[members, 0] - x, self.xy[members, 1] - y)
-            if (gaps >= TOUCH_DISTANCE[0] * nuclear).all():
+            if (gaps >= touch[0] * nuclear).all():
                 return self.add(cell, x, y)
         return None
 
 
-def place_field(groups: list[list[Cell]], size: int, rng: np.random.Generator) -> tuple[list[Cell], int]:
+def place_field(
+    groups: list[list[Cell]],
+    size: int,
+    rng: np.random.Generator,
+    clump_overlap: tuple[float, float] = TOUCH_DISTANCE,
+) -> tuple[list[Cell], int]:
     """Lay the groups out in a ``size`` x ``size`` field; returns the placed cells and how many did not fit.
 
     Cells keep clear of each other's cytoplasm (rejection sampling) except clusters and cells
-    flagged ``touching``, whose nuclei abut or overlap a neighbour's.
+    flagged ``touching``, whose nuclei abut or overlap a neighbour's, and clumps, whose members
+    lie ``clump_overlap`` x their radius sum apart (over each other).
     """
     layout = _Layout(size)
     # clusters first: they need the most room
@@ -282,8 +318,9 @@ def place_field(groups: list[list[Cell]], size: int, rng: np.random.Generator) -
             dropped += len(group)
             continue
         members = {placed}
+        touch = clump_overlap if first.clump else TOUCH_DISTANCE
         for cell in group[1:]:
-            index_placed = layout.place_touching(cell, sorted(members), members, rng)
+            index_placed = layout.place_touching(cell, sorted(members), members, rng, touch)
             if index_placed is None:
                 dropped += 1
             else:
