@@ -125,7 +125,7 @@ class ArtefactParams(_Section):
     uneven_background: Annotated[float, Field(ge=0.0, le=20.0)] = 0.0  # haze peak, x the slide background
     # FISH
     split_signal_prob: Probability = 0.0  # per CEP8 copy: imaged as two close spots (sister chromatids)
-    split_distance: Range = (1.5, 2.5)  # px between the two halves of a split signal
+    split_distance: Range = (2.0, 3.0)  # px between the two halves (below the distinct-copy spacing)
     nuclear_speck_mean: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0  # cross-hybridisation specks/nucleus
     nuclear_speck_brightness: Range = (0.08, 0.25)  # their peak, x spot_peak
     # CD45 and look-alikes

@@ -221,9 +221,10 @@ def _draw_sharp(
         harmonic = int(rng.integers(1, 4))
         patches = 1.0 + 0.3 * np.cos(harmonic * theta + rng.uniform(0.0, 2 * math.pi))
         patches *= 1.0 + 0.15 * _texture(ring.shape, 1.5, rng)
+        membrane_light = cell.cd45_level * (ring + fill) * np.clip(patches, 0.2, None)
         if cell.cd45_arc is not None:
-            patches *= artefacts.arc_window(theta, cell.cd45_arc)
-        specimen[CD45, rows, cols] += cell.cd45_level * (ring + fill) * np.clip(patches, 0.2, None)
+            membrane_light *= artefacts.arc_window(theta, cell.cd45_arc)
+        specimen[CD45, rows, cols] += membrane_light
     if cell.cep8_copies:
         _draw_spots(specimen, cell, p, rng)
     if p.artefacts.nuclear_speck_mean and cell.cell_type != DEBRIS:
