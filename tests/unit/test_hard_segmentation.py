@@ -1,4 +1,4 @@
-"""ctcid's options for hard slides (docs/segmentation.md#hard-slides): each fixes its artefact; off by default."""
+"""ctcid's options for hard slides (docs/segmentation.md#hard-slides): each fixes its artefact."""
 
 from __future__ import annotations
 
