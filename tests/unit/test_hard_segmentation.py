@@ -81,3 +81,15 @@ def test_specks_are_dropped_and_out_of_focus_signals_kept_when_spots_are_weighed
     assert spot_counts(cep8, dapi, by_light) == [2]  # the signal and the out-of-plane one
     spots = detect_cep8_spots(cep8, segment_nuclei(dapi, by_light).labels, by_light)
     assert sorted(zip(spots.cols.tolist(), spots.rows.tolist(), strict=True)) == [(74, 74), (86, 76)]
+
+
+def test_a_spot_too_flat_for_the_fine_filter_is_found_at_the_wide_scale() -> None:
+    image = draw_field([DrawnCell(80, 80, 12)], size=SIZE).astype(np.float32)
+    image[1] += gaussian(74, 76, 1.0, 3000.0)  # in focus
+    image[1] += gaussian(87, 84, 2.6, 450.0)  # in a defocused cell: as much light, spread flat
+    cep8, dapi = image[1].astype(np.uint16), image[0].astype(np.uint16)
+    assert spot_counts(cep8, dapi, DEFAULT) == [1]
+    wide = DEFAULT.model_copy(update={"spot_mass_sigma": 2.0, "spot_min_relative": 0.2})
+    assert spot_counts(cep8, dapi, wide) == [2]
+    spots = detect_cep8_spots(cep8, segment_nuclei(dapi, wide).labels, wide)
+    assert (np.hypot(spots.cols - 87, spots.rows - 84) < 2).any()

@@ -95,6 +95,32 @@ def _separate_spots(response: np.ndarray, rows: np.ndarray, cols: np.ndarray, la
     return keep
 
 
+def _add_wide_spots(
+    wide: np.ndarray, owner: np.ndarray, found: tuple[np.ndarray, ...], params: SegmentParams
+) -> tuple[np.ndarray, ...]:
+    """``found`` (rows, cols, label, strength) plus the spots only the wide filter sees.
+
+    A signal out of the focal plane, or in a defocused cell, is too flat for the fine filter but
+    a clear peak of the wide one. A wide peak within 2 wide sigmas of a spot already found is that
+    spot (or a pair of them) seen coarsely, and is not counted again.
+    """
+    rows, cols, label, strength = found
+    noise = _robust_noise(wide)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    peaks = (wide >= cv2.dilate(wide, kernel)) & (wide > params.spot_snr * noise) & (owner > 0)
+    extra_rows, extra_cols = np.nonzero(peaks)
+    if extra_rows.size and rows.size:
+        gap = np.hypot(extra_rows[:, None] - rows[None, :], extra_cols[:, None] - cols[None, :])
+        alone = gap.min(axis=1) > 2 * params.spot_mass_sigma
+        extra_rows, extra_cols = extra_rows[alone], extra_cols[alone]
+    return (
+        np.concatenate([rows, extra_rows]),
+        np.concatenate([cols, extra_cols]),
+        np.concatenate([label, owner[extra_rows, extra_cols]]),
+        np.concatenate([strength, wide[extra_rows, extra_cols] / noise]),
+    )
+
+
 def detect_cep8_spots(cep8: np.ndarray, labels: np.ndarray, params: SegmentParams) -> Spots:
     """All CEP8 spots of a field that fall inside (or at the edge of) a labelled nucleus."""
     response = spot_response(cep8, params.spot_sigma)
@@ -108,14 +134,15 @@ def detect_cep8_spots(cep8: np.ndarray, labels: np.ndarray, params: SegmentParam
     keep = _separate_spots(response, rows, cols, label, params.spot_min_dip, params.spot_merge_px)
     rows, cols, label = rows[keep], cols[keep], label[keep]
     strength = response[rows, cols] / noise
+    wide = spot_response(cep8, params.spot_mass_sigma) if params.spot_mass_sigma > 0 else None
+    if wide is not None:
+        rows, cols, label, strength = _add_wide_spots(wide, owner, (rows, cols, label, strength), params)
     if params.spot_min_relative > 0 and label.size:
         # A spot far dimmer than the brightest of its own nucleus is speckle or noise on a bright cell.
         # Measured as peak response, or as light collected at a wider scale (spot_mass_sigma): a signal
         # out of the focal plane spreads the same light wider (low peak, full mass), a
         # cross-hybridisation speck is simply faint (low both).
-        brightness = strength
-        if params.spot_mass_sigma > 0:
-            brightness = spot_response(cep8, params.spot_mass_sigma)[rows, cols]
+        brightness = strength if wide is None else wide[rows, cols]
         brightest = np.zeros(int(labels.max()) + 1, dtype=np.float32)
         np.maximum.at(brightest, label, brightness)
         keep = brightness >= params.spot_min_relative * brightest[label]
