@@ -241,3 +241,19 @@ def test_cli_fails_with_a_table_naming_the_expectation(cli_project, good_data):
 def test_validate_params_are_range_checked(section, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         parse_params({"validate": section})
+
+
+def test_the_hard_cohort_passes_the_gate(tmp_path, gx_project):
+    """Clumps, haze, fragments and look-alikes are hard, not bad data: the gate lets them through."""
+    from ctcid.config import merge_overlay, read_raw
+    from ctcid.raw.simulate import simulate_dataset
+    from ctcid.segmentation.stage import run_segment
+
+    overlay = merge_overlay(read_raw(REPO / "configs" / "hard.yaml"), {"simulate": {"ctc_burden_mean": 12.0}})
+    params = parse_params(merge_overlay(read_raw(REPO / "params.yaml"), overlay))
+    raw = tmp_path / "raw"
+    simulate_dataset(params, raw, n_samples=10, workers=2, show_progress=False)
+    run_segment(raw, tmp_path / "data" / "segment", tmp_path / "reports", params.segment, params.channels,
+                show_progress=False)
+    report = gate(tmp_path, params, gx_project)
+    assert report.failures == [] and report.success
