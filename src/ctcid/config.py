@@ -60,6 +60,15 @@ def _ordered(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
+def _within(value: tuple[float, float], lowest: float, highest: float) -> tuple[float, float]:
+    """An ordered [low, high] range inside [lowest, highest]."""
+    if value[0] < lowest or value[1] > highest:
+        raise ValueError(
+            f"range must lie within [{lowest:g}, {highest:g}], got [{value[0]:g}, {value[1]:g}]"
+        )
+    return _ordered(value)
+
+
 # Physically sensible limits of each [low, high] knob of the simulator.
 _SIMULATE_RANGE_BOUNDS: dict[str, tuple[float, float]] = {
     "leukocyte_radius": (2.0, 100.0),
@@ -102,7 +111,7 @@ class SiteOptics(_Section):
 
 
 class ArtefactParams(_Section):
-    """The hard cohort's failure modes of real imFISH slides (docs/simulator.md#hard); all off by default.
+    """The hard cohort's failure modes of real imFISH slides (docs/simulator.md#hard-cohort), all off.
 
     With every knob at its default the simulator draws no extra random number, so the default
     cohort stays byte-identical; ``configs/hard.yaml`` turns them on.
@@ -142,20 +151,13 @@ class ArtefactParams(_Section):
     )
     @classmethod
     def _artefact_ranges(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
-        lowest, highest = _ARTEFACT_RANGE_BOUNDS[info.field_name]
-        if v[0] < lowest or v[1] > highest:
-            raise ValueError(f"range must lie within [{lowest:g}, {highest:g}], got [{v[0]:g}, {v[1]:g}]")
-        return _ordered(v)
+        return _within(v, *_ARTEFACT_RANGE_BOUNDS[info.field_name])
 
     @field_validator("clump_size", "fragments", "polyploid_copies")
     @classmethod
     def _artefact_int_ranges(cls, v: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
         bounds = {"clump_size": (3, 12), "fragments": (2, 8), "polyploid_copies": (3, 8)}
-        lowest, highest = bounds[info.field_name]
-        if v[0] < lowest or v[1] > highest:
-            raise ValueError(f"range must lie within [{lowest}, {highest}], got [{v[0]}, {v[1]}]")
-        _ordered(v)
-        return v
+        return _within(v, *bounds[info.field_name])
 
     @field_validator("endothelial_share")
     @classmethod
@@ -245,16 +247,13 @@ class SimulateParams(_Section):
     # randomisation). 1 = one site, as before.
     sites: Annotated[int, Field(ge=1, le=64)] = 1
     site_optics: SiteOptics = Field(default_factory=lambda: SiteOptics())
-    # the hard cohort's artefacts (docs/simulator.md#hard), all off by default; configs/hard.yaml
+    # the hard cohort's artefacts (docs/simulator.md#hard-cohort), all off by default; configs/hard.yaml
     artefacts: ArtefactParams = Field(default_factory=lambda: ArtefactParams())
 
     @field_validator(*_SIMULATE_RANGE_BOUNDS)
     @classmethod
     def _ranges(cls, v: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
-        lowest, highest = _SIMULATE_RANGE_BOUNDS[info.field_name]
-        if v[0] < lowest or v[1] > highest:
-            raise ValueError(f"range must lie within [{lowest:g}, {highest:g}], got [{v[0]:g}, {v[1]:g}]")
-        return _ordered(v)
+        return _within(v, *_SIMULATE_RANGE_BOUNDS[info.field_name])
 
     @field_validator("fields_per_sample", "ctc_cluster_size", "ctc_cep8_copies")
     @classmethod

@@ -1,4 +1,4 @@
-"""The hard cohort's simulator artefacts: each one does what docs/simulator.md#hard says, and only when on."""
+"""The hard cohort's simulator artefacts (docs/simulator.md#hard-cohort): each as documented, only when on."""
 
 from __future__ import annotations
 

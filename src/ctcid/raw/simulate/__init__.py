@@ -177,7 +177,7 @@ def _haze(cells: list, p: SimulateParams, rng: np.random.Generator) -> np.ndarra
 
 
 def _write_artefacts(path: Path, tagged: list[tuple[str, str]]) -> None:
-    """``artefacts.csv``: the tags of every cell that carries one (docs/simulator.md#hard)."""
+    """``artefacts.csv``: the tags of every cell that carries one (docs/simulator.md#hard-cohort)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(artefacts.ARTEFACT_COLUMNS)

@@ -3,7 +3,7 @@
 Every function here runs only when its knob in ``simulate.artefacts`` is on, so the default cohort
 draws exactly the random numbers it drew before (byte-identical files). Each artefact leaves a tag
 on the cells it touched; the simulator writes them to ``<sample>/artefacts.csv`` so that any
-metric can be broken down by artefact (docs/simulator.md#hard).
+metric can be broken down by artefact (docs/simulator.md#hard-cohort).
 """
 
 from __future__ import annotations
