@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ctcid.config import ArtefactParams, SimulateParams
+from ctcid.raw.simulate import cohort  # which imports this module: both only use each other in functions
 
 ARTEFACTS_FILE = "artefacts.csv"
 ARTEFACT_COLUMNS = ("cell_id", "artefacts")
@@ -71,16 +72,14 @@ SPLIT_BRIGHTNESS = (0.5, 0.7)  # each half of a split signal, x the copy's peak
 
 def decorate(cell, a: ArtefactParams, rng: np.random.Generator) -> None:
     """Per-cell artefacts drawn when the cell is made: dim, apoptotic, micronucleus, defocus, CD45 arc."""
-    from ctcid.raw.simulate.cohort import CTC, DEBRIS, LEUKOCYTE
-
-    if cell.cell_type == DEBRIS:
+    if cell.cell_type == cohort.DEBRIS:
         return
     if a.dim_nucleus_prob and rng.random() < a.dim_nucleus_prob:
         cell.dapi_level *= float(rng.uniform(*a.dim_nucleus_scale))
         cell.tags.append(DIM_NUCLEUS)
-    if a.apoptotic_prob and cell.cell_type == LEUKOCYTE and rng.random() < a.apoptotic_prob:
+    if a.apoptotic_prob and cell.cell_type == cohort.LEUKOCYTE and rng.random() < a.apoptotic_prob:
         _apoptose(cell, a, rng)
-    share = 1.0 if cell.cell_type == CTC else OTHER_MICRONUCLEUS_SHARE
+    share = 1.0 if cell.cell_type == cohort.CTC else OTHER_MICRONUCLEUS_SHARE
     if a.micronucleus_prob and not cell.fragments and rng.random() < share * a.micronucleus_prob:
         angle = float(rng.uniform(0.0, 2 * math.pi))
         radius = float(rng.uniform(*MICRONUCLEUS_RADIUS))
@@ -99,13 +98,11 @@ def decorate(cell, a: ArtefactParams, rng: np.random.Generator) -> None:
 
 def _apoptose(cell, a: ArtefactParams, rng: np.random.Generator) -> None:
     """Half pyknotic (one small bright nucleus), half karyorrhectic (round fragments in the cell)."""
-    from ctcid.raw.simulate.cohort import ROUND_IRREGULARITY, NucleusShape
-
     if rng.random() < 0.5:
         radius = cell.shape.radius * float(rng.uniform(*PYKNOTIC_RADIUS))
         # the cell shrinks less than its nucleus: the CD45 ring stays about where it was
         cell.cytoplasm_ratio *= cell.shape.radius / radius
-        cell.shape = NucleusShape.draw(radius, ROUND_IRREGULARITY, rng)
+        cell.shape = cohort.NucleusShape.draw(radius, cohort.ROUND_IRREGULARITY, rng)
         cell.dapi_level *= float(rng.uniform(*PYKNOTIC_DAPI))
         cell.chromatin = 0.05
         cell.tags.append(PYKNOTIC)
@@ -142,10 +139,14 @@ def extra_background_cell(p: SimulateParams, rng: np.random.Generator):
 
 def _lookalike(p: SimulateParams, rng: np.random.Generator):
     """CTC-sized, irregular, aneuploid and all but CD45-negative: a megakaryocyte-like cell."""
-    from ctcid.raw.simulate.cohort import ANEUPLOID_CD45POS, _cell, _ctc_copies
-
-    cell = _cell(
-        p, rng, ANEUPLOID_CD45POS, rng.uniform(*p.ctc_radius), p.ctc_irregularity, _ctc_copies(p, rng), "dim"
+    cell = cohort._cell(
+        p,
+        rng,
+        cohort.ANEUPLOID_CD45POS,
+        rng.uniform(*p.ctc_radius),
+        p.ctc_irregularity,
+        cohort._ctc_copies(p, rng),
+        "dim",
     )
     cell.cd45_level = float(rng.uniform(*p.cd45_counts) * rng.uniform(*p.artefacts.lookalike_cd45_fraction))
     cell.chromatin = 0.22  # as coarse as tumour chromatin
@@ -155,9 +156,9 @@ def _lookalike(p: SimulateParams, rng: np.random.Generator):
 
 def _endothelial(p: SimulateParams, rng: np.random.Generator):
     """A circulating endothelial-like cell: CD45-negative, diploid, a large elongated nucleus."""
-    from ctcid.raw.simulate.cohort import DIPLOID_CD45NEG, _cell
-
-    cell = _cell(p, rng, DIPLOID_CD45NEG, rng.uniform(*p.ctc_radius), p.ctc_irregularity / 2, 2, "negative")
+    cell = cohort._cell(
+        p, rng, cohort.DIPLOID_CD45NEG, rng.uniform(*p.ctc_radius), p.ctc_irregularity / 2, 2, "negative"
+    )
     cell.shape = replace(cell.shape, aspect=float(rng.uniform(*ENDOTHELIAL_ASPECT)))
     cell.tags.append(ENDOTHELIAL)
     return cell
@@ -176,21 +177,19 @@ def polyploid(cell, p: SimulateParams, rng: np.random.Generator) -> None:
 
 def draw_clumps(p: SimulateParams, groups: list, rng: np.random.Generator) -> None:
     """Add Poisson(clumps_mean) clumps of 3+ overlapping cells; some take one of the sample's single CTCs."""
-    from ctcid.raw.simulate.cohort import CTC, make_background_cell
-
     a = p.artefacts
     if not a.clumps_mean:
         return
     for _ in range(int(rng.poisson(a.clumps_mean))):
         size = int(rng.integers(a.clump_size[0], a.clump_size[1] + 1))
         members = []
-        singles = [g for g in groups if len(g) == 1 and g[0].cell_type == CTC and g[0].cluster < 0]
+        singles = [g for g in groups if len(g) == 1 and g[0].cell_type == cohort.CTC and g[0].cluster < 0]
         if singles and rng.random() < a.clump_ctc_prob:
             chosen = singles[int(rng.integers(len(singles)))]
             groups.remove(chosen)
             members.append(chosen[0])  # placed first: the leukocytes lie against and over it
         while len(members) < size:
-            members.append(make_background_cell(p, rng))
+            members.append(cohort.make_background_cell(p, rng))
         for cell in members:
             cell.clump = True
             cell.touching = False
