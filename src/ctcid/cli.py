@@ -154,6 +154,11 @@ def simulate_command(
     dropped = sum(s.dropped for s in summaries)
     if dropped:
         console.print(f"[yellow]warning:[/yellow] {dropped} cells found no room in a field", soft_wrap=True)
+    if config.simulate.artefacts.enabled:
+        console.print(
+            "hard-cohort artefacts on (simulate.artefacts): each sample's artefacts.csv tags its cells",
+            soft_wrap=True,
+        )
     if preview is not None:
         sample, field = max(((s.sample, f) for s in summaries for f in s.fields), key=lambda sf: sf[1].ctc)
         outlined = preview_field(out / sample / f"{field.field}.tif", config.channels, preview)

@@ -237,3 +237,18 @@ def test_the_hard_overlay_states_only_known_keys() -> None:
     hard = parse_params(merge_overlay(read_raw(ROOT / "params.yaml"), overlay))
     assert hard.simulate.artefacts.enabled
     assert hard.segment.background_radius > 0 and hard.segment.spot_merge_px > 0
+
+
+def test_the_simulate_command_says_when_the_artefacts_are_on(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ctcid.cli import app
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params(defocus_prob=0.5).model_dump(mode="json")))
+    result = CliRunner().invoke(
+        app, ["simulate", "--params", str(params_file), "--out", str(tmp_path / "raw"), "--samples", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "artefacts.csv" in result.output
+    assert (tmp_path / "raw" / "S0000" / "artefacts.csv").is_file()
