@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -71,10 +72,21 @@ def render(cell: Cell, **simulate: object) -> tuple[np.ndarray, np.ndarray, obje
     return specimen, nuclei, box
 
 
-def test_all_artefacts_off_writes_no_artefacts_file(tmp_path: Path) -> None:
+# Pixels and annotations of params() with every artefact off, as the simulator made them before the
+# artefacts existed (commit be0520d): the default cohort must not move unless the preset is asked for.
+DEFAULT_COHORT_DIGEST = "854cc47d1a392370ee22799da5089e90277beeeb683bae82f0480e39a9197686"
+
+
+def test_all_artefacts_off_is_the_default_cohort_as_before(tmp_path: Path) -> None:
     assert not ArtefactParams().enabled
     simulate_dataset(params(), tmp_path, workers=1, show_progress=False)
     assert not list(tmp_path.glob("*/artefacts.csv"))
+    digest = hashlib.sha256()
+    for path in sorted(tmp_path.rglob("*.tif")):
+        digest.update(read_field(path).tobytes())  # pixels, not file bytes: zlib builds may differ
+    for path in sorted(tmp_path.rglob("annotations.csv")):
+        digest.update(path.read_bytes())
+    assert digest.hexdigest() == DEFAULT_COHORT_DIGEST
 
 
 def test_the_hard_preset_tags_every_artefact(tmp_path: Path) -> None:
