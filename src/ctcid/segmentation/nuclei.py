@@ -229,10 +229,11 @@ def split_touching(mask: np.ndarray, params: SegmentParams) -> np.ndarray:
 def segment_nuclei(dapi: np.ndarray, params: SegmentParams) -> NucleiResult:
     """Detect nuclei in one DAPI image; nuclei come in raster order of their centres."""
     smooth = denoise(dapi, params)
-    field_background = robust_background(smooth)[0]
+    background, noise = robust_background(smooth)
+    field_background = background  # reported in counts, also when the threshold works on a flattened field
     if params.background_radius > 0:
         smooth = flatten_background(smooth, params.background_radius)
-    background, noise = robust_background(smooth)
+        background, noise = robust_background(smooth)
     threshold = nuclear_threshold(smooth, background, noise, params)
     mask = foreground_mask(smooth, threshold, params)
     if params.dim_nuclei_snr > 0:

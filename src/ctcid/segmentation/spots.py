@@ -95,6 +95,13 @@ def _separate_spots(response: np.ndarray, rows: np.ndarray, cols: np.ndarray, la
     return keep
 
 
+def _local_peaks(response: np.ndarray, radius: int, snr: float) -> tuple[np.ndarray, float]:
+    """Local maxima (window of ``radius``) standing ``snr`` noise units above zero, and that noise."""
+    noise = _robust_noise(response)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return (response >= cv2.dilate(response, kernel)) & (response > snr * noise), noise
+
+
 def _add_wide_spots(
     wide: np.ndarray, owner: np.ndarray, found: tuple[np.ndarray, ...], params: SegmentParams
 ) -> tuple[np.ndarray, ...]:
@@ -105,10 +112,8 @@ def _add_wide_spots(
     spot (or a pair of them) seen coarsely, and is not counted again.
     """
     rows, cols, label, strength = found
-    noise = _robust_noise(wide)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    peaks = (wide >= cv2.dilate(wide, kernel)) & (wide > params.spot_snr * noise) & (owner > 0)
-    extra_rows, extra_cols = np.nonzero(peaks)
+    peaks, noise = _local_peaks(wide, 1, params.spot_snr)
+    extra_rows, extra_cols = np.nonzero(peaks & (owner > 0))
     if extra_rows.size and rows.size:
         gap = np.hypot(extra_rows[:, None] - rows[None, :], extra_cols[:, None] - cols[None, :])
         alone = gap.min(axis=1) > 2 * params.spot_mass_sigma
@@ -124,10 +129,7 @@ def _add_wide_spots(
 def detect_cep8_spots(cep8: np.ndarray, labels: np.ndarray, params: SegmentParams) -> Spots:
     """All CEP8 spots of a field that fall inside (or at the edge of) a labelled nucleus."""
     response = spot_response(cep8, params.spot_sigma)
-    noise = _robust_noise(response)
-    size = 2 * params.spot_min_distance + 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    peaks = (response >= cv2.dilate(response, kernel)) & (response > params.spot_snr * noise)
+    peaks, noise = _local_peaks(response, params.spot_min_distance, params.spot_snr)
     owner = expand_labels(labels, params.spot_margin)
     rows, cols = np.nonzero(peaks & (owner > 0))
     label = owner[rows, cols]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctcid.config import Params, SimulateParams
+from ctcid.config import Params
 from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, CTC_LABEL, DEFAULT_SITE, FIELD_SUFFIXES
 from ctcid.parallel import opencv_threads, parallel_map
 from ctcid.raw.fields import write_field
@@ -116,7 +116,7 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
         dropped += lost
         specimen = np.zeros((3, p.field_size, p.field_size), dtype=np.float32)
         nuclei = np.zeros((p.field_size, p.field_size), dtype=bool)
-        haze = _haze(cells, p, rng)
+        haze = artefacts.field_haze(cells, p, rng)
         for cell_number, cell in enumerate(cells):
             box = draw_cell(specimen, nuclei, cell, p, rng)
             if cell.tags:
@@ -157,23 +157,6 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
     if p.artefacts.enabled:
         _write_artefacts(directory / artefacts.ARTEFACTS_FILE, tagged)
     return SampleSummary(sample, tuple(summaries), dropped, site_name(site))
-
-
-# The haze is mostly DNA (lysed cells, free DNA): strongest in DAPI, a glow in the other channels.
-HAZE_CHANNEL_SHARE = np.array([1.0, 0.4, 0.4], dtype=np.float32)[:, None, None]
-
-
-def _haze(cells: list, p: SimulateParams, rng: np.random.Generator) -> np.ndarray | None:
-    """The field's uneven background (3 x H x W) or None; tags the cells where it doubles the background."""
-    a = p.artefacts
-    if not a.uneven_background:
-        return None
-    level = float(np.mean(p.background_counts))
-    plane = artefacts.haze((p.field_size, p.field_size), a, level, rng)
-    for cell in cells:
-        if plane[int(cell.y), int(cell.x)] >= level:
-            cell.tags.append(artefacts.UNEVEN_BACKGROUND)
-    return plane[None] * HAZE_CHANNEL_SHARE
 
 
 def _write_artefacts(path: Path, tagged: list[tuple[str, str]]) -> None:

@@ -68,6 +68,8 @@ ENDOTHELIAL_ASPECT = (0.3, 0.5)  # minor / major axis: elongated, spindle-like n
 ARC_EDGE = 0.25  # rad over which a partial CD45 ring fades out
 HAZE_SCALE = 0.12  # smoothing sigma of the background haze, x the field side
 SPLIT_BRIGHTNESS = (0.5, 0.7)  # each half of a split signal, x the copy's peak
+# The haze is mostly DNA (lysed cells, free DNA): strongest in DAPI, a glow in the other channels.
+HAZE_CHANNEL_SHARE = np.array([1.0, 0.4, 0.4], dtype=np.float32)[:, None, None]
 
 
 def decorate(cell, a: ArtefactParams, rng: np.random.Generator) -> None:
@@ -197,16 +199,26 @@ def draw_clumps(p: SimulateParams, groups: list, rng: np.random.Generator) -> No
         groups.append(members)
 
 
-def haze(
-    shape: tuple[int, int], a: ArtefactParams, background: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Uneven background: smooth haze (lysed cells, free DNA, out-of-focus debris), 0 to its peak."""
-    height, width = shape
+def field_haze(cells: list, p: SimulateParams, rng: np.random.Generator) -> np.ndarray | None:
+    """A field's uneven background (3 x H x W, to add to the specimen), or None when it is off.
+
+    Smooth haze (lysed cells, free DNA, out-of-focus debris) from 0 to ``uneven_background`` x the
+    slide background; the cells under which it at least doubles the background are tagged.
+    """
+    a = p.artefacts
+    if not a.uneven_background:
+        return None
+    level = float(np.mean(p.background_counts))
+    shape = (p.field_size, p.field_size)
     noise = rng.standard_normal(shape).astype(np.float32)
-    smooth = cv2.GaussianBlur(noise, (0, 0), HAZE_SCALE * max(height, width), borderType=cv2.BORDER_REFLECT)
+    smooth = cv2.GaussianBlur(noise, (0, 0), HAZE_SCALE * p.field_size, borderType=cv2.BORDER_REFLECT)
     smooth -= smooth.min()
     smooth /= max(float(smooth.max()), 1e-6)
-    return (a.uneven_background * background * smooth**2).astype(np.float32)
+    plane = (a.uneven_background * level * smooth**2).astype(np.float32)
+    for cell in cells:
+        if plane[int(cell.y), int(cell.x)] >= level:
+            cell.tags.append(UNEVEN_BACKGROUND)
+    return plane[None] * HAZE_CHANNEL_SHARE
 
 
 def arc_window(theta: np.ndarray, arc: tuple[float, float]) -> np.ndarray:

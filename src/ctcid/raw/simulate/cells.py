@@ -157,9 +157,7 @@ def _nucleus_profile(
 
 
 def _micronucleus(cell: Cell, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Coverage (0-1) of the cell's micronucleus in the window; zeros without one."""
-    if cell.micronucleus is None:
-        return np.zeros(np.broadcast_shapes(dx.shape, dy.shape), dtype=np.float32)
+    """Coverage (0-1) of the cell's micronucleus in the window."""
     mx, my, radius = cell.micronucleus
     return np.clip(radius - np.hypot(dx - mx, dy - my) + 0.5, 0.0, 1.0)
 
@@ -205,9 +203,12 @@ def _draw_sharp(
     inside, dome = _nucleus_profile(cell, dx, dy, outline)
     chromatin = 1.0 + cell.chromatin * _texture(inside.shape, 1.0, rng)
     dapi = cell.dapi_level * inside * (0.55 + 0.45 * dome) * np.clip(chromatin, 0.2, None)
-    micronucleus = _micronucleus(cell, dx, dy)
-    specimen[DAPI, rows, cols] += dapi + cell.dapi_level * 0.8 * micronucleus
-    nuclei[rows, cols] |= (inside >= 0.5) | (micronucleus >= 0.5)
+    nuclei[rows, cols] |= inside >= 0.5
+    if cell.micronucleus is not None:
+        micronucleus = _micronucleus(cell, dx, dy)
+        dapi = dapi + cell.dapi_level * 0.8 * micronucleus
+        nuclei[rows, cols] |= micronucleus >= 0.5
+    specimen[DAPI, rows, cols] += dapi
 
     if cell.cell_type == DEBRIS:
         # debris autofluoresces a little in every channel, a common false spot
