@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +88,35 @@ def test_rerun_with_fewer_fields_leaves_no_stale_files(tmp_path: Path) -> None:
         tiny_params(n_samples=1, fields_per_sample=[1, 1]), tmp_path, workers=1, show_progress=False
     )
     assert sorted(p.name for p in (tmp_path / "S0000").iterdir()) == ["annotations.csv", "f000.tif"]
+
+
+# --- CPU independence (docs/reproducibility.md#another-cpu-type) ---------------------------------------
+
+# numpy's and OpenCV's AVX-512 code paths switched off: what an x86-64 CPU without AVX-512 runs. On
+# such a CPU the variables change nothing and the two runs below are trivially the same.
+WITHOUT_AVX512 = {
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENCV_CPU_DISABLE": "AVX512-SKX,AVX512F",
+}
+
+
+def simulate_in_new_process(out: Path, params_file: Path, **env: str) -> dict[str, str]:
+    ctcid = Path(sys.executable).parent / "ctcid"
+    command = [str(ctcid), "simulate", "--params", str(params_file), "--out", str(out), "--samples", "3"]
+    subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, **env})
+    pixels = {str(p.relative_to(out)): hashlib.sha256(read_field(p).tobytes()).hexdigest()
+              for p in sorted(out.rglob("*.tif"))}
+    return {**pixels, **{k: v for k, v in digest(out).items() if k.endswith(".csv")}}
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="AVX-512 is an x86-64 extension")
+def test_the_pixels_do_not_depend_on_the_avx512_code_paths(tmp_path: Path) -> None:
+    # numpy's float32 arctan2 on AVX-512 (SVML) once changed 131 of the default cohort's 202 fields
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("simulate:\n  field_size: 256\n  fields_per_sample: [2, 2]\n  workers: 1\n")
+    native = simulate_in_new_process(tmp_path / "native", params_file)
+    assert sum(name.endswith(".tif") for name in native) == 6
+    assert simulate_in_new_process(tmp_path / "without", params_file, **WITHOUT_AVX512) == native
 
 
 # --- sites (docs/simulator.md#sites) --------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ctcid.angles import polar_angle
 from ctcid.config import SegmentParams
 from ctcid.segmentation.spots import expand_labels
 
@@ -102,7 +103,7 @@ def cd45_ring_score(
     rows, cols = np.nonzero((inner == 0) & (outer > 0))
     owner = outer[rows, cols] - 1
     values = cd45[rows, cols].astype(np.float32) - background[rows, cols]
-    angle = np.arctan2(rows - centres[owner, 1], cols - centres[owner, 0])
+    angle = polar_angle(rows - centres[owner, 1], cols - centres[owner, 0])  # CPU-independent bits
     sectors = params.cd45_sectors
     sector = np.minimum(((angle + np.pi) / (2 * np.pi) * sectors).astype(int), sectors - 1)
     bins = owner * sectors + sector

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ctcid.angles import polar_angle
 from ctcid.config import SimulateParams
 from ctcid.raw.simulate import artefacts
 from ctcid.raw.simulate.cohort import DEBRIS, Cell
@@ -196,7 +197,7 @@ def _draw_sharp(
 ) -> Annotation:
     rows, cols, dx, dy = _window(cell.x, cell.y, _reach(cell), specimen.shape[1:])
     distance = np.hypot(dx, dy)
-    theta = np.arctan2(dy, dx)
+    theta = polar_angle(dy, dx, np.float32)  # not np.arctan2: its bits depend on the CPU
     outline = cell.shape.radius_at(theta)
 
     # nucleus: anti-aliased outline, thicker (brighter) in the middle, granular chromatin
