@@ -20,8 +20,63 @@ from ctcid.split import make_split, write_split
 from factory import CROP_SIZE, POSTGRES, draw_cells, draw_crops, make_annotations, make_manifest
 
 go_offline()
+# Under pytest-xdist the workers share the cores, and so do the processes they start (the e2e
+# project's dvc stages, the servers): as many OpenMP (torch) threads as cores each would make their
+# spinning threads fight over the cores. The in-process tests set one thread themselves.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 # BentoML reads its home when first imported: never the developer's ~/bentoml from a test
 os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="ctcid-test-bentoml-"))
+
+
+# `make test` runs on one pytest-xdist worker per core (scripts/run_tests.sh). A worker builds its
+# own session and module fixtures, so the tests that share an expensive one run on one worker: each
+# folder below as a whole (the served Bento of serving/, the registry's trained models and MLflow
+# server), every other module as a whole. The tiny DVC project of e2e/ is built once for all workers
+# (tests/e2e/conftest.py). Work units are handed out in collection order, so the order is set here:
+# the longest chain first (the retrain rehearsal, which builds that project, minutes, then retrains a
+# copy); then the units that start servers or stages, largest first; the pipeline tests, which only
+# use the built project, last, so that no worker waits for the build while there is other work.
+SHARED_FIXTURE_FOLDERS = ("serving", "registry")
+FIRST, LAST = "tests/e2e/test_retrain.py", "tests/e2e/test_pipeline.py"
+STARTS_PROCESSES = {"markers": {"slow", "service"}, "fixtures": {"postgres_database", "mlflow_server"}}
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its folder if the folder shares fixtures, else its module."""
+    module = nodeid.split("::", 1)[0]
+    parts = module.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 and parts[1] in SHARED_FIXTURE_FOLDERS else module
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    marked = any(item.get_closest_marker(name) for name in STARTS_PROCESSES["markers"])
+    return marked or bool(STARTS_PROCESSES["fixtures"] & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(work_unit(item.nodeid), []).append(item)
+
+    def rank(unit: str) -> tuple[int, int]:
+        if unit in (FIRST, LAST):
+            return (0 if unit == FIRST else 3, 0)
+        heavy = any(_starts_processes(item) for item in units[unit])
+        return (1 if heavy else 2, -len(units[unit]))
+
+    items[:] = [item for unit in sorted(units, key=rank) for item in units[unit]]  # sorted() is stable
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: only called when it is installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
