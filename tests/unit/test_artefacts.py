@@ -85,10 +85,8 @@ def bypass_artefact_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     def never(*_: object, **__: object) -> None:
         raise AssertionError("an artefact hook ran with every artefact off")
 
-    for name in ("decorate", "polyploid", "draw_clumps"):
-        monkeypatch.setattr(artefacts, name, lambda *_: None)
-    for name in ("extra_background_cell", "field_haze"):
-        monkeypatch.setattr(artefacts, name, lambda *_: None)
+    for name in ("decorate", "polyploid", "draw_clumps", "extra_background_cell", "field_haze"):
+        monkeypatch.setattr(artefacts, name, lambda *_: None)  # None: no change, no look-alike, no haze
     for name in ("split_positions", "speck_positions", "arc_window"):
         monkeypatch.setattr(artefacts, name, never)
 
