@@ -246,6 +246,14 @@ def draw_crops(
     return crops
 
 
+def written_pixels(root: Path) -> dict[str, bytes]:
+    """The pixels of every field under ``root``, by relative path: pixels, not file bytes, because
+    zlib builds may compress the same pixels differently."""
+    from ctcid.raw.fields import read_field
+
+    return {str(p.relative_to(root)): read_field(p).tobytes() for p in sorted(root.rglob("*.tif"))}
+
+
 # --- tables: the manifest and annotations ---------------------------------------------------------
 
 CD45_STATUS = {True: "positive", False: "negative"}

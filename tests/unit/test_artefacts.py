@@ -18,6 +18,7 @@ from ctcid.raw.fields import read_field
 from ctcid.raw.simulate import artefacts, simulate_dataset
 from ctcid.raw.simulate.cells import CD45, CEP8, DAPI, draw_cell
 from ctcid.raw.simulate.cohort import Cell, NucleusShape
+from factory import written_pixels
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELD = 96
@@ -72,8 +73,8 @@ def render(cell: Cell, **simulate: object) -> tuple[np.ndarray, np.ndarray, obje
 
 
 def cohort_bytes(root: Path) -> dict[str, bytes]:
-    """Pixels (not file bytes: zlib builds may differ) and annotations of every field and sample."""
-    found = {str(p.relative_to(root)): read_field(p).tobytes() for p in sorted(root.rglob("*.tif"))}
+    """Pixels and annotations of every field and sample."""
+    found = written_pixels(root)
     found.update({str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("annotations.csv"))})
     return found
 

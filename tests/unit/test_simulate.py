@@ -23,6 +23,7 @@ from ctcid.raw.fields import read_field
 from ctcid.raw.simulate import label_for, simulate_dataset, site_optics_table
 from ctcid.raw.simulate import sites as simulated_sites
 from ctcid.raw.sites import read_sites
+from factory import written_pixels
 
 
 def tiny_params(**simulate: object) -> Params:
@@ -104,8 +105,7 @@ def simulate_in_new_process(out: Path, params_file: Path, **env: str) -> dict[st
     ctcid = Path(sys.executable).parent / "ctcid"
     command = [str(ctcid), "simulate", "--params", str(params_file), "--out", str(out), "--samples", "3"]
     subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, **env})
-    pixels = {str(p.relative_to(out)): hashlib.sha256(read_field(p).tobytes()).hexdigest()
-              for p in sorted(out.rglob("*.tif"))}
+    pixels = {name: hashlib.sha256(values).hexdigest() for name, values in written_pixels(out).items()}
     return {**pixels, **{k: v for k, v in digest(out).items() if k.endswith(".csv")}}
 
 
