@@ -34,7 +34,9 @@ from ctcid.serving.counting import (
     problem_of,
     sample_count,
 )
-from ctcid.serving.http import BodyLimit, field_name, rejection, upload_name
+from ctcid.serving.forms import form_specs
+from ctcid.serving.guard import RequestGuard
+from ctcid.serving.http import field_name, rejection, upload_name
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import read_crops_file
 
@@ -213,4 +215,10 @@ class CtcService:
         return self.served
 
 
-CtcService.add_asgi_middleware(BodyLimit, max_bytes=int(ARGS.max_upload_mb * 2**20))
+# every request is checked against its endpoint's form before BentoML parses it (guard.py)
+CtcService.add_asgi_middleware(
+    RequestGuard,
+    forms=form_specs(CtcService.apis),
+    max_bytes=int(ARGS.max_upload_mb * 2**20),
+    stall_s=min(30.0, ARGS.timeout_s / 2),
+)

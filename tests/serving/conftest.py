@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import schemathesis
 import torch
 from service_support import Packaged, Server, running_service, write_drift_reference, write_params
 
@@ -90,3 +91,11 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, synthetic_stage_inputs: d
 def service(packaged: Packaged) -> Iterator[Server]:
     with running_service(packaged, free_port()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def served_openapi(service: Server) -> schemathesis.BaseSchema:
+    """The served Bento's OpenAPI document (``/docs.json``) as schemathesis' schema, loopback only."""
+    schema = schemathesis.openapi.from_url(f"{service.url}/docs.json", timeout=30)
+    schema.config.update(base_url=service.url)
+    return schema

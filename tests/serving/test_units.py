@@ -1,8 +1,7 @@
-"""The serving pieces that need no server: upload names, the served model's facts, the body guard."""
+"""The serving pieces that need no server: upload names, the served model's facts, crop files."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +10,7 @@ import pytest
 
 from ctcid.config import ServingParams
 from ctcid.errors import CtcidError, InputRejected
-from ctcid.serving.http import BodyLimit, field_name, upload_name
+from ctcid.serving.http import field_name, upload_name
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import read_crops_file
 
@@ -40,21 +39,3 @@ def test_a_version_without_segmentation_settings_is_refused() -> None:
     version = SimpleNamespace(name="m", version="4", tags={}, run_id="r")
     with pytest.raises(CtcidError, match="version 4 of 'm' was registered without its segmentation"):
         ServedModel.from_version(version, "champion", {"backbone": "alexnet"})  # type: ignore[arg-type]
-
-
-def test_the_body_guard_answers_413_before_reading() -> None:
-    called, sent = [], []
-
-    async def app(scope, receive, send) -> None:  # noqa: ANN001
-        called.append(scope["path"])
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    guard = BodyLimit(app, max_bytes=1000)
-    big = {"type": "http", "path": "/count_field", "headers": [(b"content-length", b"5000")]}
-    small = {"type": "http", "path": "/count_field", "headers": [(b"content-length", b"50")]}
-    asyncio.run(guard(big, None, send))
-    asyncio.run(guard(small, None, send))
-    assert sent[0]["status"] == 413 and called == ["/count_field"]
-    assert b"serving.max_upload_mb" in sent[1]["body"]

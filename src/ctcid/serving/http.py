@@ -1,7 +1,8 @@
-"""HTTP pieces of the service that are not BentoML's: error bodies, the body-size guard, names.
+"""HTTP pieces of the handlers that are not BentoML's: error bodies and upload names.
 
 Every refusal is a JSON body ``{"error", "field", "reason", "hint", "status"}`` with a 4xx status,
-so a client can show the lab what to fix; BentoML's own 400 for a malformed form keeps its shape.
+so a client can show the lab what to fix; :mod:`ctcid.serving.guard` refuses malformed requests
+before they reach a handler, with the same shape.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from starlette.responses import JSONResponse
 
@@ -32,31 +32,3 @@ def field_name(files: dict[str, Path]) -> str:
 
 def rejection(error: InputRejected) -> JSONResponse:
     return JSONResponse({"error": str(error), **error.as_dict()}, status_code=error.status)
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a request whose declared body exceeds the limit, before it is read.
-
-    A body without a Content-Length (chunked) passes here; the handlers check each file's size
-    (an exception raised while BentoML reads the body would become a 500, never a 413).
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(scope, receive, send, int(length))
-        return await self.app(scope, receive, send)
-
-    async def _refuse(self, scope: dict, receive: Any, send: Any, size: int) -> None:
-        error = InputRejected(
-            413,
-            "request",
-            f"body of {size / 2**20:.1f} MB exceeds serving.max_upload_mb {self.max_bytes / 2**20:g}",
-            "Send fewer or smaller files per request",
-        )
-        await rejection(error)(scope, receive, send)

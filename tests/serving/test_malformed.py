@@ -1,0 +1,98 @@
+"""Any request a client can form: a malformed one gets a JSON 4xx, none a 5xx, no URL is fetched.
+
+The requests come from ``malformed.py``, built from the served Bento's own OpenAPI document, so a
+new endpoint is covered the day it is added. ``test_openapi.py`` adds schemathesis' generated ones.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from malformed import Answer, Case, canary, cases, endpoints_of, good_parts, multipart, problem, send
+from service_support import Packaged, Server
+
+pytestmark = pytest.mark.service
+
+
+def _log_since(server: Server, offset: int, settle_s: float = 5.0) -> str:
+    """The server log written after ``offset``, once it has stopped growing (workers log async)."""
+    size, deadline = -1, time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        now = server.log.stat().st_size
+        if now == size:
+            break
+        size = now
+        time.sleep(0.5)
+    with server.log.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode("utf-8", "replace")
+
+
+def _endpoints(service: Server) -> list:
+    found = endpoints_of(requests.get(f"{service.url}/docs.json", timeout=30).json())
+    assert {e.route for e in found} == {"/count_field", "/count_sample", "/classify"}
+    return found
+
+
+def test_every_malformed_request_gets_a_json_4xx_and_nothing_is_fetched(
+    service: Server, packaged: Packaged
+) -> None:
+    upload = packaged.field(0, 0).read_bytes()
+    offset = service.log.stat().st_size
+    answers: list[tuple[str, Case, Answer]] = []
+    with canary() as watched:
+        for endpoint in _endpoints(service):
+            for case in cases(endpoint, upload, watched.url, seed=0, mutations=12):
+                answers.append((endpoint.route, case, send(service.url, case)))
+    wrong = [(route, case.name, problem(case, answer)) for route, case, answer in answers]
+    wrong = [w for w in wrong if w[2] is not None]
+    assert not wrong, wrong
+    assert watched.connections == 0, "the service connected to a URL a client sent"
+    # the app's refusals: JSON-shaped (a HEAD answer has no body); uvicorn's plain-text 400 for
+    # broken HTTP is its own, logged by it as "Invalid HTTP request received."
+    refused = [a for _, c, a in answers if a.error() or (c.method == "HEAD" and 400 <= a.status < 500)]
+    assert len(refused) > 150  # the cases reach the checks they are written for
+    log = _log_since(service, offset)
+    assert "Traceback" not in log
+    assert log.count(" refused 4") == len(refused)  # one line per refusal
+
+
+def test_a_url_in_a_file_field_is_refused_without_a_connection(service: Server) -> None:
+    with canary() as watched:
+        for route, name in (("/count_field", "field"), ("/count_sample", "fields"), ("/classify", "crops")):
+            url = f"{watched.url}/{name}.tif"
+            answer = requests.post(f"{service.url}{route}", files={name: (None, url)}, timeout=60)
+            assert answer.status_code == 400, answer.text
+            body = answer.json()
+            assert body["field"] == name and "not a file upload" in body["reason"]
+            assert "never fetches a URL" in body["reason"] and f"{name}=@" in body["hint"]
+        time.sleep(0.5)
+    assert watched.connections == 0
+
+
+def test_a_numeric_sample_name_reaches_the_answer_as_text(service: Server, packaged: Packaged) -> None:
+    field: Path = packaged.field(0, 0)
+    for name in ("2024017", "12.50", "[1, 2]", "null"):
+        files = [("fields", (field.name, field.read_bytes())), ("sample", (None, name))]
+        answer = requests.post(f"{service.url}/count_sample", files=files, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["sample"] == name
+
+
+def test_the_form_is_checked_whatever_the_chunking(service: Server, packaged: Packaged) -> None:
+    """A client that sends the body in small chunks (chunked transfer) gets the same answer."""
+    endpoint = next(e for e in _endpoints(service) if e.route == "/count_sample")
+    body = multipart([*good_parts(endpoint, packaged.field(0, 0).read_bytes())[:1], ("sample", None, b"77")])
+
+    def pieces(size: int):
+        for i in range(0, len(body), size):
+            yield body[i : i + size]
+
+    headers = {"Content-Type": "multipart/form-data; boundary=ctcid-boundary-7d1f"}
+    for size in (7, 4096):
+        answer = requests.post(f"{service.url}/count_sample", data=pieces(size), headers=headers, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["sample"] == "77"
