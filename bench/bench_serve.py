@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -61,17 +62,36 @@ def npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def start(bento_tag: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+def scratch_home(params_file: Path, prefix: str) -> tuple[Any, Path]:
+    """(params, a scratch folder) with a copy of the project's BentoML store as BENTOML_HOME.
+
+    Call before anything imports bentoml: the benches build and serve in the copy, so the
+    project's store is untouched.
+    """
+    go_offline()
+    params = load_params(params_file)
+    from ctcid.serving.bento import use_bentoml_home
+
+    project_home = use_bentoml_home(params.serving)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    shutil.copytree(project_home, scratch / "bentoml")
+    os.environ["BENTOML_HOME"] = str(scratch / "bentoml")
+    return params, scratch
+
+
+def start(bento_tag: str, port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """``bentoml serve`` of a Bento on a loopback port, once /readyz answers; output to ``log``."""
     from ctcid.serving.server import serve_command
 
     class Tag:
         tag = bento_tag
 
+    out = log.open("w") if log else subprocess.DEVNULL
     process = subprocess.Popen(
         serve_command(Tag, "127.0.0.1", port),
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
@@ -121,15 +141,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each throughput run")
     args = parser.parse_args()
-    go_offline()
-    params = load_params(args.params)
-    from ctcid.serving.bento import use_bentoml_home
-
-    project_home = use_bentoml_home(params.serving)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    params, scratch = scratch_home(args.params, "bench-serve-")
     home = scratch / "bentoml"
-    shutil.copytree(project_home, home)
-    os.environ["BENTOML_HOME"] = str(home)  # bentoml is imported below, after this
 
     from ctcid.serving.bento import latest_bento, load_served, probabilities
     from ctcid.serving.counting import field_count, prepare_field

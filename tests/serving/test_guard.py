@@ -1,7 +1,8 @@
 """The request guard on its own: a Starlette app behind it, called over ASGI with bodies cut any way.
 
 What the served Bento cannot show cheaply: every chunking of a body, a client that stalls, a
-chunked body over the limit, a fault inside the app, and the forms read from a real BentoML API.
+chunked body over the limit, a fault inside the app, the forms read from a real BentoML API, and
+a body kept in a file past the memory limit.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ctcid.serving.body import Body
 from ctcid.serving.forms import FormSpec, form_specs
 from ctcid.serving.guard import RequestGuard
 
@@ -166,3 +169,15 @@ def test_forms_are_read_from_a_bentoml_apis_input_model() -> None:
     assert forms["/count_field"].files == {"field": True} and forms["/count_field"].texts == {"channel_map"}
     assert forms["/count_field"].required == {"field"}
     assert forms["/classify"].files == {"crops": False} and not forms["/classify"].texts
+
+
+@pytest.mark.parametrize("memory_bytes", [1 << 20, 1000])
+def test_a_body_is_handed_on_as_it_came_from_memory_or_from_a_file(memory_bytes: int) -> None:
+    data = random.Random(0).randbytes(10_000)
+    with Body(memory_bytes) as body:
+        for i in range(0, len(data), 777):
+            body.write(data[i : i + 777])
+        assert (body.file is not None) == (memory_bytes < len(data))
+        assert b"".join(body.pieces()) == data
+        spliced = b"".join(body.pieces([(5000, 5001, b"YY"), (10, 20, b"X")]))
+        assert spliced == data[:10] + b"X" + data[20:5000] + b"YY" + data[5001:]

@@ -37,6 +37,7 @@ def _endpoints(service: Server) -> list:
     return found
 
 
+@pytest.mark.timeout(600)  # a few hundred requests, normally seconds
 def test_every_malformed_request_gets_a_json_4xx_and_nothing_is_fetched(
     service: Server, packaged: Packaged
 ) -> None:

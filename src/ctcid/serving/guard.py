@@ -4,7 +4,7 @@ An ASGI middleware on the service's app (``Service.add_asgi_middleware``), insid
 (access log, metrics, timeout, concurrency). For each API route it checks the request line and
 headers, then the multipart body as it streams in (:class:`~ctcid.serving.forms.FormCheck`), and
 refuses what BentoML could not use with ctcid's error (``error``, ``field``, ``reason``, ``hint``,
-``status``). A request that passes is replayed to BentoML byte for byte, from a spooled copy.
+``status``). A request that passes is handed to BentoML byte for byte, as it arrived (body.py).
 
 Every 4xx leaving the app, the guard's, the handlers' or BentoML's and Starlette's own (404, 405,
 429, ...), is given ctcid's shape and logged as one line (status, method, path, field, reason);
@@ -19,23 +19,19 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from http import HTTPStatus
-from tempfile import SpooledTemporaryFile
 from typing import Any
 
 from python_multipart.multipart import parse_options_header
 
 from ctcid.errors import InputRejected
+from ctcid.serving.body import Body, Rewrite
 from ctcid.serving.forms import BAD_REQUEST, TOO_LARGE, FormCheck, FormSpec, form_charset
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Rewrites = list[tuple[int, int, bytes]]
-Spooled = tuple[SpooledTemporaryFile, Rewrites]
 
 log = logging.getLogger("ctcid.serving")
-SPOOL_BYTES = 4 * 2**20  # a body up to this size is replayed from memory, a larger one from disk
-REPLAY_CHUNK = 2**16
 MAX_HEADER_BYTES = 8 * 1024  # uvicorn itself refuses a head over 16 KB, with a plain-text 400
 _FORM_HINT = "Let the HTTP client build the form: curl -F, or requests' files="
 
@@ -66,13 +62,13 @@ class RequestGuard:
             if spec is None:
                 return await self.app(scope, receive, send)
             self._check_request(scope, spec)
-            spool, rewrites = await self._read_form(scope, receive, spec)
+            body, rewrites = await self._read_form(scope, receive, spec)
         except InputRejected as error:
             return await _answer(send, error, _allow_post(error))
         except ClientGone:
             return None
-        with spool:
-            await self.app(_rewritten(scope, rewrites), _replay(_pieces(spool, rewrites), receive), send)
+        with body:
+            await self.app(_rewritten(scope, rewrites), _replay(body.pieces(rewrites), receive), send)
 
     def _check_head(self, scope: dict) -> None:
         headers = scope.get("headers") or []
@@ -151,11 +147,11 @@ class RequestGuard:
                 _FORM_HINT + " (setting Content-Type by hand drops the boundary)",
             )
 
-    async def _read_form(self, scope: dict, receive: Receive, spec: FormSpec) -> Spooled:
-        """The body, checked part by part as it arrives and spooled, and the text values to re-encode."""
+    async def _read_form(self, scope: dict, receive: Receive, spec: FormSpec) -> tuple[Body, list[Rewrite]]:
+        """The body, checked part by part as it arrives and kept, and the text values to re-encode."""
         _, options = parse_options_header(_header(scope, b"content-type"))
         check = FormCheck(spec, options[b"boundary"], form_charset(options) or "utf-8")
-        spool = SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (handed to the caller)
+        body = Body()
         size, more = 0, True
         try:
             while more:
@@ -173,17 +169,18 @@ class RequestGuard:
                     )
                 check.feed(chunk)
                 if check.problem is None:
-                    spool.write(chunk)
+                    body.write(chunk)
                 more = message.get("more_body", False)
             check.finish()
         except BaseException:
-            spool.close()
+            body.close()
             raise
-        return spool, check.rewrites
+        return body, check.rewrites
 
     async def _next(self, receive: Receive) -> Message:
         try:
-            return await asyncio.wait_for(receive(), self.stall_s)
+            async with asyncio.timeout(self.stall_s):  # unlike wait_for, no task per chunk
+                return await receive()
         except TimeoutError:
             raise InputRejected(
                 408,
@@ -204,7 +201,7 @@ def _allow_post(error: InputRejected) -> list[tuple[bytes, bytes]]:
     return [(b"allow", b"POST")] if error.status == 405 else []
 
 
-def _rewritten(scope: dict, rewrites: Rewrites) -> dict:
+def _rewritten(scope: dict, rewrites: list[Rewrite]) -> dict:
     """The scope BentoML sees: its Content-Length follows the re-encoded text values."""
     if not rewrites or _header(scope, b"content-length") is None:
         return scope
@@ -212,28 +209,6 @@ def _rewritten(scope: dict, rewrites: Rewrites) -> dict:
     length += sum(len(text) - (end - start) for start, end, text in rewrites)
     headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
     return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}
-
-
-def _pieces(spool: SpooledTemporaryFile, rewrites: Rewrites) -> Iterator[bytes]:
-    """The spooled body in pieces, with each (start, end) span replaced by its new bytes."""
-    spool.seek(0)
-    at = 0
-    for start, end, text in sorted(rewrites):
-        yield from _copy(spool, start - at)
-        yield text
-        spool.seek(end)
-        at = end
-    yield from _copy(spool, None)
-
-
-def _copy(spool: SpooledTemporaryFile, size: int | None) -> Iterator[bytes]:
-    while size is None or size > 0:
-        chunk = spool.read(REPLAY_CHUNK if size is None else min(REPLAY_CHUNK, size))
-        if not chunk:
-            return
-        if size is not None:
-            size -= len(chunk)
-        yield chunk
 
 
 def _replay(pieces: Iterator[bytes], receive: Receive) -> Receive:
