@@ -11,10 +11,56 @@ from pathlib import Path
 
 import pytest
 import requests
-from malformed import Answer, Case, canary, cases, endpoints_of, good_parts, multipart, problem, send
+from malformed import (
+    Answer,
+    Case,
+    Endpoint,
+    canary,
+    cases,
+    endpoints_of,
+    good_parts,
+    multipart,
+    problem,
+    send,
+)
 from service_support import Packaged, Server
 
 pytestmark = pytest.mark.service
+
+
+# what some cases must be told: case name ({file}/{text}: the endpoint's fields) -> status, words
+EXPECTED = {
+    "extra binary text part": (400, "extra: is not a field of"),
+    "part without a name": (400, "has no name"),
+    "multipart without boundary": (400, "without a usable boundary"),
+    "body cut at 50%": (400, "ends before its closing boundary"),
+    "no closing boundary": (400, "ends before its closing boundary"),
+    "empty body": (400, "request: has no body"),
+    "Content-Type text/plain": (400, "Content-Type: is text/plain"),
+    "JSON body": (400, "Content-Type: is application/json"),
+    "pickle payload": (400, "Content-Type: is application/vnd.bentoml+pickle"),
+    "gzip-encoded form": (400, "Content-Encoding: is 'gzip'"),
+    "charset utf-16": (400, "charset 'utf-16'"),
+    "method GET": (405, "GET is not accepted"),
+    "query a=1": (400, "takes no query parameters"),
+    "one 10 KB header": (431, "more than 8 KB"),
+    "{file}: a URL as text": (400, "{file}: is text ('http://127.0.0.1:"),
+    "{file}: missing": (400, "{file}: is missing from the form"),
+    "{file}: two files": (400, "{file}: holds more than one file"),
+    "{text}: binary bytes": (400, "{text}: is not utf-8 text"),
+    "{text}: a file upload": (400, "{text}: is a file upload; this field takes text"),
+    "{text}: sent twice": (400, "{text}: is sent more than once"),
+    "{text}: 100 KB of text": (413, "{text}: is more than 64 KB of text"),
+}
+
+
+def _expected(endpoint: Endpoint, case: Case) -> tuple[int, str] | None:
+    for pattern, (status, words) in EXPECTED.items():
+        for name in [*endpoint.files, *endpoint.texts] or [""]:
+            fields = {"file": name, "text": name}
+            if pattern.format(**fields) == case.name:
+                return status, words.format(**fields)
+    return None
 
 
 def _log_since(server: Server, offset: int, settle_s: float = 5.0) -> str:
@@ -43,14 +89,23 @@ def test_every_malformed_request_gets_a_json_4xx_and_nothing_is_fetched(
 ) -> None:
     upload = packaged.field(0, 0).read_bytes()
     offset = service.log.stat().st_size
-    answers: list[tuple[str, Case, Answer]] = []
+    answers: list[tuple[Endpoint, Case, Answer]] = []
     with canary() as watched:
         for endpoint in _endpoints(service):
             for case in cases(endpoint, upload, watched.url, seed=0, mutations=12):
-                answers.append((endpoint.route, case, send(service.url, case)))
-    wrong = [(route, case.name, problem(case, answer)) for route, case, answer in answers]
+                answers.append((endpoint, case, send(service.url, case)))
+    wrong = [(e.route, case.name, problem(case, answer)) for e, case, answer in answers]
     wrong = [w for w in wrong if w[2] is not None]
     assert not wrong, wrong
+    checked = 0
+    for endpoint, case, answer in answers:
+        expected = _expected(endpoint, case)
+        if expected is not None:
+            checked += 1
+            assert (answer.status, expected[1] in answer.body.decode()) == (expected[0], True), (
+                endpoint.route, case.name, answer.body[:300]
+            )
+    assert checked >= 40
     assert watched.connections == 0, "the service connected to a URL a client sent"
     # the app's refusals: JSON-shaped (a HEAD answer has no body); uvicorn's plain-text 400 for
     # broken HTTP is its own, logged by it as "Invalid HTTP request received."

@@ -26,6 +26,7 @@ from python_multipart.multipart import parse_options_header
 from ctcid.errors import InputRejected
 from ctcid.serving.body import Body, Rewrite
 from ctcid.serving.forms import BAD_REQUEST, TOO_LARGE, FormCheck, FormSpec, form_charset
+from ctcid.serving.http import error_body
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -38,10 +39,6 @@ _FORM_HINT = "Let the HTTP client build the form: curl -F, or requests' files="
 
 class ClientGone(Exception):
     """The client closed the connection before its body was read: there is no one to answer."""
-
-
-def error_body(error: InputRejected) -> bytes:
-    return json.dumps({"error": str(error), **error.as_dict()}).encode()
 
 
 class RequestGuard:

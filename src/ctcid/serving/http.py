@@ -7,11 +7,12 @@ before they reach a handler, with the same shape.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from ctcid.errors import InputRejected
 
@@ -30,5 +31,10 @@ def field_name(files: dict[str, Path]) -> str:
     return prefix or "field"
 
 
-def rejection(error: InputRejected) -> JSONResponse:
-    return JSONResponse({"error": str(error), **error.as_dict()}, status_code=error.status)
+def error_body(error: InputRejected) -> bytes:
+    """The JSON of a refusal, as handlers and the request guard send it."""
+    return json.dumps({"error": str(error), **error.as_dict()}).encode()
+
+
+def rejection(error: InputRejected) -> Response:
+    return Response(error_body(error), status_code=error.status, media_type="application/json")
