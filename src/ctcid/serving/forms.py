@@ -76,10 +76,6 @@ def form_specs(apis: Mapping[str, Any]) -> dict[str, FormSpec]:
     }
 
 
-def _refusal(status: int, field: str, reason: str, hint: str) -> InputRejected:
-    return InputRejected(status, field, reason, hint)
-
-
 def _preview(data: bytes, limit: int = 60) -> str:
     text = data[:limit].decode("utf-8", "replace")
     return repr(text + ("..." if len(data) > limit else ""))
@@ -123,7 +119,7 @@ class FormCheck:
         try:
             self._parser.write(chunk)
         except MultipartParseError as error:
-            self._fail(
+            self.problem = InputRejected(
                 BAD_REQUEST,
                 "request",
                 f"is not a well-formed multipart/form-data body ({error})",
@@ -137,7 +133,7 @@ class FormCheck:
         if self.problem is not None:
             raise self.problem
         if not self.complete:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 "request",
                 "the multipart body ends before its closing boundary (cut off, or not multipart)",
@@ -145,15 +141,12 @@ class FormCheck:
             )
         missing = sorted(self.spec.required - set(self.seen))
         if missing:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 missing[0],
                 "is missing from the form",
                 f"{self.spec.route} takes {self.spec.accepted()}: {self.spec.example()}",
             )
-
-    def _fail(self, status: int, field: str, reason: str, hint: str) -> None:
-        self.problem = _refusal(status, field, reason, hint)
 
     def _on_part_begin(self) -> None:
         self._disposition, self._part = b"", None
@@ -161,7 +154,7 @@ class FormCheck:
         self._span = []
         self.parts += 1
         if self.parts > MAX_PARTS:
-            raise _refusal(
+            raise InputRejected(
                 TOO_LARGE, "request", f"has more than {MAX_PARTS} parts", "Send fewer files per request"
             )
 
@@ -180,7 +173,7 @@ class FormCheck:
         _, options = parse_options_header(self._disposition)
         raw_name = options.get(b"name")
         if not raw_name:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 "request",
                 "a part of the form has no name (Content-Disposition: form-data; name=...)",
@@ -194,7 +187,7 @@ class FormCheck:
         elif name in self.spec.texts:
             self._text_part(name, is_file)
         else:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 shown,
                 f"is not a field of {self.spec.route}",
@@ -207,18 +200,18 @@ class FormCheck:
             self._part = name  # its text is read, to quote it in the refusal
             return
         if self.seen.get(name) and not self.spec.files[name]:
-            raise _refusal(BAD_REQUEST, name, "holds more than one file", f"Send one file as {name}")
+            raise InputRejected(BAD_REQUEST, name, "holds more than one file", f"Send one file as {name}")
 
     def _text_part(self, name: str, is_file: bool) -> None:
         if is_file:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 name,
                 "is a file upload; this field takes text",
                 f"Send it as a text field: curl -F {name}=<text>",
             )
         if self.seen.get(name):
-            raise _refusal(BAD_REQUEST, name, "is sent more than once", f"Send {name} once")
+            raise InputRejected(BAD_REQUEST, name, "is sent more than once", f"Send {name} once")
         self._part = name
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -233,7 +226,7 @@ class FormCheck:
             at, to = self._offset - (end - start), self._offset
         self._span = [min(self._span[0], at), max(self._span[1], to)] if self._span else [at, to]
         if len(self._text) > MAX_TEXT_BYTES:
-            raise _refusal(
+            raise InputRejected(
                 TOO_LARGE,
                 self._part,
                 f"is more than {MAX_TEXT_BYTES // 1024} KB of text",
@@ -246,7 +239,7 @@ class FormCheck:
             return
         data = bytes(self._text)
         if name in self.spec.files:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 name,
                 f"is text ({_preview(data)}), not a file upload; {_NO_FETCH}",
@@ -258,7 +251,7 @@ class FormCheck:
         try:
             text = data.decode(self.charset)
         except UnicodeDecodeError:
-            raise _refusal(
+            raise InputRejected(
                 BAD_REQUEST,
                 name,
                 f"is not {self.charset} text (binary data: {_preview(data)})",

@@ -26,7 +26,7 @@ from python_multipart.multipart import parse_options_header
 from ctcid.errors import InputRejected
 from ctcid.serving.body import Body, Rewrite
 from ctcid.serving.forms import BAD_REQUEST, TOO_LARGE, FormCheck, FormSpec, form_charset
-from ctcid.serving.http import error_body
+from ctcid.serving.http import error_body, rejection
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -61,7 +61,10 @@ class RequestGuard:
             self._check_request(scope, spec)
             body, rewrites = await self._read_form(scope, receive, spec)
         except InputRejected as error:
-            return await _answer(send, error, _allow_post(error))
+            answer = rejection(error)
+            if error.status == 405:
+                answer.headers["allow"] = "POST"
+            return await answer(scope, receive, send)
         except ClientGone:
             return None
         with body:
@@ -194,10 +197,6 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-def _allow_post(error: InputRejected) -> list[tuple[bytes, bytes]]:
-    return [(b"allow", b"POST")] if error.status == 405 else []
-
-
 def _rewritten(scope: dict, rewrites: list[Rewrite]) -> dict:
     """The scope BentoML sees: its Content-Length follows the re-encoded text values."""
     if not rewrites or _header(scope, b"content-length") is None:
@@ -229,13 +228,6 @@ _REPLACED = (b"content-type", b"content-length")
 
 def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-
-
-async def _answer(send: Send, error: InputRejected, headers: list[tuple[bytes, bytes]]) -> None:
-    body = error_body(error)
-    headers = [*_json_headers(body), *headers]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class ShapedErrors:
