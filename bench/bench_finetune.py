@@ -57,7 +57,10 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import rankdata
 
-from ctcid.config import ConfigError, Params, TrainParams, load_params
+from ctcid.config.base import ConfigError
+from ctcid.config.loader import load_params
+from ctcid.config.params import Params
+from ctcid.config.train import TrainParams
 from ctcid.contracts import cell_labels, open_crops, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.metrics import binary_metrics, bootstrap_intervals
@@ -66,9 +69,10 @@ from ctcid.model.cv import cross_validate
 from ctcid.model.dataset import LabelledCrops, load_labelled_crops, read_crops
 from ctcid.model.train import final_fit, training_rows
 from ctcid.model.trainer import FitOptions, predict_scores, resolve_device
-from ctcid.model.transfer import CHAMPION, Champion, NoChampion, find_champion
+from ctcid.model.transfer import NoChampion, find_champion
 from ctcid.offline import go_offline
 from ctcid.raw.simulate import sample_id
+from ctcid.registry_client import CHAMPION, Champion
 from ctcid.split import Fold, Split, balanced_class_weights, class_counts, downsample_majority, make_folds
 
 CTCID = str(Path(sys.executable).with_name("ctcid"))

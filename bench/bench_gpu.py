@@ -66,7 +66,8 @@ import torch
 from bench_train import synthetic_crops  # same synthetic crops as the CPU bench (bench/ is on sys.path)
 from torch import nn
 
-from ctcid.config import Params, load_params
+from ctcid.config.loader import load_params
+from ctcid.config.params import Params
 from ctcid.contracts import BACKBONES, open_crops
 from ctcid.model.backbones import build_classifier
 from ctcid.model.dataset import LabelledCrops, Normalisation, read_crops

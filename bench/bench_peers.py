@@ -59,7 +59,8 @@ from skimage.measure import label, regionprops
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
-from ctcid.config import Params, merge_overlay, parse_params, read_raw
+from ctcid.config.loader import merge_overlay, parse_params, read_raw
+from ctcid.config.params import Params
 from ctcid.contracts import ANNOTATIONS_FILE, read_annotations
 from ctcid.errors import FieldReadError
 from ctcid.parallel import opencv_threads, parallel_map

@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ctcid.config import Params, parse_params
+from ctcid.config.loader import parse_params
+from ctcid.config.params import Params
 from ctcid.raw.fields import iter_fields, read_field
 from ctcid.segmentation.analysis import analyse_field
 from ctcid.segmentation.stage import run_segment

@@ -35,7 +35,7 @@ import numpy as np
 import requests
 import yaml
 
-from ctcid.config import load_params
+from ctcid.config.loader import load_params
 from ctcid.offline import go_offline
 
 CTCID = str(Path(sys.executable).with_name("ctcid"))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ctcid.config import SiteShift
+from ctcid.config.train import SiteShift
 from ctcid.model.backbones import build_classifier
 from ctcid.model.dataset import Normalisation
 from ctcid.model.shift import DEFAULT_CHANNELS, site_shift

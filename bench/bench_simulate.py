@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctcid.config import load_params
+from ctcid.config.loader import load_params
 from ctcid.parallel import worker_count
 from ctcid.raw.simulate import cells as simulated_cells
 from ctcid.raw.simulate import simulate_dataset

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctcid.config import TrainParams
+from ctcid.config.train import TrainParams
 from ctcid.contracts import BACKBONES, open_crops
 from ctcid.model.backbones import build_classifier
 from ctcid.model.dataset import LabelledCrops, Normalisation, read_crops

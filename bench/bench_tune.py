@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from ctcid.config import load_params
+from ctcid.config.loader import load_params
 from ctcid.tuning.study import best_trial
 
 

@@ -22,11 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ctcid.config import load_params  # noqa: E402
+from ctcid.config.loader import load_params  # noqa: E402
 from ctcid.contracts import BACKBONES, open_crops, read_manifest  # noqa: E402
 from ctcid.intensity import Levels, estimate_levels  # noqa: E402
 from ctcid.metrics import binary_metrics  # noqa: E402
-from ctcid.model.predict import MODEL_FILE, load_model, score_crops  # noqa: E402
+from ctcid.model.predict import load_model, score_crops  # noqa: E402
+from ctcid.paths import MODEL_FILE  # noqa: E402
 
 FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5)
 

@@ -7,25 +7,7 @@ eval "$(python -m ctcid.offline)"  # no telemetry: src/ctcid/offline.py
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-if [ ! -d .dvc ]; then
-  say "Initialising DVC"
-  dvc init -q
-fi
-if [ -z "$(dvc remote list)" ]; then
-  dvc remote add -d local .dvc-remote
-fi
-
-if [ ! -d data/raw ]; then
-  if [ -f data/raw.dvc ] && dvc pull -q data/raw.dvc 2>/dev/null; then
-    say "Raw data pulled from the DVC remote"
-  else
-    say "Simulating the default imFISH cohort into data/raw"
-    ctcid simulate --out data/raw
-  fi
-fi
-
-say "Versioning data/raw with DVC"
-dvc add -q data/raw
+bash scripts/raw_data.sh  # data/raw as params.yaml describes it, under DVC
 
 say "Running the pipeline (dvc repro)"
 dvc repro

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ctcid.config import SplitParams
+from ctcid.config.split import SplitParams
 from ctcid.offline import go_offline
 from ctcid.split import make_split, write_split
 from factory import CROP_SIZE, POSTGRES, draw_cells, draw_crops, make_annotations, make_manifest

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import requests
 
-from ctcid.config import Params, parse_params
+from ctcid.config.loader import parse_params
+from ctcid.config.params import Params
 from ctcid.contracts import (
     ANNOTATION_COLUMNS,
     BACKGROUND_COLUMNS,
@@ -505,3 +506,11 @@ def tiny_params(tmp_path: Path, backbones: list[str], **train: object) -> Params
             },
         }
     )
+
+
+def small_cohort(**simulate: object) -> Params:
+    """Params of a few small simulated fields with every population present; overrides go into
+    the simulate section (a nested mapping such as ``artefacts`` replaces that sub-section)."""
+    section = {"n_samples": 3, "field_size": 160, "fields_per_sample": [1, 2], "background_cells_mean": 20.0}
+    section.update(simulate)
+    return parse_params({"seed": 7, "simulate": section})

@@ -1,8 +1,10 @@
 """The ``ctcid`` command: one subcommand per pipeline step, each a thin call into its module.
 
 The CLI parses arguments, loads params once through :mod:`ctcid.config` and hands typed values
-to the step. Errors the user can fix (:class:`CtcidError`, :class:`ConfigError`) are printed as one
-message with exit status 1 (2 for configuration), never as a traceback.
+to the step. What a step's result looks like on the terminal is the step's own business (its
+``report``/``views`` functions return rich tables or lines); the CLI prints them, tables on
+stdout and lines on stderr. Errors the user can fix (:class:`CtcidError`, :class:`ConfigError`)
+are printed as one message with exit status 1 (2 for configuration), never as a traceback.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from ctcid import paths
-from ctcid.config import DEFAULT_PARAMS, ConfigError, Params, load_params
+from ctcid.config.base import ConfigError
+from ctcid.config.loader import DEFAULT_PARAMS, load_params
+from ctcid.config.params import Params
 from ctcid.contracts import BACKBONES
 from ctcid.errors import CtcidError
 from ctcid.offline import go_offline
@@ -55,8 +59,13 @@ def read_params(path: Path = DEFAULT_PARAMS, environment: bool = True) -> Params
     try:
         return load_params(path, None if environment else {})
     except ConfigError as error:
-        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        fail(error, 2)
+
+
+def fail(error: Exception, status: int) -> NoReturn:
+    """One line on stderr, no traceback, and ``status``: 1 for a CtcidError, 2 for configuration."""
+    console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+    raise typer.Exit(status) from None
 
 
 def reports_errors(func: F) -> F:
@@ -67,10 +76,20 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CtcidError as error:
-            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-            raise typer.Exit(1) from None
+            fail(error, 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _known_backbone(name: str) -> str:
+    if name not in BACKBONES:
+        fail(CtcidError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}"), 1)
+    return name
+
+
+def backbone_option(purpose: str) -> Any:
+    """--backbone, checked against contracts.BACKBONES while the arguments are parsed."""
+    return typer.Option(help=f"{purpose}: {', '.join(BACKBONES)}.", callback=_known_backbone)
 
 
 @app.command("show-params")
@@ -91,7 +110,7 @@ def show_params(
     """
     import yaml
 
-    from ctcid.config import merge_overlay, parse_params, read_raw
+    from ctcid.config.loader import merge_overlay, parse_params, read_raw
 
     if over:
         try:
@@ -100,8 +119,7 @@ def show_params(
                 raw = merge_overlay(raw, read_raw(overlay))
             config = parse_params(raw, f"{params} with {', '.join(map(str, over))}")
         except ConfigError as error:
-            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
+            fail(error, 2)
     else:
         config = read_params(params, environment=False)
     typer.echo(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False))
@@ -130,37 +148,42 @@ def simulate_command(
         Path | None,
         typer.Option(help="Also write a PNG of the field with the most CTCs, true CTCs outlined."),
     ] = None,
+    sync: Annotated[
+        bool,
+        typer.Option(
+            "--sync",
+            help="Make <out> follow params.yaml: simulate it when missing, re-simulate it when it was "
+            "drawn with another seed or simulate.* (saying which), else leave it; refuse when a lab's "
+            "ingested samples are in the way (docs/data.md#provenance). make run does this.",
+        ),
+    ] = False,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Simulate imFISH fields (DAPI, CEP8, CD45) with per-cell ground truth (docs/simulator.md)."""
+    """Simulate imFISH fields (DAPI, CEP8, CD45) with per-cell ground truth (docs/simulator.md).
+
+    <out>/simulation.json records the settings every sample was drawn with (docs/data.md#provenance).
+    """
     import time
 
     from ctcid.raw.preview import preview_field
-    from ctcid.raw.simulate import simulate_dataset
+    from ctcid.raw.simulate import busiest_field, dataset_summary, simulate_dataset
+    from ctcid.raw.sync import sync_raw
 
     config = read_params(params)
     start = time.perf_counter()
-    summaries = simulate_dataset(config, out, samples, first_sample, workers)
-    seconds = time.perf_counter() - start
-    cells, ctc = sum(s.cells for s in summaries), sum(s.ctc for s in summaries)
-    fields = sum(len(s.fields) for s in summaries)
-    sites = len({s.site for s in summaries})
-    console.print(
-        f"simulated {len(summaries)} samples at {sites} site{'s' * (sites != 1)}, {fields} fields, "
-        f"{cells} cells, {ctc} CTC "
-        f"({100 * ctc / max(cells, 1):.1f} %) into {out} in {seconds:.1f} s",
-        soft_wrap=True,
-    )
-    dropped = sum(s.dropped for s in summaries)
-    if dropped:
-        console.print(f"[yellow]warning:[/yellow] {dropped} cells found no room in a field", soft_wrap=True)
-    if config.simulate.artefacts.enabled:
-        console.print(
-            "hard-cohort artefacts on (simulate.artefacts): each sample's artefacts.csv tags its cells",
-            soft_wrap=True,
-        )
+    if sync:
+        if samples is not None or first_sample:
+            raise CtcidError("--sync simulates simulate.n_samples from S0000: drop --samples, --first-sample")
+        done, summaries = sync_raw(out, config, workers)
+        console.print(done, soft_wrap=True, highlight=False)
+        if not summaries:
+            return
+    else:
+        summaries = simulate_dataset(config, out, samples, first_sample, workers)
+    seconds, artefacts = time.perf_counter() - start, config.simulate.artefacts.enabled
+    console.print(dataset_summary(summaries, out, seconds, artefacts), soft_wrap=True)
     if preview is not None:
-        sample, field = max(((s.sample, f) for s in summaries for f in s.fields), key=lambda sf: sf[1].ctc)
+        sample, field = busiest_field(summaries)
         outlined = preview_field(out / sample / f"{field.field}.tif", config.channels, preview)
         console.print(f"preview {sample}/{field.field}: {outlined} CTC outlined -> {preview}", soft_wrap=True)
 
@@ -222,12 +245,7 @@ def ingest_command(
 
     config = read_params(params)
     result = ingest(source, out, config.channels, sample, channel_map, quarantine)
-    samples = len({path.parent for path in result.written})
-    console.print(
-        f"ingested {len(result.written)} fields from {samples} sample(s) into {out}; "
-        f"{len(result.quarantined)} files quarantined (listed in {quarantine})",
-        soft_wrap=True,
-    )
+    console.print(result.summary(out, quarantine), soft_wrap=True)
     if not result.written:
         raise CtcidError(f"nothing could be ingested from {source}; see the reasons in {quarantine}")
 
@@ -252,18 +270,11 @@ def segment_command(
     Unusable fields are listed in <reports>/quarantine.csv; the step fails only when their share
     exceeds segment.quarantine_max_share.
     """
-    from ctcid.segmentation.stage import run_segment
+    from ctcid.segmentation.report import summary_line
+    from ctcid.segmentation.stage import segment_stage
 
-    config = read_params(params)
-    summary = run_segment(raw, out, reports, config.segment, config.channels)
-    metrics = summary.metrics
-    line = f"{summary.n_cells} cells from {summary.n_fields} fields ({len(summary.quarantined)} quarantined)"
-    if metrics.get("detection_recall") is not None:
-        line += (
-            f"; recall {metrics['detection_recall']:.3f}, precision {metrics['detection_precision']:.3f}, "
-            f"spots exact {metrics['spot_count_exact']:.3f}"
-        )
-    console.print(line, highlight=False)
+    summary = segment_stage(raw, out, reports, read_params(params))
+    console.print(summary_line(summary), highlight=False)
 
 
 @app.command("validate")
@@ -284,18 +295,14 @@ def validate_command(
     Run from the repository root (the GX context is gx/). docs/validation.md lists every check.
     """
     from ctcid.errors import GateFailed
-    from ctcid.quality.gate import failure_table, run_gate
+    from ctcid.quality.gate import failure_table, run_gate, verdict
 
     config = read_params(params)
     report = run_gate(manifest, crops, quarantine, reports, config)
-    docs = f"; Data Docs: {report.data_docs}" if report.data_docs else ""
     if not report.success:
         console.print(failure_table(report))
-        raise GateFailed(
-            f"data gate failed: {len(report.failures)} of {report.evaluated} expectations "
-            f"(details in {reports / 'validation.json'}{docs})"
-        )
-    console.print(f"data gate passed: {report.evaluated} expectations{docs}", highlight=False)
+        raise GateFailed(verdict(report, reports))
+    console.print(verdict(report, reports), highlight=False)
 
 
 @app.command("split")
@@ -308,32 +315,15 @@ def split_command(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Split the labelled cells into train and test, balance the training set and build CV folds."""
-    from rich.table import Table
+    from ctcid.split import split_stage, split_view
 
-    from ctcid.contracts import read_manifest
-    from ctcid.split import make_split, write_split
-
-    config = read_params(params)
-    result = make_split(read_manifest(manifest), config.split, config.seed)
-    write_split(result, out)
-
-    view = Table(title=f"split by {result.by} ({result.label_source} labels) -> {out}")
-    for column in ("set", "CTC", "non-CTC"):
-        view.add_column(column, justify="right" if column != "set" else "left")
-    for name in ("train", "test", "train_balanced"):
-        view.add_row(name, str(result.counts[name]["ctc"]), str(result.counts[name]["non_ctc"]))
-    output = Console()
-    output.print(view)
-    output.print(
-        f"{result.excluded['unlabelled']} of {result.excluded['total_rows']} cells unlabelled and excluded; "
-        f"{len(result.folds)} CV folds"
-    )
+    Console().print(split_view(split_stage(manifest, out, read_params(params)), out))
 
 
 @app.command("train")
 @reports_errors
 def train_command(
-    backbone: Annotated[str, typer.Option(help=f"Backbone to train: {', '.join(BACKBONES)}.")],
+    backbone: Annotated[str, backbone_option("Backbone to train")],
     crops: CropsOption = paths.CROPS_FILE,
     manifest: ManifestOption = paths.MANIFEST_FILE,
     split: SplitOption = paths.SPLIT_FILE,
@@ -356,25 +346,17 @@ def train_command(
 
     Each fold is a nested MLflow run; the operating threshold comes from out-of-fold predictions.
     """
-    from ctcid.model.train import train_backbone
+    from ctcid.model.train import summary_line, train_backbone
 
-    if backbone not in BACKBONES:
-        raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     config = read_params(params)
     result = train_backbone(config, backbone, StageInputs(crops, manifest, split), out, reports, tuned=tuned)
-    mean = result.cv.mean
-    console.print(
-        f"{backbone}: CV AUC {mean['auc']:.4f}, sensitivity {mean['sensitivity']:.3f}, specificity "
-        f"{mean['specificity']:.3f} (threshold 0.5); operating threshold {result.cv.threshold:.4g}; "
-        f"final fit {result.cv.final_epochs} epochs -> {result.model_path} (MLflow run {result.run_id})",
-        highlight=False,
-    )
+    console.print(summary_line(backbone, result), highlight=False)
 
 
 @app.command("tune")
 @reports_errors
 def tune_command(
-    backbone: Annotated[str, typer.Option(help=f"Backbone whose study to run: {', '.join(BACKBONES)}.")],
+    backbone: Annotated[str, backbone_option("Backbone whose study to run")],
     crops: CropsOption = paths.CROPS_FILE,
     manifest: ManifestOption = paths.MANIFEST_FILE,
     split: SplitOption = paths.SPLIT_FILE,
@@ -399,20 +381,12 @@ def tune_command(
     trials. Workers on several machines share a study through a PostgreSQL tune.storage.
     'ctcid train --tuned reports/tune/<backbone>.json' then trains the best trial's values.
     """
-    import os
-
-    import optuna
-
-    from ctcid.tuning.progress import TrialProgress
+    from ctcid.tuning.progress import TrialProgress, interrupted_line, quiet_tools
+    from ctcid.tuning.report import outcome_summary
     from ctcid.tuning.tune import tune_backbone
 
-    if backbone not in BACKBONES:
-        raise CtcidError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     config = read_params(params)
-    # one line per trial comes from TrialProgress (failures with their reason); Optuna's own lines,
-    # with a traceback for a trial failed by Ctrl+C, and MLflow's download bars would repeat it
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_tools()
     try:
         with TrialProgress(backbone, config.tune.n_trials, console) as progress:
             outcome = tune_backbone(
@@ -424,28 +398,9 @@ def tune_command(
                 on_trial=progress,
             )
     except KeyboardInterrupt:
-        console.print(
-            f"interrupted: finished trials are kept in {config.tune.storage}; run the same command "
-            "again to continue the study",
-            highlight=False,
-        )
+        console.print(interrupted_line(config.tune.storage), highlight=False)
         raise typer.Exit(130) from None
-    for note in outcome.notes:
-        console.print(f"note: {note}", highlight=False)
-    report = outcome.report
-    best, base = report["best"], report["baseline"]
-    if best is None:
-        console.print(
-            f"{backbone}: no complete trial ({report['trials']}); train uses train.* as given",
-            highlight=False,
-        )
-        return
-    gain = f"; baseline trial {base['value']:.4f}" if base and base.get("value") is not None else ""
-    console.print(
-        f"{backbone}: best trial {best['number']} {report['objective']} {best['value']:.4f} "
-        f"(CV AUC {best['cv_auc']:.4f}){gain}; trials {report['trials']} -> {outcome.report_path}",
-        highlight=False,
-    )
+    console.print(outcome_summary(outcome, backbone), highlight=False)
 
 
 @app.command("evaluate")
@@ -470,36 +425,13 @@ def evaluate_command(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Score the held-out test set with every trained backbone and the baselines; select on CV AUC."""
-    from rich.table import Table
-
     from ctcid.evaluation.evaluate import evaluate_models
+    from ctcid.evaluation.report import results_table, selection_line
 
     config = read_params(params)
     report = evaluate_models(config, StageInputs(crops, manifest, split), models, reports, raw)
-    test = report.test
-    view = Table(title=f"test set ({test.cells} cells, {test.ctc} CTC) -> {reports}")
-    for column in ("model", "CV AUC", "AUC", "sens", "spec", "F1", "threshold", "patient MAE"):
-        view.add_column(column, justify="left" if column == "model" else "right")
-    for name, evaluation in report.models.items():
-        operating = evaluation.operating
-        view.add_row(
-            f"{name} *" if name == report.selected else name,
-            _number(evaluation.cv_auc),
-            _number(operating.auc),
-            _number(operating.sensitivity),
-            _number(operating.specificity),
-            _number(operating.f1),
-            _number(operating.threshold),
-            _number(evaluation.patients.mae if evaluation.patients is not None else None),
-        )
-    Console().print(view)
-    console.print(
-        f"selected on CV {config.tune.objective} (CV AUC breaks ties): {report.selected} (*)", highlight=False
-    )
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
+    Console().print(results_table(report, reports))
+    console.print(selection_line(report, config.tune.objective), highlight=False)
 
 
 # The registry: register (a stage), promote (a stage and a command), rollback, models.
@@ -538,15 +470,11 @@ def register_command(
     reused, not registered again.
     """
     from ctcid.registry.register import register_selected
+    from ctcid.registry.views import registration_line
 
     config = _with_model_name(read_params(params), model_name)
     done = register_selected(config, StageInputs(crops, manifest, split), models, reports)
-    verb = "already registered as" if done.reused else "registered"
-    console.print(
-        f"{done.backbone} {verb} {done.model_name} version {done.version} (alias challenger; "
-        f"run {done.run_id}); see 'ctcid models'",
-        highlight=False,
-    )
+    console.print(registration_line(done), highlight=False)
 
 
 @app.command("promote")
@@ -557,7 +485,7 @@ def promote_command(
     split: SplitOption = paths.SPLIT_FILE,
     raw: Annotated[Path, typer.Option(help="Raw data folder (true per-patient counts).")] = paths.RAW_DIR,
     record: Annotated[Path, typer.Option(help="Where to write the decision (DVC metrics).")] = (
-        paths.REPORTS_DIR / "promotion.json"
+        paths.REPORTS_DIR / paths.PROMOTION_FILE
     ),
     external: Annotated[
         Path,
@@ -612,14 +540,11 @@ def external_cohort_command(
     (segmentation against the truth, quarantined fields) and <out>/cohort.json. Nothing is trained on it.
     """
     from ctcid.external.cohort import prepare_cohort
+    from ctcid.external.report import cohort_line
 
     config = read_params(params)
     info = prepare_cohort(config, cohort, out or paths.EXTERNAL_DIR / cohort)
-    console.print(
-        f"{info.name} ({info.source}): {info.cells} cells from {info.fields} fields "
-        f"({info.fields_quarantined} quarantined) -> {out or paths.EXTERNAL_DIR / cohort}",
-        highlight=False,
-    )
+    console.print(cohort_line(info, out or paths.EXTERNAL_DIR / cohort), highlight=False)
 
 
 @app.command("external")
@@ -645,8 +570,7 @@ def external_command(
     1 and 5 CTCs) with bootstrap intervals, calibration, drift flags per field and patient, and a
     review gallery (docs/external.md).
     """
-    from rich.table import Table
-
+    from ctcid.external.report import cohort_table, drift_line
     from ctcid.external.stage import evaluate_external
 
     config = read_params(params)
@@ -654,29 +578,11 @@ def external_command(
         config, models, reports, external, split, reports / paths.DRIFT_REFERENCE_FILE
     )
     for result in results:
-        view = Table(title=f"{result.name}: {result.cohort.info.description}")
-        for column in ("model", "AUC", "sens", "spec", "patient MAE", "CCC", ">=1 ok", "Brier"):
-            view.add_column(column, justify="left" if column == "model" else "right")
-        for name, assessment in result.assessments.items():
-            cells, patients = assessment.operating, assessment.patients
-            view.add_row(
-                name,
-                _number(cells.auc if cells else None),
-                _number(cells.sensitivity if cells else None),
-                _number(cells.specificity if cells else None),
-                _number(patients.mae if patients else None),
-                _number(patients.ccc if patients else None),
-                _number(patients.agreement_ge1 if patients else None),
-                _number(assessment.calibration.brier if assessment.calibration else None),
-            )
-        Console().print(view)
-        flagged = int(result.fields["drift_flag"].sum())
-        console.print(
-            f"{result.name}: drift flags {flagged} of {len(result.fields)} fields, "
-            f"{int(result.samples['drift_flag'].sum())} of {len(result.samples)} patients",
-            highlight=False,
-        )
-    console.print(f"written: {reports / 'external.json'}, {reports / 'external.md'}", highlight=False)
+        Console().print(cohort_table(result))
+        console.print(drift_line(result), highlight=False)
+    console.print(
+        f"written: {reports / paths.EXTERNAL_FILE}, {reports / paths.EXTERNAL_SUMMARY_FILE}", highlight=False
+    )
 
 
 @app.command("rollback")
@@ -691,15 +597,12 @@ def rollback_command(
 ) -> None:
     """Move 'champion' back to the version it replaced; the demoted version is marked rolled back."""
     from ctcid.registry.promote import rollback
+    from ctcid.registry.views import rollback_line
 
     config = _with_model_name(read_params(params), model_name)
     decision = rollback(config, reason)
     decision.write(record)
-    console.print(
-        f"{decision.model_name}: champion v{decision.champion_before} -> "
-        f"v{decision.champion_after} (rolled back)",
-        highlight=False,
-    )
+    console.print(rollback_line(decision), highlight=False)
 
 
 @app.command("models")
@@ -745,12 +648,7 @@ def package_command(
 
     config = _serving(params, model_name)
     done = package(config, reports)
-    model = "already packaged as" if done.reused_model else "imported as"
-    console.print(
-        f"{done.model_name} v{done.version} ({done.alias}) {model} {done.bento_model}; "
-        f"Bento {done.bento}{' (unchanged)' if done.reused_bento else ''}. Start it: ctcid serve",
-        highlight=False,
-    )
+    console.print(done.summary(), highlight=False)
 
 
 @app.command("serve")
@@ -793,34 +691,14 @@ def predict_command(
     Writes <sample>_cells.csv (one row per cell), <sample>.json and <field>_overlay.png per field.
     """
     from ctcid.serving.bento import ServiceArgs, latest_bento
-    from ctcid.serving.predict import predict_fields
+    from ctcid.serving.predict import predict_fields, summary_lines
 
     config = _serving(params, model_name)
     bento = latest_bento(config.mlflow.model_name)
     served_as = ServiceArgs.model_validate(bento.info.args)  # the model and limits the service has
     name = sample or fields[0].resolve().parent.name
     done = predict_fields(fields, name, out, served_as.model_tag, served_as)
-    answer = done.sample
-    console.print(
-        f"{answer.sample}: {answer.ctc_count} CTC by {answer.model} (rule: {answer.rule_count}) in "
-        f"{answer.cells} cells of {answer.fields_used}/{answer.fields_sent} fields; written to {out}",
-        highlight=False,
-    )
-    for problem in answer.problems:
-        console.print(f"[yellow]skipped[/yellow] {problem.field}: {problem.reason}", highlight=False)
-    for result in done.fields:
-        if result.drift_flag:
-            console.print(
-                f"[yellow]unfamiliar field[/yellow] ({result.drift_kind}) {result.field}: drift score "
-                f"{result.drift_score:.1f} ({result.drift_reason})",
-                highlight=False,
-            )
-    if answer.drift_flag:
-        console.print(
-            f"[yellow]warning:[/yellow] {answer.sample} looks unlike the model's training data; "
-            "its count may be wrong: review the overlays (docs/external.md#drift)",
-            highlight=False,
-        )
+    console.print(summary_lines(done, out), highlight=False)
 
 
 @app.command("retrain")

@@ -14,7 +14,8 @@ patients; ``sites``, leave-one-site-out: one fold per site of the training patie
 so that model selection rewards what holds on an unseen microscope.
 
 Everything here is a pure function of the labels, the groups and the parameters; indices are
-manifest row numbers, which the segment step guarantees equal ``crop_index``.
+manifest row numbers, which the segment step guarantees equal ``crop_index``. :func:`split_view`
+is what ``ctcid split`` prints.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from rich.console import Group
+from rich.table import Table
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from ctcid.config import SplitParams
-from ctcid.contracts import DEFAULT_SITE, LABEL_COLUMNS, LabelSource, cell_labels
+from ctcid.config.split import SplitParams
+from ctcid.config.stage import StageConfig
+from ctcid.contracts import DEFAULT_SITE, LABEL_COLUMNS, LabelSource, cell_labels, read_manifest
 from ctcid.errors import CtcidError
+from ctcid.paths import SPLIT_NAME
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ class Split:
 def _fold(data: Mapping[str, Any], arr: Any) -> Fold:
     if "train_all" not in data:
         raise CtcidError(
-            "split.json predates folds over all training cells; re-run 'ctcid split' (dvc repro)"
+            f"{SPLIT_NAME} predates folds over all training cells; re-run 'ctcid split' (dvc repro)"
         )
     site = data.get("site")
     return Fold(
@@ -465,6 +470,21 @@ def write_split(split: Split, path: str | Path) -> Path:
     return path
 
 
+def split_view(split: Split, path: str | Path) -> Group:
+    """What ``ctcid split`` prints: each set's classes, then what was left out and the folds."""
+    table = Table(title=f"split by {split.by} ({split.label_source} labels) -> {path}")
+    for column in ("set", "CTC", "non-CTC"):
+        table.add_column(column, justify="right" if column != "set" else "left")
+    for name in ("train", "test", "train_balanced"):
+        table.add_row(name, str(split.counts[name]["ctc"]), str(split.counts[name]["non_ctc"]))
+    excluded = split.excluded
+    return Group(
+        table,
+        f"{excluded['unlabelled']} of {excluded['total_rows']} cells unlabelled and excluded; "
+        f"{len(split.folds)} CV folds",
+    )
+
+
 def read_split(path: str | Path) -> Split:
     path = Path(path)
     try:
@@ -474,3 +494,18 @@ def read_split(path: str | Path) -> Split:
     except json.JSONDecodeError as error:
         raise CtcidError(f"{path}: not valid JSON ({error}); re-run 'ctcid split'") from None
     return Split.from_dict(data)
+
+
+class SplitConfig(StageConfig):
+    """What the split stage reads: its section and the seed of every draw."""
+
+    seed: int
+    split: SplitParams
+
+
+def split_stage(manifest_path: str | Path, out: str | Path, params: SplitConfig) -> Split:
+    """The ``split`` stage: the manifest's labelled cells split as ``split.*`` asks, written to ``out``."""
+    params = SplitConfig.project(params)
+    split = make_split(read_manifest(manifest_path), params.split, params.seed)
+    write_split(split, out)
+    return split

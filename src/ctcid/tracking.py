@@ -24,15 +24,20 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 
-from ctcid.config import MlflowParams, redact_url
+from ctcid.config.base import redact_url
+from ctcid.config.mlflow import MlflowParams
 from ctcid.errors import TrackingUnavailable
+from ctcid.paths import DVC_LOCK_FILE, RAW_DIR, RAW_DVC_FILE, SEGMENT_DIR, SPLIT_DIR
 
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow 3's UI opens an experiment of unknown kind on the GenAI "Overview / Traces" page; this kind
 # opens it on the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # The data a run saw, as MLflow dataset inputs: name and the DVC-tracked path behind it.
-DATASETS = {"ctcid-raw": "data/raw", "ctcid-crops": "data/segment", "ctcid-split": "data/split"}
+DATASETS = {
+    name: folder.as_posix()
+    for name, folder in (("ctcid-raw", RAW_DIR), ("ctcid-crops", SEGMENT_DIR), ("ctcid-split", SPLIT_DIR))
+}
 _REACH_TIMEOUT_S = 5.0
 # MLflow stores at most this many characters per param value.
 _PARAM_LIMIT = 6000
@@ -199,11 +204,11 @@ def dvc_hashes(root: str | Path = ".") -> dict[str, str]:
     """DVC md5 of ``data/raw`` (from ``data/raw.dvc``) and of every ``data/...`` stage output."""
     root = Path(root)
     hashes: dict[str, str] = {}
-    raw = _read_yaml(root / "data" / "raw.dvc")
+    raw = _read_yaml(root / RAW_DVC_FILE)
     for out in raw.get("outs", []) if isinstance(raw.get("outs"), list) else []:
         if isinstance(out, dict) and out.get("md5"):
-            hashes["data/raw"] = str(out["md5"])
-    lock = _read_yaml(root / "dvc.lock")
+            hashes[RAW_DIR.as_posix()] = str(out["md5"])
+    lock = _read_yaml(root / DVC_LOCK_FILE)
     stages = lock.get("stages", {}) if isinstance(lock.get("stages"), dict) else {}
     for stage in stages.values():
         for out in stage.get("outs", []) if isinstance(stage, dict) else []:
@@ -225,7 +230,7 @@ def lineage_tags(root: str | Path = ".") -> dict[str, str]:
         tags["git_commit"] = commit
         tags["mlflow.source.git.commit"] = commit
     for path, digest in dvc_hashes(root).items():
-        tags["dvc.raw_md5" if path == "data/raw" else f"dvc.md5:{path}"] = digest
+        tags["dvc.raw_md5" if path == RAW_DIR.as_posix() else f"dvc.md5:{path}"] = digest
     return tags
 
 

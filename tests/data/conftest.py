@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcid.config import Params, parse_params
+from ctcid.config.loader import parse_params
+from ctcid.config.params import Params
 from factory import draw_cells, draw_crops, make_manifest
 
 REPO = Path(__file__).resolve().parents[2]

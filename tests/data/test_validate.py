@@ -13,7 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ctcid import cli
-from ctcid.config import ConfigError, Params, parse_params
+from ctcid.config.base import ConfigError
+from ctcid.config.loader import parse_params
+from ctcid.config.params import Params
 from ctcid.errors import CtcidError
 from ctcid.quality.gate import GateReport, run_gate
 from ctcid.quarantine import QuarantineEntry, write_quarantine
@@ -245,7 +247,7 @@ def test_validate_params_are_range_checked(section, message):
 
 def test_the_hard_cohort_passes_the_gate(tmp_path, gx_project):
     """Clumps, haze, fragments and look-alikes are hard, not bad data: the gate lets them through."""
-    from ctcid.config import merge_overlay, read_raw
+    from ctcid.config.loader import merge_overlay, read_raw
     from ctcid.raw.simulate import simulate_dataset
     from ctcid.segmentation.stage import run_segment
 

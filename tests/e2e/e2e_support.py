@@ -34,6 +34,13 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def run_failing(cwd: Path, *args: str) -> str:
+    """The output of a command that must fail."""
+    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert result.returncode != 0, f"{' '.join(args)} succeeded:\n{result.stdout[-2000:]}"
+    return result.stdout + result.stderr
+
+
 def build_project(repo: Path) -> Path:
     """params-tiny.yaml's project in ``repo``: git + DVC, simulated data, `dvc repro`, pushed."""
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
@@ -53,8 +60,10 @@ def build_project(repo: Path) -> Path:
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
     run(repo, "dvc", "remote", "add", "-d", "local", str(repo.parent / f"{repo.name}-remote"))
-    run(repo, "ctcid", "simulate", "--out", "data/raw")
-    run(repo, "dvc", "add", "-q", "data/raw")
+    # make run's own first step: data/raw simulated as params.yaml says, then 'dvc add'
+    (repo / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "raw_data.sh", repo / "scripts" / "raw_data.sh")
+    run(repo, "bash", "scripts/raw_data.sh")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "tiny project")
     run(repo, "dvc", "repro")
@@ -69,7 +78,7 @@ def copy_project(project: Path, to: Path) -> Path:
 
 
 def registry(project: Path):
-    from ctcid.config import MlflowParams
+    from ctcid.config.mlflow import MlflowParams
     from ctcid.registry.store import Registry
 
     return Registry(MlflowParams(tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))

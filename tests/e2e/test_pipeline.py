@@ -104,7 +104,7 @@ def test_each_backbone_was_tuned_and_trained_with_its_best_trial(project: Path) 
 
 
 def test_the_run_ends_with_a_registered_champion_its_card_and_lineage(project: Path) -> None:
-    from ctcid.registry.store import CHALLENGER, CHAMPION
+    from ctcid.registry_client import CHALLENGER, CHAMPION
 
     models = registry(project)
     champion, challenger = models.alias(CHAMPION), models.alias(CHALLENGER)

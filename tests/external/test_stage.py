@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcid.config import Params, parse_params
+from ctcid.config.loader import parse_params
+from ctcid.config.params import Params
 from ctcid.contracts import CTC_LABEL
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import field_feature_table, fit_reference
@@ -19,6 +20,7 @@ from ctcid.external.report import write_reports
 from ctcid.external.scoring import RULE
 from ctcid.external.stage import evaluate_external, score_cohort
 from ctcid.raw.simulate import simulate_dataset
+from factory import written_pixels
 
 SHIFT = {"exposure_range": [1.6, 2.0], "read_noise": 40.0, "background_counts": [400.0, 700.0]}
 
@@ -84,6 +86,30 @@ def test_a_simulated_cohort_is_written_with_its_own_seed_and_settings(prepared: 
     assert same.info.source == "simulated" and len(same.manifest) == same.crops.shape[0] > 0
     # longer exposures and more autofluorescence: the shifted site's crops are brighter
     assert np.median(shifted.crops[:, 0]) > 1.3 * np.median(same.crops[:, 0])
+
+
+def test_simulated_cohorts_name_their_patients_apart_and_keep_their_pixels(
+    params: Params, prepared: Path, tmp_path: Path
+) -> None:
+    training = simulate_dataset(params, tmp_path / "training", workers=1, show_progress=False)
+    names = {"training": {s.sample for s in training}}
+    for name in ("reference", "same_site", "second_site"):
+        cohort = load_cohort(prepared / name)
+        folders = sorted(p.name for p in cohort.raw_dir.iterdir() if p.is_dir())
+        expected = [f"{name}-S{k:04d}" for k in range(params.for_cohort(name).simulate.n_samples)]
+        assert folders == expected
+        assert set(cohort.manifest["sample"]) <= set(folders)
+        names[name] = set(folders)
+    # no patient name is shared by two cohorts, the training cohort included
+    assert sum(len(n) for n in names.values()) == len(set().union(*names.values()))
+    assert names["training"] == {f"S{k:04d}" for k in range(params.simulate.n_samples)}
+    # only the names changed: sample k's pixels are those of its number without the prefix
+    simulate_dataset(params.for_cohort("second_site"), tmp_path / "plain", workers=1, show_progress=False)
+    plain = {f"second_site-{path}": pixels for path, pixels in written_pixels(tmp_path / "plain").items()}
+    assert written_pixels(prepared / "second_site" / "raw") == plain
+    # a lab's folder keeps its own names (here colliding with the training names; docs/external.md)
+    lab = load_cohort(prepared / "lab")
+    assert set(lab.manifest["sample"]) <= {f"S{k:04d}" for k in range(6)}
 
 
 def test_the_rule_is_scored_against_the_annotated_counts_of_usable_fields(results) -> None:

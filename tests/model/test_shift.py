@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctcid.config import SiteShift, TrainParams
+from ctcid.config.train import SiteShift, TrainParams
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.dataset import CropBatches, LabelledCrops, augment, resize_crops
 from ctcid.model.shift import DEFAULT_CHANNELS, site_shift

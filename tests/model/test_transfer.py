@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ctcid.config import MlflowParams
+from ctcid.config.mlflow import MlflowParams
 from ctcid.errors import CtcidError
 from ctcid.model.backbones import ModelSpec, load_trained_weights
 from ctcid.model.dataset import Normalisation
@@ -46,6 +46,16 @@ def test_a_champion_that_trained_on_a_test_patient_is_refused_by_name(tmp_path: 
         find_champion(params, "alexnet", ["S0002", "S0009"], tmp_path / "down")
     found = find_champion(params, "alexnet", ["S0009"], tmp_path / "down")
     assert found.path.name == "model.pt" and found.backbone == "alexnet"
+
+
+def test_a_lab_whose_names_collide_with_the_champions_is_told_to_rename_them(tmp_path: Path) -> None:
+    # a lab's folder numbered like the simulator's training cohort: the check sees names, not patients
+    params = champion(tmp_path, "alexnet", [f"S{k:04d}" for k in range(10)])
+    with pytest.raises(NoChampion) as refused:
+        find_champion(params, "alexnet", ["S0001", "S0004", "P-17"], tmp_path / "down")
+    message = str(refused.value)
+    assert "trained on 2 of today's test patients (S0001, S0004)" in message
+    assert "rename their sample folders to unique patient IDs" in message and "train.init" in message
 
 
 def test_another_backbone_or_unrecorded_patients_are_refused(tmp_path: Path) -> None:

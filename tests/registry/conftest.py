@@ -19,10 +19,10 @@ from ctcid.contracts import read_manifest
 from ctcid.evaluation.evaluate import evaluate_models
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.dataset import LabelledCrops, Normalisation, load_labelled_crops
-from ctcid.model.predict import MODEL_FILE, RUN_FILE, ModelInfo, save_model
+from ctcid.model.predict import ModelInfo, save_model
 from ctcid.model.train import train_backbone, write_run_file
 from ctcid.model.trainer import FitOptions, fit, seed_everything
-from ctcid.paths import StageInputs
+from ctcid.paths import MODEL_FILE, RUN_FILE, StageInputs
 from ctcid.split import read_split
 from ctcid.tracking import open_experiment
 from factory import INPUT_SIZE

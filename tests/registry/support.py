@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctcid.config import Params
+from ctcid.config.params import Params
 from ctcid.offline import OFFLINE_ENVIRONMENT
 from factory import free_port, tiny_params, wait_until_ok
 

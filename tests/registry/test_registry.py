@@ -17,14 +17,15 @@ from support import BACKBONE, Candidate, MlflowServer, free_port, server_params
 from typer.testing import CliRunner
 
 from ctcid.cli import app
-from ctcid.config import Params
+from ctcid.config.params import Params
 from ctcid.contracts import open_crops
 from ctcid.errors import CtcidError, RegistryError, TrackingUnavailable
-from ctcid.model.predict import MODEL_FILE, load_model, score_crops
-from ctcid.paths import StageInputs
-from ctcid.registry.promote import PROMOTION_FILE, promote, rollback
+from ctcid.model.predict import load_model, score_crops
+from ctcid.paths import MODEL_FILE, PROMOTION_FILE, StageInputs
+from ctcid.registry.promote import promote, rollback
 from ctcid.registry.register import register_selected
-from ctcid.registry.store import CHALLENGER, CHAMPION, Registry
+from ctcid.registry.store import Registry
+from ctcid.registry_client import CHALLENGER, CHAMPION
 
 runner = CliRunner()
 

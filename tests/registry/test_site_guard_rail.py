@@ -13,15 +13,16 @@ import pytest
 import torch
 from support import BACKBONE, Candidate, MlflowServer, server_params
 
-from ctcid.config import ExternalCohort, Params
+from ctcid.config.external import ExternalCohort
+from ctcid.config.params import Params
 from ctcid.evaluation.evaluate import evaluate_models
 from ctcid.intensity import field_levels
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.dataset import LabelledCrops, Normalisation, read_crops
-from ctcid.model.predict import MODEL_FILE, RUN_FILE, ModelInfo, save_model
+from ctcid.model.predict import ModelInfo, save_model
 from ctcid.model.train import write_run_file
 from ctcid.model.trainer import FitOptions, fit, seed_everything
-from ctcid.paths import StageInputs, cohort_inputs
+from ctcid.paths import MODEL_FILE, RUN_FILE, StageInputs, cohort_inputs
 from ctcid.registry.promote import promote
 from ctcid.registry.register import register_selected
 from ctcid.tracking import open_experiment

@@ -22,8 +22,8 @@ import yaml
 from mlflow import MlflowClient
 from support import BACKBONE, MlflowServer, running_mlflow_server
 
-from ctcid.config import parse_params
-from ctcid.model.predict import MODEL_FILE
+from ctcid.config.loader import parse_params
+from ctcid.paths import MODEL_FILE
 from factory import POSTGRES, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]

@@ -15,7 +15,7 @@ import schemathesis
 import torch
 from service_support import Packaged, Server, running_service, write_drift_reference, write_params
 
-from ctcid.config import Params
+from ctcid.config.params import Params
 from ctcid.evaluation.evaluate import evaluate_models
 from ctcid.model.train import train_backbone
 from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ctcid.config import Params
+from ctcid.config.params import Params
 from ctcid.evaluation.drift import field_features, fit_reference, write_reference
 from ctcid.raw.fields import iter_fields, read_field
 from ctcid.segmentation.analysis import analyse_field

@@ -11,7 +11,8 @@ import requests
 from service_support import Packaged, Server
 
 from ctcid.intensity import field_levels
-from ctcid.model.predict import MODEL_FILE, load_model, score_crops
+from ctcid.model.predict import load_model, score_crops
+from ctcid.paths import MODEL_FILE
 
 pytestmark = pytest.mark.service
 REQUESTS = 250

@@ -15,8 +15,7 @@ import requests
 import torch
 from service_support import Packaged, running_service, write_params
 
-from ctcid.model.predict import MODEL_FILE
-from ctcid.paths import StageInputs
+from ctcid.paths import MODEL_FILE, StageInputs
 from ctcid.registry.promote import promote
 from ctcid.registry.register import register_selected
 from factory import free_port

@@ -12,7 +12,8 @@ import tifffile
 from service_support import Packaged, Server
 
 from ctcid.intensity import field_levels
-from ctcid.model.predict import MODEL_FILE, load_model, score_crops
+from ctcid.model.predict import load_model, score_crops
+from ctcid.paths import MODEL_FILE
 from ctcid.raw.fields import write_field
 
 pytestmark = pytest.mark.service

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ctcid.config import ServingParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.serving import ServingParams
 from ctcid.errors import CtcidError, InputRejected
 from ctcid.serving.http import field_name, upload_name
 from ctcid.serving.served import ServedModel
-from ctcid.serving.uploads import read_crops_file
+from ctcid.serving.uploads import check_usable, read_crops_file
 
 
 def test_upload_names_lose_bentomls_temporary_prefix() -> None:
@@ -33,6 +34,19 @@ def test_crops_are_checked_from_the_header(tmp_path: Path) -> None:
     with pytest.raises(InputRejected) as refused:
         read_crops_file(path, 3, 8, limits)
     assert refused.value.status == 413 and "serving.max_crops 10" in str(refused.value)
+
+
+def test_an_uploaded_field_at_full_scale_is_refused_as_saturated_and_a_dark_one_as_dark() -> None:
+    seg = SegmentParams(crop_size=24)
+    channels = ["DAPI", "CEP8", "CD45"]
+    with pytest.raises(InputRejected) as refused:
+        check_usable(np.full((3, 64, 64), 65535, np.uint16), "white.tif", seg, channels)
+    assert refused.value.status == 422 and refused.value.field == "white.tif"
+    assert "DAPI channel saturated: 100.0% of pixels at 65535" in str(refused.value)
+    assert "Shorten the exposure" in refused.value.hint
+    with pytest.raises(InputRejected) as refused:
+        check_usable(np.full((3, 64, 64), 100, np.uint16), "dark.tif", seg, channels)
+    assert "DAPI channel is dark" in str(refused.value) and "lamp" in refused.value.hint
 
 
 def test_a_version_without_segmentation_settings_is_refused() -> None:

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from tuning_support import BACKBONE, all_runs, children, stage_inputs, tune_params
 
-from ctcid.config import parse_params
+from ctcid.config.loader import parse_params
 from ctcid.metrics import binary_metrics
 from ctcid.model.cv import OBJECTIVES, CVResult, FoldResult, cv_objective
 from ctcid.tuning.run_log import RUN_ATTR

@@ -5,7 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from ctcid.config import Dimension, TrainParams
+from ctcid.config.train import TrainParams
+from ctcid.config.tune import Dimension
 from ctcid.tuning.space import apply, available_space, baseline, suggest
 
 CROP = 24

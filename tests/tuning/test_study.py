@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from ctcid.config import TuneParams
+from ctcid.config.tune import TuneParams
 from ctcid.errors import CtcidError
 from ctcid.tuning import study as studies
 

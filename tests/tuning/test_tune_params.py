@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from ctcid.config import ConfigError, load_params, parse_params
+from ctcid.config.base import ConfigError
+from ctcid.config.loader import load_params, parse_params
 
 
 def space_error(space: dict[str, Any]) -> str:

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
-from ctcid.config import Params, parse_params
+from ctcid.config.loader import parse_params
+from ctcid.config.params import Params
 from ctcid.paths import StageInputs
 from ctcid.tracking import PARENT_TAG
 from ctcid.tuning.tune import TuneOutcome

@@ -12,7 +12,9 @@ import pytest
 import yaml
 from scipy import ndimage
 
-from ctcid.config import ArtefactParams, ConfigError, merge_overlay, parse_params, read_raw
+from ctcid.config.base import ConfigError
+from ctcid.config.loader import merge_overlay, parse_params, read_raw
+from ctcid.config.simulate import ArtefactParams
 from ctcid.contracts import CTC_LABEL
 from ctcid.raw.fields import read_field
 from ctcid.raw.simulate import artefacts, simulate_dataset

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcid.config import Params, SplitParams
+from ctcid.config.params import Params
+from ctcid.config.split import SplitParams
 from ctcid.contracts import FEATURE_COLUMNS
 from ctcid.errors import CtcidError
 from ctcid.evaluation.baselines import evaluate_baselines

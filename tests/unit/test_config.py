@@ -9,17 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ctcid import config
 from ctcid.cli import app, read_params
-from ctcid.config import (
-    ENVIRONMENT_OVERRIDES,
-    ConfigError,
-    Params,
-    SimulateParams,
-    load_params,
-    parse_params,
-    with_environment,
-)
+from ctcid.config import loader
+from ctcid.config.base import ConfigError
+from ctcid.config.loader import ENVIRONMENT_OVERRIDES, load_params, parse_params, with_environment
+from ctcid.config.params import Params
+from ctcid.config.simulate import SimulateParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,7 +173,7 @@ def test_an_override_that_fails_validation_names_the_variable(
     # The three real keys are free-form non-empty strings, and a blank variable is ignored, so no
     # value of them can fail validation today; the mechanism is checked with a numeric key mapped
     # the same way.
-    monkeypatch.setitem(config.ENVIRONMENT_OVERRIDES, "CTCID_TUNE_N_TRIALS", ("tune", "n_trials"))
+    monkeypatch.setitem(loader.ENVIRONMENT_OVERRIDES, "CTCID_TUNE_N_TRIALS", ("tune", "n_trials"))
     path = write(tmp_path, FILE_STORES)
     with pytest.raises(ConfigError) as error:
         load_params(path, {"CTCID_TUNE_N_TRIALS": "many"})
@@ -234,7 +229,7 @@ def test_team_profile_validates_and_keeps_secrets_out() -> None:
 
 
 def test_urls_are_shown_and_stored_without_their_password() -> None:
-    from ctcid.config import redact_url
+    from ctcid.config.base import redact_url
 
     hidden = "postgresql+psycopg://tuner:***@db:5432/optuna"
     assert redact_url("postgresql+psycopg://tuner:s3cret@db:5432/optuna") == hidden
@@ -284,7 +279,7 @@ def test_a_lab_folder_cohort_keeps_the_training_params() -> None:
 
 def test_an_overlay_changes_only_its_keys_and_lists_replace() -> None:
     base = {"train": {"epochs": 5, "backbones": ["vgg16", "resnet18"]}, "split": {"n_folds": 5}}
-    merged = config.merge_overlay(base, {"train": {"backbones": ["alexnet"]}, "simulate": {"sites": 3}})
+    merged = loader.merge_overlay(base, {"train": {"backbones": ["alexnet"]}, "simulate": {"sites": 3}})
     assert merged == {
         "train": {"epochs": 5, "backbones": ["alexnet"]},
         "split": {"n_folds": 5},

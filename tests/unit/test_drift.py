@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.evaluation.drift import (
     CELLS,
     FIELD_FEATURES,

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.segmentation.crops import crop_window, cut_crops, write_crops
 from ctcid.segmentation.features import cd45_ring_score, dapi_features, rule_label, shape_features
 from ctcid.segmentation.nuclei import segment_nuclei

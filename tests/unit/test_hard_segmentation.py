@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.segmentation.nuclei import flatten_background, segment_nuclei
 from ctcid.segmentation.spots import detect_cep8_spots, spots_per_nucleus
 from factory import DAPI_LEVEL, DrawnCell, draw_field

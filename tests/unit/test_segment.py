@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.contracts import BACKGROUND_COLUMNS, SCALE_COLUMNS
 from ctcid.intensity import estimate_levels
 from ctcid.segmentation.analysis import analyse_field

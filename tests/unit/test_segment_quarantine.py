@@ -11,13 +11,14 @@ import tifffile
 from typer.testing import CliRunner
 
 from ctcid.cli import app
-from ctcid.config import parse_params
+from ctcid.config.loader import parse_params
 from ctcid.contracts import BACKGROUND_COLUMNS, DEFAULT_SITE, MANIFEST_SCHEMA, SCALE_COLUMNS, SITES_FILE
 from ctcid.errors import CtcidError, GateFailed
 from ctcid.intensity import estimate_levels
 from ctcid.quarantine import read_quarantine
-from ctcid.raw.fields import write_field
+from ctcid.raw.fields import FieldRef, write_field
 from ctcid.raw.sites import write_sites
+from ctcid.segmentation.analysis import process_field
 from ctcid.segmentation.stage import run_segment
 from factory import DrawnCell, draw_field, make_annotations
 
@@ -186,3 +187,38 @@ def test_a_malformed_sites_file_stops_the_stage_before_any_field(raw: Path, tmp_
     with pytest.raises(CtcidError, match=rf"{SITES_FILE}: {message}"):
         run_segment(raw, out, reports, (p := params()).segment, p.channels, show_progress=False)
     assert not (reports / "quarantine.csv").exists() and not out.exists()
+
+
+def _saturated(good: np.ndarray, rows: int) -> np.ndarray:
+    field = good.copy()
+    field[0, :rows] = 65535  # DAPI clipped over the top rows
+    return field
+
+
+def _dark(good: np.ndarray) -> np.ndarray:
+    noise = np.random.default_rng(0).integers(0, 20, size=good.shape)
+    return (100 + noise).astype(np.uint16)  # a working camera, no light: a few counts of noise
+
+
+@pytest.mark.parametrize(
+    ("make", "reason", "hint"),
+    [
+        (lambda good: np.full_like(good, 65535), "DAPI channel saturated: 100.0% of pixels", "Shorten"),
+        (lambda good: _saturated(good, SIZE * 3 // 4), "DAPI channel saturated: 75.0% of pixels", "Shorten"),
+        (lambda good: np.full_like(good, 100), "DAPI channel is dark: 0.1-99.9 percentile range 0", "lamp"),
+        (_dark, "DAPI channel is dark", "lamp"),
+    ],
+    ids=["all at full scale", "mostly at full scale", "flat dark", "dark with camera noise"],
+)
+def test_a_saturated_field_is_quarantined_as_saturated_and_a_dark_one_as_dark(
+    tmp_path: Path, make, reason: str, hint: str
+):
+    path = tmp_path / "C" / "f000.tif"
+    write_field(path, make(draw_field(CELLS, size=SIZE)), CHANNELS)
+    p = params()
+    outcome = process_field(FieldRef("C", "f000", path), p.segment, p.channels)
+    assert outcome.table is None and outcome.problem is not None
+    assert outcome.problem.path == str(path) and outcome.problem.reason.startswith(reason)
+    assert hint in outcome.problem.hint
+    other = "dark" if "saturated" in reason else "saturated"
+    assert other not in outcome.problem.reason

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcid.config import parse_params
+from ctcid.config.loader import parse_params
 from ctcid.raw.simulate import simulate_dataset
 from ctcid.segmentation.stage import run_segment
 

@@ -16,21 +16,15 @@ import tifffile
 from typer.testing import CliRunner
 
 from ctcid.cli import app
-from ctcid.config import Params, parse_params
+from ctcid.config.loader import parse_params
 from ctcid.contracts import ANNOTATION_COLUMNS, CELL_TYPES, SITES_FILE
 from ctcid.errors import CtcidError
+from ctcid.paths import SIMULATION_FILE
 from ctcid.raw.fields import read_field
 from ctcid.raw.simulate import label_for, simulate_dataset, site_optics_table
 from ctcid.raw.simulate import sites as simulated_sites
 from ctcid.raw.sites import read_sites
-from factory import written_pixels
-
-
-def tiny_params(**simulate: object) -> Params:
-    """A few small fields with every population present; overrides go into the simulate section."""
-    section = {"n_samples": 3, "field_size": 160, "fields_per_sample": [1, 2], "background_cells_mean": 20.0}
-    section.update(simulate)
-    return parse_params({"seed": 7, "simulate": section})
+from factory import small_cohort, written_pixels
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -58,7 +52,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
 
 
 def test_same_seed_gives_identical_bytes_across_runs_workers_and_batches(tmp_path: Path) -> None:
-    params = tiny_params()
+    params = small_cohort()
     simulate_dataset(params, tmp_path / "a", workers=1, show_progress=False)
     simulate_dataset(params, tmp_path / "b", workers=2, show_progress=False)
     # a later batch S0001.. reproduces those samples exactly: seeds come from (seed, sample number)
@@ -67,28 +61,56 @@ def test_same_seed_gives_identical_bytes_across_runs_workers_and_batches(tmp_pat
     first, second, batch = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
     assert any(name.endswith(".tif") for name in first)
     assert first == second
-    fields = {name: h for name, h in first.items() if name != SITES_FILE}
-    assert {name: h for name, h in batch.items() if name != SITES_FILE} == {
+    # sites.csv and simulation.json list the samples of each folder; every sample's files are equal
+    fields = {name: h for name, h in first.items() if name not in (SITES_FILE, SIMULATION_FILE)}
+    assert {name: h for name, h in batch.items() if name not in (SITES_FILE, SIMULATION_FILE)} == {
         name: h for name, h in fields.items() if not name.startswith("S0000")
     }
     assert read_sites(tmp_path / "c") == {"S0001": "site0", "S0002": "site0"}
 
 
 def test_another_seed_gives_other_pixels(tmp_path: Path) -> None:
-    simulate_dataset(tiny_params(n_samples=1), tmp_path / "a", workers=1, show_progress=False)
-    other = parse_params({**tiny_params(n_samples=1).model_dump(by_alias=True), "seed": 8})
+    simulate_dataset(small_cohort(n_samples=1), tmp_path / "a", workers=1, show_progress=False)
+    other = parse_params({**small_cohort(n_samples=1).model_dump(by_alias=True), "seed": 8})
     simulate_dataset(other, tmp_path / "b", workers=1, show_progress=False)
     assert digest(tmp_path / "a")["S0000/f000.tif"] != digest(tmp_path / "b").get("S0000/f000.tif")
 
 
 def test_rerun_with_fewer_fields_leaves_no_stale_files(tmp_path: Path) -> None:
     simulate_dataset(
-        tiny_params(n_samples=1, fields_per_sample=[3, 3]), tmp_path, workers=1, show_progress=False
+        small_cohort(n_samples=1, fields_per_sample=[3, 3]), tmp_path, workers=1, show_progress=False
     )
     simulate_dataset(
-        tiny_params(n_samples=1, fields_per_sample=[1, 1]), tmp_path, workers=1, show_progress=False
+        small_cohort(n_samples=1, fields_per_sample=[1, 1]), tmp_path, workers=1, show_progress=False
     )
     assert sorted(p.name for p in (tmp_path / "S0000").iterdir()) == ["annotations.csv", "f000.tif"]
+
+
+def test_a_name_prefix_renames_the_samples_and_changes_nothing_else(tmp_path: Path) -> None:
+    # an external cohort's names (ctcid.external.cohort.sample_prefix): sample k keeps its stream,
+    # its site (k % sites) and, in a later batch, its number
+    params = small_cohort(sites=2)
+    plain = simulate_dataset(params, tmp_path / "plain", workers=1, show_progress=False)
+    named = simulate_dataset(params, tmp_path / "named", workers=1, show_progress=False, prefix="lab_b-")
+    later = {"n_samples": 1, "first_sample": 3, "workers": 1, "show_progress": False}
+    simulate_dataset(params, tmp_path / "named", **later, prefix="lab_b-")
+    assert [s.sample for s in named] == ["lab_b-S0000", "lab_b-S0001", "lab_b-S0002"]
+    assert [(s.fields, s.site) for s in named] == [(s.fields, s.site) for s in plain]
+    renamed = {f"lab_b-{name}": pixels for name, pixels in written_pixels(tmp_path / "plain").items()}
+    assert {k: v for k, v in written_pixels(tmp_path / "named").items() if "S0003" not in k} == renamed
+    before, after = load_annotations(tmp_path / "plain"), load_annotations(tmp_path / "named")
+    assert after["sample"].unique().tolist() == [f"lab_b-S000{k}" for k in range(4)]
+    after = after[after["sample"] != "lab_b-S0003"]
+    pd.testing.assert_frame_equal(after.drop(columns="sample"), before.drop(columns="sample"))
+    sites = {f"lab_b-S000{k}": f"site{k % 2}" for k in range(4)}  # sample k at site k % sites
+    assert read_sites(tmp_path / "named") == sites
+
+
+@pytest.mark.parametrize("prefix", ["../", "lab b-", "lab/"])
+def test_a_prefix_that_is_no_folder_name_is_refused(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(CtcidError, match="sample name prefix"):
+        simulate_dataset(small_cohort(n_samples=1), tmp_path, workers=1, show_progress=False, prefix=prefix)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- CPU independence (docs/reproducibility.md#another-cpu-type) ---------------------------------------
@@ -128,7 +150,7 @@ def test_one_site_draws_nothing_from_a_site_stream(tmp_path: Path, monkeypatch: 
         raise AssertionError("a one-site run must not touch a site generator")
 
     monkeypatch.setattr(simulated_sites, "site_rng", refuse)
-    params = tiny_params(n_samples=2, field_size=128)
+    params = small_cohort(n_samples=2, field_size=128)
     assert params.simulate.sites == 1
     summaries = simulate_dataset(params, tmp_path, workers=1, show_progress=False)
     assert [s.site for s in summaries] == ["site0", "site0"]
@@ -136,8 +158,8 @@ def test_one_site_draws_nothing_from_a_site_stream(tmp_path: Path, monkeypatch: 
 
 
 def test_site_zero_samples_are_the_one_site_bytes(tmp_path: Path) -> None:
-    one = tiny_params(n_samples=4, field_size=128, fields_per_sample=[2, 2])
-    three = tiny_params(n_samples=4, field_size=128, fields_per_sample=[2, 2], sites=3)
+    one = small_cohort(n_samples=4, field_size=128, fields_per_sample=[2, 2])
+    three = small_cohort(n_samples=4, field_size=128, fields_per_sample=[2, 2], sites=3)
     simulate_dataset(one, tmp_path / "one", workers=1, show_progress=False)
     summaries = simulate_dataset(three, tmp_path / "three", workers=1, show_progress=False)
     assert [s.site for s in summaries] == ["site0", "site1", "site2", "site0"]
@@ -175,7 +197,7 @@ def test_site_optics_lie_in_their_ranges_and_repeat() -> None:
         "gain": [3.0, 4.0],
         "cd45_factor": [0.5, 0.6],
     }
-    params = tiny_params(sites=5, site_optics=optics)
+    params = small_cohort(sites=5, site_optics=optics)
     table = site_optics_table(params)
     assert [row["site"] for row in table] == [f"site{j}" for j in range(5)]
     base = params.simulate
@@ -198,20 +220,20 @@ def test_site_optics_lie_in_their_ranges_and_repeat() -> None:
     assert len({row["blur_sigma"] for row in table[1:]}) == 4  # every site draws its own
     # reproducible, and a site keeps its optics when more sites are added
     assert site_optics_table(params) == table
-    assert site_optics_table(tiny_params(sites=3, site_optics=optics)) == table[:3]
+    assert site_optics_table(small_cohort(sites=3, site_optics=optics)) == table[:3]
     other_seed = parse_params({**params.model_dump(by_alias=True), "seed": 8})
     assert site_optics_table(other_seed)[1] != table[1]
 
 
 def test_a_later_batch_adds_its_samples_to_sites_csv(tmp_path: Path) -> None:
-    params = tiny_params(n_samples=1, field_size=128, fields_per_sample=[1, 1], sites=2)
+    params = small_cohort(n_samples=1, field_size=128, fields_per_sample=[1, 1], sites=2)
     simulate_dataset(params, tmp_path, n_samples=2, workers=1, show_progress=False)
     simulate_dataset(params, tmp_path, n_samples=1, first_sample=3, workers=1, show_progress=False)
     assert read_sites(tmp_path) == {"S0000": "site0", "S0001": "site1", "S0003": "site1"}
 
 
 def test_a_site_gain_of_zero_is_refused() -> None:
-    params = tiny_params(sites=2, site_optics={"gain": [0.0, 1.0]})
+    params = small_cohort(sites=2, site_optics={"gain": [0.0, 1.0]})
     with pytest.raises(CtcidError, match=r"simulate\.site_optics\.gain"):
         site_optics_table(params)
 
@@ -299,7 +321,7 @@ def test_annotated_centres_fall_on_bright_dapi(cohort: tuple[Path, pd.DataFrame,
 
 def test_channel_order_follows_params(tmp_path: Path) -> None:
     params = parse_params(
-        {**tiny_params(n_samples=1).model_dump(by_alias=True), "channels": ["CD45", "DAPI", "CEP8"]}
+        {**small_cohort(n_samples=1).model_dump(by_alias=True), "channels": ["CD45", "DAPI", "CEP8"]}
     )
     simulate_dataset(params, tmp_path, workers=1, show_progress=False)
     path = tmp_path / "S0000" / "f000.tif"
@@ -314,7 +336,7 @@ def test_channel_order_follows_params(tmp_path: Path) -> None:
 
 
 def test_crowded_field_reports_the_cells_left_out(tmp_path: Path) -> None:
-    params = tiny_params(n_samples=1, field_size=64, fields_per_sample=[1, 1], background_cells_mean=150.0)
+    params = small_cohort(n_samples=1, field_size=64, fields_per_sample=[1, 1], background_cells_mean=150.0)
     [summary] = simulate_dataset(params, tmp_path, workers=1, show_progress=False)
     assert summary.dropped > 0
     assert summary.cells == len(load_annotations(tmp_path))
@@ -362,5 +384,6 @@ def test_cli_simulate_writes_data_and_preview(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "simulated 2 samples" in result.output
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["S0000", "S0001", SITES_FILE]
+    written = sorted(p.name for p in (tmp_path / "raw").iterdir())
+    assert written == ["S0000", "S0001", SIMULATION_FILE, SITES_FILE]
     assert preview.stat().st_size > 1000

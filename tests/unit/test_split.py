@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcid.config import SplitParams
+from ctcid.config.split import SplitParams
 from ctcid.errors import CtcidError
 from ctcid.split import (
     class_counts,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.segmentation.nuclei import segment_nuclei
 from ctcid.segmentation.spots import detect_cep8_spots, expand_labels, spots_per_nucleus
 from factory import DrawnCell, draw_field

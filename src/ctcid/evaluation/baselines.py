@@ -18,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ctcid.contracts import FEATURE_COLUMNS, cell_labels
 from ctcid.errors import CtcidError
+from ctcid.paths import SPLIT_NAME
 from ctcid.split import Split
 
 
@@ -54,9 +55,13 @@ def evaluate_baselines(
     labels = cell_labels(manifest, split.label_source)
     train, test = split.train_balanced, split.test
     if max(train.max(initial=-1), test.max(initial=-1)) >= len(manifest):
-        raise CtcidError("split.json names rows beyond the manifest; re-run 'ctcid split' on this manifest")
+        raise CtcidError(
+            f"{SPLIT_NAME} names rows beyond the manifest; re-run 'ctcid split' on this manifest"
+        )
     if labels.iloc[np.concatenate([train, test])].isna().any():
-        raise CtcidError("split.json names unlabelled manifest rows; re-run 'ctcid split' on this manifest")
+        raise CtcidError(
+            f"{SPLIT_NAME} names unlabelled manifest rows; re-run 'ctcid split' on this manifest"
+        )
     y_train = labels.iloc[train].to_numpy(dtype=np.int64)
     y_test = labels.iloc[test].to_numpy(dtype=np.int64)
     weights = split.class_weight_vector()[y_train]

@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctcid.config import Params
+from ctcid.config.drift import DriftParams
+from ctcid.config.mlflow import MlflowParams
+from ctcid.config.stage import StageConfig, view
+from ctcid.config.train import TrainParams
+from ctcid.config.tune import TuneParams
 from ctcid.contracts import (
     ANNOTATIONS_FILE,
     CTC_LABEL,
@@ -49,9 +53,9 @@ from ctcid.metrics import (
     patient_counts,
     prior_shift_threshold,
 )
-from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model, score_crops
+from ctcid.model.predict import load_model, score_crops
 from ctcid.model.trainer import resolve_device
-from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs
+from ctcid.paths import DRIFT_REFERENCE_FILE, MODEL_FILE, RUN_FILE, SPLIT_NAME, StageInputs
 from ctcid.split import Split, read_split
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,7 @@ def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> Test
     labels = cell_labels(manifest, split.label_source)
     rows = split.test
     if rows.size and rows.max() >= len(manifest):
-        raise CtcidError("split.json names rows beyond the manifest; re-run 'ctcid split' (dvc repro)")
+        raise CtcidError(f"{SPLIT_NAME} names rows beyond the manifest; re-run 'ctcid split' (dvc repro)")
     sample = manifest["sample"].astype(str).to_numpy()
     test_samples = np.unique(sample[rows])
     detections = np.flatnonzero(np.isin(sample, test_samples))
@@ -99,14 +103,26 @@ def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> Test
     )
 
 
+class EvaluateConfig(StageConfig):
+    """What the evaluate stage reads: which models to score and how, never how they were trained."""
+
+    seed: int
+    channels: list[str]
+    train: view(TrainParams, "backbones", "bootstrap", "device")  # type: ignore[valid-type]
+    tune: view(TuneParams, "objective")  # type: ignore[valid-type]  # the CV figure selection reports
+    drift: DriftParams
+    mlflow: view(MlflowParams, "tracking_uri", "artifact_location", "experiment")  # type: ignore[valid-type]
+
+
 def _annotated_ctcs(path: Path) -> int:
     return int((read_annotations(path, ("label",))["label"] == CTC_LABEL).sum())
 
 
 def evaluate_models(
-    params: Params, inputs: StageInputs, models_dir: Path, reports_dir: Path, raw_dir: Path | None
+    params: EvaluateConfig, inputs: StageInputs, models_dir: Path, reports_dir: Path, raw_dir: Path | None
 ) -> EvaluationReport:
     """Evaluate, write every report, log the test results to each backbone's MLflow run."""
+    params = EvaluateConfig.project(params)  # whatever the caller holds, evaluation reads only its keys
     manifest = read_manifest(inputs.manifest)
     split = read_split(inputs.split)
     tests = test_set(manifest, split, raw_dir)
@@ -150,7 +166,7 @@ def score_backbone(
     crops: np.ndarray,
     tests: TestSet,
     count_threshold: float,
-    params: Params,
+    params: EvaluateConfig,
     levels: Levels,
 ) -> tuple[ModelEvaluation, np.ndarray]:
     """One trained backbone on the test cells and on every detection of the test samples."""
@@ -162,7 +178,8 @@ def score_backbone(
         tests,
         loaded.info.threshold,
         count_threshold,
-        params,
+        params.train.bootstrap,
+        params.seed,
         cv_auc=loaded.info.cv.get("auc"),
         run=_read_run(model_dir / RUN_FILE),
         cv_objective=loaded.info.cv.get(f"objective.{params.tune.objective}"),
@@ -176,7 +193,8 @@ def evaluate_scores(
     tests: TestSet,
     threshold: float,
     count_threshold: float,
-    params: Params,
+    n_boot: int,
+    seed: int,
     cv_auc: float | None = None,
     run: dict[str, str] | None = None,
     cv_objective: float | None = None,
@@ -189,7 +207,7 @@ def evaluate_scores(
         y_score=y_score,
         default=binary_metrics(tests.y_true, y_score, 0.5),
         operating=binary_metrics(tests.y_true, y_score, threshold),
-        intervals=bootstrap_intervals(tests.y_true, y_score, threshold, params.train.bootstrap, params.seed),
+        intervals=bootstrap_intervals(tests.y_true, y_score, threshold, n_boot, seed),
         patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
         cv_auc=cv_auc,
         cv_objective=cv_objective,
@@ -233,7 +251,7 @@ def counting_threshold(split: Split) -> float:
 
 
 def test_drift(
-    params: Params,
+    params: EvaluateConfig,
     manifest: pd.DataFrame,
     crops: np.ndarray,
     split: Split,

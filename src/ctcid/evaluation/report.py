@@ -2,7 +2,8 @@
 
 :class:`EvaluationReport` is the typed result the CLI formats; :func:`write_reports` writes the
 files DVC tracks; :func:`log_test_results` puts the test metrics and figures onto each backbone's
-training run (ids from ``models/<backbone>/run.json``).
+training run (ids from ``models/<backbone>/run.json``); :func:`results_table` and
+:func:`selection_line` are what ``ctcid evaluate`` prints.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from rich.table import Table
 
-from ctcid.config import MlflowParams
+from ctcid.config.mlflow import MlflowParams
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts, calibration
+from ctcid.paths import METRICS_FILE, TEST_PREDICTIONS_FILE
 from ctcid.plots import (
     plot_confusion,
     plot_patient_counts,
@@ -101,6 +104,37 @@ class EvaluationReport:
         return values
 
 
+def number(value: float | None) -> str:
+    """A metric in a terminal table: three decimals, '-' when missing or NaN."""
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def results_table(report: EvaluationReport, reports_dir: Path) -> Table:
+    """Every model on the test set at its operating threshold; the selected one is starred."""
+    test = report.test
+    table = Table(title=f"test set ({test.cells} cells, {test.ctc} CTC) -> {reports_dir}")
+    for column in ("model", "CV AUC", "AUC", "sens", "spec", "F1", "threshold", "patient MAE"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, evaluation in report.models.items():
+        operating = evaluation.operating
+        table.add_row(
+            f"{name} *" if name == report.selected else name,
+            number(evaluation.cv_auc),
+            number(operating.auc),
+            number(operating.sensitivity),
+            number(operating.specificity),
+            number(operating.f1),
+            number(operating.threshold),
+            number(evaluation.patients.mae if evaluation.patients is not None else None),
+        )
+    return table
+
+
+def selection_line(report: EvaluationReport, objective: str) -> str:
+    """Which model was selected, and on what (``objective``: params' tune.objective)."""
+    return f"selected on CV {objective} (CV AUC breaks ties): {report.selected} (*)"
+
+
 def write_reports(
     report: EvaluationReport, predictions: pd.DataFrame, reports_dir: Path
 ) -> dict[str, dict[str, Path]]:
@@ -108,8 +142,8 @@ def write_reports(
     evaluations, selected = report.models, report.selected
     plots = reports_dir / "plots"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "metrics.json").write_text(json.dumps(json_safe(report.to_dict()), indent=1) + "\n")
-    predictions.to_csv(reports_dir / "test_predictions.csv", index=False, float_format="%.6g")
+    (reports_dir / METRICS_FILE).write_text(json.dumps(json_safe(report.to_dict()), indent=1) + "\n")
+    predictions.to_csv(reports_dir / TEST_PREDICTIONS_FILE, index=False, float_format="%.6g")
     roc = plot_roc(
         {n: (e.y_true, e.y_score) for n, e in evaluations.items()}, plots / "roc.png", title="Test ROC"
     )

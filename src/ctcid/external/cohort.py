@@ -17,10 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctcid.config import Params
+from ctcid.config.external import ExternalParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.simulate import SimulateConfig, SimulateParams
+from ctcid.config.stage import StageConfig, view
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
-from ctcid.paths import cohort_inputs
+from ctcid.paths import (
+    COHORT_RAW,
+    COHORT_REPORTS,
+    COHORT_SEGMENT,
+    QUARANTINE_NAME,
+    SEGMENTATION_FILE,
+    cohort_inputs,
+)
 from ctcid.quarantine import read_quarantine
 from ctcid.raw.simulate import simulate_dataset
 from ctcid.segmentation.stage import run_segment
@@ -62,21 +72,51 @@ class Cohort:
 
     @property
     def segmentation(self) -> dict[str, float]:
-        path = self.directory / "reports" / "segmentation.json"
+        path = self.directory / COHORT_REPORTS / SEGMENTATION_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def prepare_cohort(params: Params, name: str, out: Path, show_progress: bool = True) -> CohortInfo:
+class CohortConfig(StageConfig):
+    """What the external_cohort stage reads: its cohort, and the simulator and segment settings."""
+
+    channels: list[str]
+    simulate: SimulateParams
+    segment: SegmentParams
+    external: view(ExternalParams, "cohorts")  # type: ignore[valid-type]
+
+    def simulation(self, name: str) -> SimulateConfig:
+        """The simulator's config for simulated cohort ``name``: its own seed and overrides."""
+        cohort = self.external.cohorts[name]
+        simulate = cohort.simulation(self.simulate)
+        return SimulateConfig(seed=cohort.seed, channels=self.channels, simulate=simulate)
+
+
+def sample_prefix(name: str) -> str:
+    """What a simulated cohort's sample names start with: ``same_site-S0000``, never a training name.
+
+    The training cohort's simulated samples are ``S0000, S0001, ...``; an external cohort draws its
+    sample ``k`` from its own seed but would get the same name, so that a name no longer told two
+    patients apart (the name-based leakage check, docs/tuning.md). The cohort's name (letters,
+    digits, '_' and '-') and a '-' make its names distinct from the training cohort's and from
+    every other cohort's.
+    """
+    return f"{name}-"
+
+
+def prepare_cohort(params: CohortConfig, name: str, out: Path, show_progress: bool = True) -> CohortInfo:
     """Simulate (if the cohort is simulated) and segment one cohort into ``out``."""
+    params = CohortConfig.project(params)  # only its keys, whatever the caller holds
     if name not in params.external.cohorts:
         known = ", ".join(sorted(params.external.cohorts)) or "none"
         raise CtcidError(f"no external cohort {name!r} in params (external.cohorts: {known})")
     cohort = params.external.cohorts[name]
     out = Path(out)
     if cohort.simulated:
-        raw = out / "raw"
+        raw = out / COHORT_RAW
         shutil.rmtree(raw, ignore_errors=True)  # a smaller cohort must leave no stale samples
-        simulate_dataset(params.for_cohort(name), raw, show_progress=show_progress)
+        simulate_dataset(
+            params.simulation(name), raw, show_progress=show_progress, prefix=sample_prefix(name)
+        )
     else:
         raw = Path(str(cohort.folder))
         if not raw.is_dir():
@@ -85,7 +125,7 @@ def prepare_cohort(params: Params, name: str, out: Path, show_progress: bool = T
                 "<sample>/<field>.tif ('ctcid ingest' converts other layouts)"
             )
     summary = run_segment(
-        raw, out / "segment", out / "reports", params.segment, params.channels, show_progress
+        raw, out / COHORT_SEGMENT, out / COHORT_REPORTS, params.segment, params.channels, show_progress
     )
     info = CohortInfo(
         name=name,
@@ -111,6 +151,6 @@ def load_cohort(directory: Path) -> Cohort:
             f"{directory}: no prepared external cohort ({error}); run "
             f"'ctcid external-cohort --cohort {directory.name}' (dvc repro)"
         ) from None
-    quarantined = frozenset(e.path for e in read_quarantine(directory / "reports" / "quarantine.csv"))
+    quarantined = frozenset(e.path for e in read_quarantine(directory / COHORT_REPORTS / QUARANTINE_NAME))
     files = cohort_inputs(directory.parent, directory.name)
     return Cohort(info, directory, read_manifest(files.manifest), open_crops(files.crops), quarantined)

@@ -1,5 +1,6 @@
 """The external stage's outputs: ``reports/external.json`` (DVC metrics), ``reports/external.md`` and,
-per cohort, ``reports/external/<name>/`` with its tables and figures."""
+per cohort, ``reports/external/<name>/`` with its tables and figures; and what ``ctcid external``
+and ``ctcid external-cohort`` print (:func:`cohort_table`, :func:`drift_line`, :func:`cohort_line`)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,63 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
-from ctcid.config import Params
 from ctcid.evaluation.drift import drift_summary
-from ctcid.evaluation.report import json_safe
+from ctcid.evaluation.report import json_safe, number
 from ctcid.external.assess import CohortResult
+from ctcid.external.cohort import CohortInfo
 from ctcid.external.scoring import CHAMPION_NAME, RULE
+from ctcid.external.settings import ExternalConfig
+from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE
 from ctcid.plots import plot_bland_altman, plot_drift_scores, plot_reliability
 from ctcid.registry.gallery import draw_rows
 
-EXTERNAL_FILE = "external.json"
-SUMMARY_FILE = "external.md"
 
-
-def write_reports(results: Sequence[CohortResult], reports_dir: Path, params: Params) -> Path:
+def write_reports(results: Sequence[CohortResult], reports_dir: Path, params: ExternalConfig) -> Path:
     """Every cohort's tables and figures, the metrics file and the plain-words summary."""
     values = {"cohorts": {r.name: cohort_report(r) for r in results}}
     for result in results:
         write_cohort_files(result, reports_dir / "external" / result.name, params)
-    (reports_dir / SUMMARY_FILE).write_text(summary_markdown(results, values))
+    (reports_dir / EXTERNAL_SUMMARY_FILE).write_text(summary_markdown(results, values))
     return write_json(reports_dir / EXTERNAL_FILE, json_safe(values))
+
+
+def cohort_table(result: CohortResult) -> Table:
+    """One cohort on the terminal: each model's cell metrics, patient agreement and calibration."""
+    table = Table(title=f"{result.name}: {result.cohort.info.description}")
+    for column in ("model", "AUC", "sens", "spec", "patient MAE", "CCC", ">=1 ok", "Brier"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, assessment in result.assessments.items():
+        cells, patients = assessment.operating, assessment.patients
+        table.add_row(
+            name,
+            number(cells.auc if cells else None),
+            number(cells.sensitivity if cells else None),
+            number(cells.specificity if cells else None),
+            number(patients.mae if patients else None),
+            number(patients.ccc if patients else None),
+            number(patients.agreement_ge1 if patients else None),
+            number(assessment.calibration.brier if assessment.calibration else None),
+        )
+    return table
+
+
+def drift_line(result: CohortResult) -> str:
+    """How many of the cohort's fields and patients drift flagged."""
+    flagged = int(result.fields["drift_flag"].sum())
+    return (
+        f"{result.name}: drift flags {flagged} of {len(result.fields)} fields, "
+        f"{int(result.samples['drift_flag'].sum())} of {len(result.samples)} patients"
+    )
+
+
+def cohort_line(info: CohortInfo, out: Path) -> str:
+    """What ``ctcid external-cohort`` made, and where."""
+    return (
+        f"{info.name} ({info.source}): {info.cells} cells from {info.fields} fields "
+        f"({info.fields_quarantined} quarantined) -> {out}"
+    )
 
 
 def cohort_report(result: CohortResult) -> dict[str, Any]:
@@ -55,7 +93,7 @@ def cohort_report(result: CohortResult) -> dict[str, Any]:
     }
 
 
-def write_cohort_files(result: CohortResult, out: Path, params: Params) -> None:
+def write_cohort_files(result: CohortResult, out: Path, params: ExternalConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = result.cohort.manifest
     predictions = manifest[["crop_index", "sample", "field", "cep8_spots", "cd45_score", "true_label"]].copy()
@@ -94,7 +132,7 @@ def review_rows(result: CohortResult) -> dict[str, np.ndarray]:
     }
 
 
-def draw_review_gallery(result: CohortResult, path: Path, params: Params) -> Path:
+def draw_review_gallery(result: CohortResult, path: Path, params: ExternalConfig) -> Path:
     manifest = result.cohort.manifest
     score = result.assessments[CHAMPION_NAME].scorer.scores
     spots, cd45 = manifest["cep8_spots"].to_numpy(), manifest["cd45_score"].to_numpy()

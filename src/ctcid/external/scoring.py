@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctcid.config import Params
 from ctcid.contracts import ANNOTATIONS_FILE, CTC_LABEL, read_annotations
+from ctcid.external.settings import ExternalConfig
 from ctcid.intensity import Levels, model_input
-from ctcid.model.predict import MODEL_FILE, load_model, score_crops
+from ctcid.model.predict import load_model, score_crops
 from ctcid.model.trainer import resolve_device
+from ctcid.paths import MODEL_FILE
 from ctcid.registry.pyfunc import file_sha256
-from ctcid.registry.store import CHAMPION, Registry
+from ctcid.registry_client import CHAMPION, RegistryClient
 from ctcid.serving.served import ServedModel
 
 RULE = "rule"
-CHAMPION_NAME = "champion"
+CHAMPION_NAME = CHAMPION  # the champion's scorer, named after its alias
 _CHUNK = 2048  # crops per pyfunc call: bounds memory
 
 
@@ -43,26 +44,19 @@ class Scorer:
         return self.name != RULE
 
 
-@dataclass(frozen=True)
-class Champion:
-    """The registry's champion as packaged: what it is, and its model hash to find its backbone."""
-
-    served: ServedModel
-    model: object | None = None  # its MLflow pyfunc, loaded on first use when no backbone matches
-
-
-def find_champion(params: Params) -> Champion | None:
-    """The champion with its stored settings, or None when the registry has none yet."""
+def served_champion(params: ExternalConfig) -> ServedModel | None:
+    """The champion as packaged (its stored settings, its model hash to find its backbone), or None
+    when the registry has none yet."""
     from ctcid.serving.package import champion_served
 
-    registry = Registry(params.mlflow)
-    if not registry.exists() or registry.alias(CHAMPION) is None:
+    registry = RegistryClient(params.mlflow)
+    if not registry.exists() or registry.champion() is None:
         return None
-    return Champion(champion_served(params))
+    return champion_served(params)
 
 
 def backbone_scorers(
-    params: Params, models_dir: Path, crops: np.ndarray, levels: Levels, count_threshold: float
+    params: ExternalConfig, models_dir: Path, crops: np.ndarray, levels: Levels, count_threshold: float
 ) -> dict[str, Scorer]:
     """Each trained backbone of ``train.backbones`` found under ``models_dir``."""
     device = resolve_device(params.train.device)
@@ -78,15 +72,14 @@ def backbone_scorers(
 
 
 def champion_scorer(
-    params: Params,
-    champion: Champion,
+    params: ExternalConfig,
+    served: ServedModel,
     models_dir: Path,
     crops: np.ndarray,
     levels: Levels,
     scored: dict[str, Scorer],
 ) -> Scorer:
     """The champion's scores: a trained backbone's when the model file is the same, else the registry's."""
-    served = champion.served
     label = f"champion ({served.label}, {served.backbone})"
     for backbone, scorer in scored.items():
         path = models_dir / backbone / MODEL_FILE
@@ -94,7 +87,7 @@ def champion_scorer(
             return Scorer(
                 CHAMPION_NAME, label, scorer.scores, served.operating_threshold, served.counting_threshold
             )
-    registry = Registry(params.mlflow)
+    registry = RegistryClient(params.mlflow)
     version = registry.version(served.version)
     model = registry.load(version)
     parts = []

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctcid.config import Params
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import (
     DriftReference,
@@ -29,22 +28,23 @@ from ctcid.external.report import write_reports
 from ctcid.external.scoring import (
     CHAMPION_NAME,
     RULE,
-    Champion,
     Scorer,
     backbone_scorers,
     champion_scorer,
-    find_champion,
     rule_scorer,
+    served_champion,
     true_counts,
 )
+from ctcid.external.settings import ExternalConfig
 from ctcid.intensity import manifest_levels
 from ctcid.parallel import progress_bar
 from ctcid.raw.fields import iter_fields
+from ctcid.serving.served import ServedModel
 from ctcid.split import read_split
 
 
 def evaluate_external(
-    params: Params,
+    params: ExternalConfig,
     models_dir: Path,
     reports_dir: Path,
     external_dir: Path,
@@ -53,9 +53,10 @@ def evaluate_external(
     show_progress: bool = True,
 ) -> list[CohortResult]:
     """Score every cohort of ``external.cohorts``; write the reports (see the module docstring)."""
+    params = ExternalConfig.project(params)  # only its keys, whatever the caller holds
     if not params.external.cohorts:
         raise CtcidError("external.cohorts is empty: nothing to validate on (docs/external.md)")
-    champion = find_champion(params)
+    champion = served_champion(params)
     reference = _reference(champion, reference_path)
     count_threshold = counting_threshold(read_split(split_path))
     results = []
@@ -70,10 +71,10 @@ def evaluate_external(
     return results
 
 
-def _reference(champion: Champion | None, path: Path) -> DriftReference:
+def _reference(champion: ServedModel | None, path: Path) -> DriftReference:
     """The champion's own training reference when it carries one, else today's training data's."""
-    if champion is not None and champion.served.drift is not None:
-        return champion.served.drift
+    if champion is not None and champion.drift is not None:
+        return champion.drift
     try:
         reference = read_reference(path)
     except (OSError, ValueError) as error:
@@ -87,10 +88,10 @@ def _reference(champion: Champion | None, path: Path) -> DriftReference:
 
 
 def score_cohort(
-    params: Params,
+    params: ExternalConfig,
     cohort: Cohort,
     models_dir: Path,
-    champion: Champion | None,
+    champion: ServedModel | None,
     count_threshold: float,
     reference: DriftReference,
 ) -> CohortResult:

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctcid.config import SiteShift
+from ctcid.config.train import SiteShift
 from ctcid.contracts import cell_labels, open_crops
 from ctcid.errors import CtcidError
 from ctcid.intensity import Levels, manifest_levels, standardise
 from ctcid.model.shift import DEFAULT_CHANNELS, site_shift
+from ctcid.paths import CROPS_NAME
 
 # Rows read from the memory map per step: bounds the uint16 -> float32 copy to ~20 MB at 40 px.
 _READ_CHUNK = 1024
@@ -86,7 +87,7 @@ def read_crops(
     crop_index = np.asarray(crop_index, dtype=np.int64)
     if crop_index.size and (crop_index.min() < 0 or crop_index.max() >= len(crops)):
         raise CtcidError(
-            f"crop index {int(crop_index.max())} outside crops.npy ({len(crops)} rows): the split or "
+            f"crop index {int(crop_index.max())} outside {CROPS_NAME} ({len(crops)} rows): the split or "
             "manifest is out of date; re-run 'ctcid segment' and 'ctcid split' (dvc repro)"
         )
     out = torch.empty((len(crop_index), crops.shape[1], input_size, input_size), dtype=torch.float32)

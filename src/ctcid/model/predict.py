@@ -25,8 +25,6 @@ from ctcid.model.dataset import Normalisation, read_crops
 from ctcid.model.trainer import predict_scores
 
 MODEL_FORMAT = 1
-MODEL_FILE = "model.pt"
-RUN_FILE = "run.json"
 # Crops resized per step when scoring: bounds memory whatever the number of detections.
 _SCORE_CHUNK = 4096
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from ctcid.config import MlflowParams
+from ctcid.config.mlflow import MlflowParams
 from ctcid.model.cv import CVResult, FoldResult
 from ctcid.model.trainer import EpochMetrics
 from ctcid.plots import plot_confusion, plot_roc

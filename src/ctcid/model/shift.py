@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ctcid.config import SiteShift
+from ctcid.config.train import SiteShift
 
 # params.channels' default order; callers pass params.channels.
 DEFAULT_CHANNELS: tuple[str, ...] = ("DAPI", "CEP8", "CD45")

@@ -27,21 +27,38 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctcid.config import MlflowParams, Params, TrainParams, redact_url
+from ctcid.config.base import redact_url
+from ctcid.config.mlflow import MlflowParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.stage import StageConfig, view
+from ctcid.config.train import TrainParams, TrainRecipe, with_values
 from ctcid.contracts import Negatives, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.metrics import binary_metrics
 from ctcid.model.backbones import CellClassifier, ModelSpec
 from ctcid.model.cv import CVResult, FoldResult, cross_validate
 from ctcid.model.dataset import LabelledCrops, Normalisation, input_levels, load_labelled_crops
-from ctcid.model.predict import MODEL_FILE, RUN_FILE, ModelInfo, save_model
+from ctcid.model.predict import ModelInfo, save_model
 from ctcid.model.run_log import TrainRunLog
 from ctcid.model.trainer import EpochCallback, FitOptions, fit, resolve_device, seed_everything
 from ctcid.model.transfer import TRAIN_SAMPLES_ARTIFACT, find_champion, write_train_samples
-from ctcid.paths import StageInputs
+from ctcid.paths import MODEL_FILE, RUN_FILE, TRAIN_REPORTS, StageInputs, backbone_oof, backbone_report
 from ctcid.split import Split, read_split
 
 _CHUNK = 1 << 20
+
+# the crop side the models are fed (input_size: native); the rest of segment.* made the crops
+CropSize = view(SegmentParams, "crop_size")
+
+
+class TrainConfig(StageConfig):
+    """What the train stage reads (and, with the tune section, the tune stage)."""
+
+    seed: int
+    channels: list[str]
+    segment: CropSize
+    train: TrainRecipe
+    mlflow: MlflowParams  # model_name: train.init 'registry' fine-tunes <model_name>@champion
 
 
 @dataclass(frozen=True)
@@ -53,8 +70,18 @@ class TrainOutputs:
     run_id: str
 
 
+def summary_line(backbone: str, outputs: TrainOutputs) -> str:
+    """What ``ctcid train`` prints: CV metrics at 0.5, the operating threshold, the final fit."""
+    cv, mean = outputs.cv, outputs.cv.mean
+    return (
+        f"{backbone}: CV AUC {mean['auc']:.4f}, sensitivity {mean['sensitivity']:.3f}, specificity "
+        f"{mean['specificity']:.3f} (threshold 0.5); operating threshold {cv.threshold:.4g}; "
+        f"final fit {cv.final_epochs} epochs -> {outputs.model_path} (MLflow run {outputs.run_id})"
+    )
+
+
 def train_backbone(
-    params: Params,
+    params: TrainConfig,
     backbone: str,
     inputs: StageInputs,
     models_dir: Path,
@@ -63,6 +90,7 @@ def train_backbone(
     tuned: Path | None = None,
 ) -> TrainOutputs:
     """Cross-validate ``backbone`` (or reuse its tuned CV), fit it on all its training crops, save it."""
+    params = TrainConfig.project(params)  # whatever the caller holds, training reads only its keys
     report = read_tune_report(tuned) if tuned is not None else None
     config = tuned_train(params, report)
     if config.threads:
@@ -113,7 +141,7 @@ def train_backbone(
             )
             model_path = save_model(models_dir / backbone / MODEL_FILE, model, info)
             write_run_file(models_dir / backbone / RUN_FILE, log.run_id, log.experiment_id, params.mlflow)
-            metrics_path, oof_path = write_cv_reports(cv, reports_dir / "train", backbone)
+            metrics_path, oof_path = write_cv_reports(cv, reports_dir / TRAIN_REPORTS, backbone)
             log.cv_artifacts(cv, oof_path)
             samples_file = Path(tmp) / Path(TRAIN_SAMPLES_ARTIFACT).name
             write_train_samples(samples_file, train_samples(split, manifest))
@@ -135,7 +163,12 @@ def test_samples(split: Split, manifest: pd.DataFrame) -> list[str]:
 
 
 def model_spec(
-    params: Params, config: TrainParams, backbone: str, split: Split, manifest: pd.DataFrame, folder: Path
+    params: TrainConfig,
+    config: TrainParams,
+    backbone: str,
+    split: Split,
+    manifest: pd.DataFrame,
+    folder: Path,
 ) -> ModelSpec:
     """The network to build; ``init: registry`` downloads the champion into ``folder`` first."""
     start_from = None
@@ -159,12 +192,12 @@ def read_tune_report(path: Path) -> dict[str, Any]:
         raise CtcidError(f"{path}: not valid JSON ({error}); re-run 'ctcid tune'") from None
 
 
-def tuned_train(params: Params, report: dict[str, Any] | None) -> TrainParams:
+def tuned_train(params: TrainConfig, report: dict[str, Any] | None) -> TrainParams:
     """``train.*`` with the best trial's values of a tune report (``train.*`` alone without one)."""
     best = (report or {}).get("best")
     if not best:
         return params.train
-    return params.train.with_values(dict(best["values"]), params.segment.crop_size)
+    return with_values(params.train, dict(best["values"]), params.segment.crop_size)
 
 
 def data_digest(inputs: StageInputs) -> str:
@@ -242,7 +275,7 @@ def final_fit(
 
 
 def run_params(
-    params: Params, config: TrainParams, split: Split, train_size: int, backbone: str
+    params: TrainConfig, config: TrainParams, split: Split, train_size: int, backbone: str
 ) -> dict[str, Any]:
     """What the parent run records as its params: the (tuned) training config and the split it saw."""
     return {
@@ -270,8 +303,8 @@ def write_run_file(path: Path, run_id: str, experiment_id: str, mlflow: MlflowPa
 
 def write_cv_reports(cv: CVResult, folder: Path, backbone: str) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    metrics_path = folder / f"{backbone}.json"
+    metrics_path = backbone_report(folder, backbone)
     metrics_path.write_text(json.dumps(cv.summary(), indent=1) + "\n")
-    oof_path = folder / f"{backbone}_oof.csv"
+    oof_path = backbone_oof(folder, backbone)
     cv.oof.to_csv(oof_path, index=False, float_format="%.6g")
     return metrics_path, oof_path

@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from ctcid.config import SiteShift, TrainParams
+from ctcid.config.train import SiteShift, TrainParams
 from ctcid.contracts import Negatives
 from ctcid.errors import CtcidError
 from ctcid.model.dataset import CropBatches, LabelledCrops

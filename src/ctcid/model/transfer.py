@@ -12,36 +12,22 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import mlflow
 import mlflow.artifacts
 from mlflow.exceptions import MlflowException
 
-from ctcid.config import MlflowParams
+from ctcid.config.mlflow import MlflowParams
 from ctcid.errors import CtcidError
-from ctcid.tracking import client_for
+from ctcid.paths import MODEL_FILE
+from ctcid.registry_client import CHAMPION, Champion, RegistryClient, use_registry
 
-CHAMPION = "champion"
 TRAIN_SAMPLES_ARTIFACT = "data/train_samples.json"
-_MODEL_FILE = "model.pt"
 
 
 class NoChampion(CtcidError):
     """No registered champion can be fine-tuned for this backbone and test set; the message says why."""
-
-
-@dataclass(frozen=True)
-class Champion:
-    model_name: str
-    version: str
-    run_id: str
-    backbone: str
-    path: Path  # the champion's model.pt, downloaded
-
-    def describe(self) -> str:
-        return f"{self.model_name} v{self.version} ({self.backbone}, run {self.run_id})"
 
 
 def write_train_samples(path: Path, samples: Iterable[str]) -> Path:
@@ -54,24 +40,17 @@ def write_train_samples(path: Path, samples: Iterable[str]) -> Path:
 def find_champion(
     params: MlflowParams, backbone: str, test_samples: Iterable[str], dest: Path | None = None
 ) -> Champion:
-    """The registry's champion, downloaded, if ``backbone`` may be fine-tuned from it; else NoChampion."""
-    client = client_for(params)
+    """The champion, downloaded (``path`` set), if ``backbone`` may be fine-tuned from it; else NoChampion."""
+    registry = RegistryClient(params)
     # the artifact downloads below resolve models:/ and runs:/ through MLflow's global URIs
-    mlflow.set_tracking_uri(params.tracking_uri)
-    mlflow.set_registry_uri(params.tracking_uri)
-    name = params.model_name
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        raise NoChampion(
-            f"{name!r} has no {CHAMPION} at {params.tracking_uri}; 'dvc repro' registers one"
-        ) from None
-    where = f"{name} v{version.version}"
-    source_backbone = version.tags.get("backbone", "")
-    if source_backbone != backbone:
-        raise NoChampion(f"the champion {where} is a {source_backbone or 'unknown'} model, not {backbone}")
-    run_id = version.tags.get("training_run_id") or version.run_id
-    trained_on = _train_samples(run_id)
+    use_registry(params)
+    champion = registry.champion()
+    if champion is None:
+        raise NoChampion(f"{registry.name!r} has no {CHAMPION} at {registry.uri}; 'dvc repro' registers one")
+    where = f"{champion.model_name} v{champion.version}"
+    if champion.backbone != backbone:
+        raise NoChampion(f"the champion {where} is a {champion.backbone or 'unknown'} model, not {backbone}")
+    trained_on = _train_samples(champion.run_id)
     if trained_on is None:
         raise NoChampion(
             f"the champion {where} does not record its training patients (trained before ctcid "
@@ -82,15 +61,18 @@ def find_champion(
         raise NoChampion(
             f"the champion {where} trained on {len(leaked)} of today's test patients "
             f"({', '.join(leaked[:5])}{'...' if len(leaked) > 5 else ''}); fine-tuning it would leak "
-            "them into the test metrics"
+            "them into the test metrics. The check compares sample names: if these are other "
+            "patients that only share the champion's training names (two cohorts both numbered "
+            "S0000..), rename their sample folders to unique patient IDs (a lab's own IDs, "
+            "'ctcid ingest --sample', 'ctcid simulate --first-sample') and run again; if they are "
+            "the same patients, train with train.init scratch or pretrained"
         )
     folder = Path(dest or tempfile.mkdtemp(prefix="ctcid-champion-"))
-    uri = f"models:/{name}/{version.version}"
-    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(folder)))
-    found = sorted(local.rglob(_MODEL_FILE))
+    local = registry.download(champion.version, folder)
+    found = sorted(local.rglob(MODEL_FILE))
     if not found:
-        raise NoChampion(f"the champion {where} holds no {_MODEL_FILE} (not a ctcid model)")
-    return Champion(name, str(version.version), run_id, backbone, found[0])
+        raise NoChampion(f"the champion {where} holds no {MODEL_FILE} (not a ctcid model)")
+    return replace(champion, path=found[0])
 
 
 def _train_samples(run_id: str) -> set[str] | None:

@@ -14,7 +14,10 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import numpy as np
 
-from ctcid.config import Params
+from ctcid.config.segment import SegmentParams
+from ctcid.config.split import SplitParams
+from ctcid.config.stage import StageConfig, view
+from ctcid.config.validate import ValidateParams
 from ctcid.contracts import (
     BACKGROUND_COLUMNS,
     CD45_STATES,
@@ -25,6 +28,7 @@ from ctcid.contracts import (
     SCALE_COLUMNS,
     schema_type_name,
 )
+from ctcid.paths import CROPS_NAME, MANIFEST_FILE
 from ctcid.quality.crop_table import channel_range_column
 
 # The manifest contract, as the scalar types GX compares: "int8" also accepts nullable Int8 and
@@ -38,8 +42,8 @@ FLOAT_MAX = float(np.finfo(np.float32).max)
 
 # Table name -> what it holds; each has one suite, one dataframe asset and one checkpoint.
 TABLES = {
-    "manifest": "data/segment/manifest.parquet as written by segment, one row per cell",
-    "crop_array": "one row: shape and dtype of crops.npy against params and the manifest",
+    "manifest": f"{MANIFEST_FILE.as_posix()} as written by segment, one row per cell",
+    "crop_array": f"one row: shape and dtype of {CROPS_NAME} against params and the manifest",
     "crops": "one row per crop: content hash and pixel statistics",
     "labels": "one row per cell: label (truth, else rule) and the split's label",
     "samples": "one row per sample: detected cells",
@@ -47,17 +51,26 @@ TABLES = {
 }
 
 
+class GateConfig(StageConfig):
+    """What the validate stage reads: its thresholds and what the next steps will ask of the data."""
+
+    channels: list[str]
+    segment: view(SegmentParams, "crop_size")  # type: ignore[valid-type]
+    split: view(SplitParams, "n_folds", "test_size", "label_source")  # type: ignore[valid-type]
+    validate_: ValidateParams
+
+
 def suite_name(table: str) -> str:
     return f"ctcid_{table}"
 
 
-def positives_needed(params: Params) -> int:
+def positives_needed(params: GateConfig) -> int:
     """CTC cells the split needs: params' floor, and one per CV fold after the test hold-out."""
     per_fold = math.ceil(params.split.n_folds / (1.0 - params.split.test_size))
     return max(params.validate_.min_positives, per_fold)
 
 
-def build_suites(params: Params, manifest_rows: int) -> dict[str, gx.ExpectationSuite]:
+def build_suites(params: GateConfig, manifest_rows: int) -> dict[str, gx.ExpectationSuite]:
     builders = {
         "manifest": lambda: _manifest(params, manifest_rows),
         "crop_array": lambda: _crop_array(params),
@@ -82,7 +95,7 @@ def _greater(a: str, b: str, or_equal: bool = False) -> gxe.Expectation:
     return gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=or_equal)
 
 
-def _manifest(params: Params, rows: int) -> list[gxe.Expectation]:
+def _manifest(params: GateConfig, rows: int) -> list[gxe.Expectation]:
     limits = params.validate_
     # every column but the true_* ones, so also site and the six intensity-level columns
     required = [c for c in MANIFEST_SCHEMA if c not in NULLABLE_COLUMNS]
@@ -134,7 +147,7 @@ def _manifest(params: Params, rows: int) -> list[gxe.Expectation]:
     ]
 
 
-def _crop_array(params: Params) -> list[gxe.Expectation]:
+def _crop_array(params: GateConfig) -> list[gxe.Expectation]:
     size = params.segment.crop_size
     return [
         gxe.ExpectColumnValuesToBeInSet(column="ndim", value_set=[4]),
@@ -146,7 +159,7 @@ def _crop_array(params: Params) -> list[gxe.Expectation]:
     ]
 
 
-def _crops(params: Params) -> list[gxe.Expectation]:
+def _crops(params: GateConfig) -> list[gxe.Expectation]:
     limits = params.validate_
     expectations: list[gxe.Expectation] = [
         gxe.ExpectColumnValuesToBeUnique(column="crop_hash"),
@@ -162,7 +175,7 @@ def _crops(params: Params) -> list[gxe.Expectation]:
     return expectations
 
 
-def _labels(params: Params) -> list[gxe.Expectation]:
+def _labels(params: GateConfig) -> list[gxe.Expectation]:
     low, high = params.validate_.ctc_share
     return [
         gxe.ExpectColumnMeanToBeBetween(column="label", min_value=low, max_value=high),
@@ -170,12 +183,12 @@ def _labels(params: Params) -> list[gxe.Expectation]:
     ]
 
 
-def _samples(params: Params) -> list[gxe.Expectation]:
+def _samples(params: GateConfig) -> list[gxe.Expectation]:
     low, high = params.validate_.cells_per_sample
     return [_between("n_cells", low, high)]
 
 
-def _fields(params: Params) -> list[gxe.Expectation]:
+def _fields(params: GateConfig) -> list[gxe.Expectation]:
     return [
         gxe.ExpectColumnMeanToBeBetween(
             column="quarantined", min_value=0, max_value=params.validate_.max_quarantined_share

@@ -25,11 +25,11 @@ from great_expectations.core.run_identifier import RunIdentifier
 from rich.table import Table
 from rich.text import Text
 
-from ctcid.config import Params
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
+from ctcid.paths import VALIDATION_FILE
 from ctcid.quality.crop_table import crop_array_table, crop_table, pixel_table_blocker
-from ctcid.quality.expectations import TABLES, build_suites, positives_needed, suite_name
+from ctcid.quality.expectations import TABLES, GateConfig, build_suites, positives_needed, suite_name
 from ctcid.quality.summaries import field_table, label_table, missing_columns, sample_table
 from ctcid.quarantine import QuarantineEntry, read_quarantine
 
@@ -83,23 +83,24 @@ def run_gate(
     crops_path: Path,
     quarantine_path: Path,
     reports_dir: Path,
-    params: Params,
+    params: GateConfig,
     project_root: Path = Path("."),
     build_docs: bool = True,
 ) -> GateReport:
     """Validate the segment outputs; writes ``<reports>/validation.json`` and the Data Docs."""
+    params = GateConfig.project(params)  # whatever the caller holds, the gate reads only its keys
     manifest = read_manifest(manifest_path)
     crops = open_crops(crops_path, check_shape=False)  # a wrong shape is a gate failure, reported
     tables, skipped = derive_tables(manifest, crops, read_quarantine(quarantine_path), params)
     docs_dir = reports_dir / "data_docs" if build_docs else None
     report = validate_tables(tables, skipped, params, project_root, docs_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "validation.json").write_text(json.dumps(report.to_metrics(), indent=2) + "\n")
+    (reports_dir / VALIDATION_FILE).write_text(json.dumps(report.to_metrics(), indent=2) + "\n")
     return report
 
 
 def derive_tables(
-    manifest: pd.DataFrame, crops: np.ndarray, quarantined: list[QuarantineEntry], params: Params
+    manifest: pd.DataFrame, crops: np.ndarray, quarantined: list[QuarantineEntry], params: GateConfig
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The tables GX validates, and why any could not be built (a skipped table fails the gate)."""
     tables = {"manifest": manifest, "crop_array": crop_array_table(crops, len(manifest))}
@@ -126,7 +127,7 @@ def derive_tables(
 def validate_tables(
     tables: dict[str, pd.DataFrame],
     skipped: dict[str, str],
-    params: Params,
+    params: GateConfig,
     project_root: Path,
     docs_dir: Path | None,
 ) -> GateReport:
@@ -278,7 +279,7 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def gate_stats(tables: dict[str, pd.DataFrame], params: Params) -> dict[str, Any]:
+def gate_stats(tables: dict[str, pd.DataFrame], params: GateConfig) -> dict[str, Any]:
     """Key numbers of the run for validation.json (None where a table could not be built)."""
 
     def number(value: Any) -> float | int | None:
@@ -330,5 +331,16 @@ def failure_table(report: GateReport) -> Table:
         cells = (failure.table, failure.expectation, failure.column, count, failure.observed)
         view.add_row(*(Text(cell) for cell in cells))
     if len(report.failures) > SUMMARY_ROWS:
-        view.caption = f"... and {len(report.failures) - SUMMARY_ROWS} more in validation.json"
+        view.caption = f"... and {len(report.failures) - SUMMARY_ROWS} more in {VALIDATION_FILE}"
     return view
+
+
+def verdict(report: GateReport, reports_dir: Path) -> str:
+    """The gate's one line: passed, or failed (the message of ``ctcid validate``'s GateFailed)."""
+    docs = f"; Data Docs: {report.data_docs}" if report.data_docs else ""
+    if report.success:
+        return f"data gate passed: {report.evaluated} expectations{docs}"
+    return (
+        f"data gate failed: {len(report.failures)} of {report.evaluated} expectations "
+        f"(details in {reports_dir / VALIDATION_FILE}{docs})"
+    )

@@ -96,6 +96,14 @@ class IngestResult:
     def reject(self, path: Path, reason: str, hint: str = "") -> None:
         self.quarantined.append(QuarantineEntry(str(path), STAGE, reason, hint))
 
+    def summary(self, out: Path, quarantine: Path) -> str:
+        """What ``ctcid ingest`` prints: fields and samples written, files quarantined."""
+        samples = len({path.parent for path in self.written})
+        return (
+            f"ingested {len(self.written)} fields from {samples} sample(s) into {out}; "
+            f"{len(self.quarantined)} files quarantined (listed in {quarantine})"
+        )
+
 
 def safe_field_id(name: str) -> str:
     """A file stem usable as a field id: letters, digits, '_', '.', '-' only."""

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ctcid.paths import REPORTS_DIR, SEGMENTATION_FILE
 from ctcid.registry.metadata import CELL_METRICS, VersionFacts
 
 GALLERY = "disagreements.png"  # beside the card: under reports/, and in the run's model_card/
@@ -91,7 +92,7 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
         + (" from the ctcid simulator, not on patient material." if cohort.source == "simulated" else "."),
         "  Staining, optics and cameras of another lab shift intensities; check before trusting counts.",
         "- Cells are classified one crop at a time; a CTC missed by segmentation is never scored, so",
-        "  per-patient counts inherit segmentation's recall (reports/segmentation.json).",
+        f"  per-patient counts inherit segmentation's recall ({REPORTS_DIR.as_posix()}/{SEGMENTATION_FILE}).",
         "- Hard negatives (CD45-negative diploid cells, dim CD45 leukocytes, CD45-positive aneuploid",
         "  cells) and touching clusters cause most errors.",
     ]

@@ -18,10 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from ctcid.config import Params
+from ctcid.config.stage import StageConfig
 from ctcid.contracts import CELL_TYPES, cell_labels
 from ctcid.errors import CtcidError
 from ctcid.model.predict import ModelInfo
+from ctcid.paths import CARD_FILE
 from ctcid.tracking import lineage_tags
 
 # The cell metrics a version carries, with their 95 % intervals.
@@ -106,12 +107,12 @@ class VersionFacts:
             f"{_fmt(self.info.threshold)}; the rule: sensitivity {_fmt(r.get('sensitivity'))}, "
             f"specificity {_fmt(r.get('specificity'))}. Trained in run {self.run_id} on "
             f"{self.cohort.source} data (raw {self.lineage.get('dvc.raw_md5', 'unversioned')}), commit "
-            f"{self.lineage.get('git_commit', 'unknown')}. Model card: artifact model_card/model_card.md."
+            f"{self.lineage.get('git_commit', 'unknown')}. Model card: artifact model_card/{CARD_FILE}."
         )
 
 
 def collect(
-    params: Params,
+    params: StageConfig,
     backbone: str,
     info: ModelInfo,
     crop_size: int,
@@ -168,10 +169,9 @@ def cohort(manifest: pd.DataFrame, label_source: str) -> Cohort:
     )
 
 
-def params_hash(params: Params) -> str:
-    """Hash of every setting that shapes the model (tracking and registry settings excluded)."""
-    values = params.model_dump(mode="json", by_alias=True, exclude={"mlflow", "registry"})
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+def params_hash(params: StageConfig) -> str:
+    """Hash of the settings that shaped the model: its stage config, less the operational keys."""
+    return hashlib.sha256(json.dumps(params.result_values(), sort_keys=True).encode()).hexdigest()
 
 
 def _tag_key(key: str) -> str:

@@ -34,7 +34,12 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from ctcid.config import Params
+from ctcid.config.external import ExternalParams
+from ctcid.config.mlflow import MlflowParams
+from ctcid.config.registry import RegistryParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.stage import StageConfig, view
+from ctcid.config.train import TrainParams
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError, RegistryError
 from ctcid.evaluation.evaluate import TestSet, counting_threshold, evaluate_scores, test_set
@@ -43,14 +48,26 @@ from ctcid.intensity import Levels, manifest_levels, model_input, standardise
 from ctcid.metrics import BinaryMetrics, binary_metrics
 from ctcid.paths import EXTERNAL_DIR, StageInputs, cohort_inputs
 from ctcid.registry.behaviour import SPOT_CHECK, check_all, probes_from_crops
-from ctcid.registry.store import CHALLENGER, CHAMPION, PREVIOUS_TAG, ROLLED_BACK_TAG, Registry
+from ctcid.registry.store import PREVIOUS_TAG, ROLLED_BACK_TAG, Registry
+from ctcid.registry_client import CHALLENGER, CHAMPION
 from ctcid.split import read_split
 
 Action = Literal["promoted", "refused", "kept", "forced", "rolled_back"]
-PROMOTION_FILE = "promotion.json"
 _SCORE_CHUNK = 2048  # crops per pyfunc call: bounds memory
 _SHORT = {"worst_mean_change": "change", "worst_same_call": "same call", "mean_shift": "shift"}
 _HISTORY_LIMIT = 4000  # characters; MLflow keeps at most 5000 per tag value
+
+
+class PromoteConfig(StageConfig):
+    """What the promote stage reads: the gate's policy and what it needs to score both models."""
+
+    seed: int
+    channels: list[str]
+    segment: view(SegmentParams, "cd45_threshold")  # type: ignore[valid-type]  # behaviour probes' CD45 ring
+    train: view(TrainParams, "bootstrap")  # type: ignore[valid-type]
+    registry: RegistryParams
+    external: view(ExternalParams, "cohorts")  # type: ignore[valid-type]  # the worst-site guard-rail
+    mlflow: MlflowParams
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,11 @@ class GateData:
 
     @classmethod
     def load(
-        cls, params: Params, inputs: StageInputs, raw_dir: Path | None, external_dir: Path = EXTERNAL_DIR
+        cls,
+        params: PromoteConfig,
+        inputs: StageInputs,
+        raw_dir: Path | None,
+        external_dir: Path = EXTERNAL_DIR,
     ) -> GateData:
         manifest = read_manifest(inputs.manifest)
         split = read_split(inputs.split)
@@ -165,7 +186,7 @@ class GateData:
         return cls(tests, counting_threshold(split), model_inputs, sites)
 
 
-def _probes(params: Params, crops: np.ndarray, cells: pd.DataFrame) -> dict[str, np.ndarray] | None:
+def _probes(params: PromoteConfig, crops: np.ndarray, cells: pd.DataFrame) -> dict[str, np.ndarray] | None:
     """Behaviour probes cut from ``crops`` (counts or standardised: the perturbations follow their scale)."""
     if not params.registry.behaviour_checks:
         return None
@@ -179,13 +200,13 @@ def _probes(params: Params, crops: np.ndarray, cells: pd.DataFrame) -> dict[str,
     )
 
 
-def _guarded_cohorts(params: Params) -> list[str]:
+def _guarded_cohorts(params: PromoteConfig) -> list[str]:
     if params.registry.min_site_specificity is None:
         return []
     return [name for name, cohort in params.external.cohorts.items() if cohort.guard]
 
 
-def _site(name: str, params: Params, external_dir: Path) -> SiteCells | str:
+def _site(name: str, params: PromoteConfig, external_dir: Path) -> SiteCells | str:
     try:
         return SiteCells.load(name, cohort_inputs(external_dir, name), params.channels)
     except CtcidError as error:
@@ -204,7 +225,7 @@ class Assessment:
 
 
 def promote(
-    params: Params,
+    params: PromoteConfig,
     inputs: StageInputs,
     raw_dir: Path | None,
     force: bool = False,
@@ -212,6 +233,7 @@ def promote(
     external_dir: Path = EXTERNAL_DIR,
 ) -> Decision:
     """Move ``champion`` to the challenger when the gate (or ``force``) says so; never half-way."""
+    params = PromoteConfig.project(params)  # whatever the caller holds, the gate reads only its keys
     if force and not reason.strip():
         raise CtcidError("--force needs --reason: the registry records who overrode the gate and why")
     registry = Registry(params.mlflow)
@@ -252,8 +274,9 @@ def promote(
     return _record(registry, decision)
 
 
-def rollback(params: Params, reason: str = "") -> Decision:
+def rollback(params: PromoteConfig, reason: str = "") -> Decision:
     """Move ``champion`` back to the version it replaced."""
+    params = PromoteConfig.project(params)
     registry = Registry(params.mlflow)
     registry.require()
     champion = registry.alias(CHAMPION)
@@ -279,7 +302,7 @@ def rollback(params: Params, reason: str = "") -> Decision:
     return _record(registry, decision)
 
 
-def assess(registry: Registry, version: ModelVersion, params: Params, data: GateData) -> Assessment:
+def assess(registry: Registry, version: ModelVersion, params: PromoteConfig, data: GateData) -> Assessment:
     """Score a registered version, as the registry serves it, on the current test set and cohorts."""
     model = registry.load(version)
     served = model.unwrap_python_model()
@@ -303,7 +326,8 @@ def assess(registry: Registry, version: ModelVersion, params: Params, data: Gate
 
     scores = score(inputs.detections)
     evaluation = evaluate_scores(
-        f"v{version.version}", scores, data.tests, threshold, data.count_threshold, params
+        f"v{version.version}", scores, data.tests, threshold, data.count_threshold,
+        params.train.bootstrap, params.seed,
     )
     behaviours: dict[str, bool | None] = {}
     numbers: dict[str, dict[str, float]] = {}
@@ -325,7 +349,7 @@ def assess(registry: Registry, version: ModelVersion, params: Params, data: Gate
 
 
 def judge(
-    params: Params, ours: Assessment, theirs: Assessment | None, rolled_back: bool = False
+    params: PromoteConfig, ours: Assessment, theirs: Assessment | None, rolled_back: bool = False
 ) -> list[Criterion]:
     """The gate's criteria, in the order the table shows them."""
     policy = params.registry

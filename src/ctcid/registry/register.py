@@ -21,13 +21,28 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from ctcid.config import Params
+from ctcid.config.drift import DriftParams
+from ctcid.config.mlflow import MlflowParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.split import SplitParams
+from ctcid.config.stage import StageConfig
+from ctcid.config.train import TrainParams
+from ctcid.config.tune import TuneParams
 from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import read_reference
 from ctcid.intensity import manifest_levels, model_input
-from ctcid.model.predict import MODEL_FILE, RUN_FILE, load_model
-from ctcid.paths import DRIFT_REFERENCE_FILE, StageInputs
+from ctcid.model.predict import load_model
+from ctcid.paths import (
+    CARD_FILE,
+    DRIFT_REFERENCE_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    REGISTRATION_FILE,
+    RUN_FILE,
+    TEST_PREDICTIONS_FILE,
+    StageInputs,
+)
 from ctcid.registry import card, gallery, metadata
 from ctcid.registry.pyfunc import (
     CARD_ARTIFACT,
@@ -37,12 +52,25 @@ from ctcid.registry.pyfunc import (
     pip_requirements,
     signature,
 )
-from ctcid.registry.store import CHALLENGER, HASH_TAG, Registry, use_registry
+from ctcid.registry.store import HASH_TAG, Registry
+from ctcid.registry_client import CHALLENGER, CHAMPION, use_registry
 from ctcid.split import read_split
 
-REGISTRATION_FILE = "registration.json"
-CARD_FILE = "model_card.md"
 EXAMPLE_CROPS = 2  # crops in the logged input example
+
+
+class RegisterConfig(StageConfig):
+    """What the register stage reads: what the served model carries (segment, channels), the
+    settings that shaped it (their hash tags the version) and the registered model's name."""
+
+    seed: int
+    channels: list[str]
+    segment: SegmentParams
+    split: SplitParams
+    train: TrainParams
+    tune: TuneParams
+    drift: DriftParams
+    mlflow: MlflowParams
 
 
 @dataclass(frozen=True)
@@ -62,10 +90,11 @@ class Registration:
 
 
 def register_selected(
-    params: Params, inputs: StageInputs, models_dir: Path, reports_dir: Path
+    params: RegisterConfig, inputs: StageInputs, models_dir: Path, reports_dir: Path
 ) -> Registration:
     """Register the backbone evaluate selected and alias it ``challenger``."""
-    report = metadata.read_metrics(reports_dir / "metrics.json")
+    params = RegisterConfig.project(params)  # whatever the caller holds, registering reads only its keys
+    report = metadata.read_metrics(reports_dir / METRICS_FILE)
     backbone = report["selected"]
     model_path = models_dir / backbone / MODEL_FILE
     loaded = load_model(model_path)  # a file that does not load is refused before the registry is touched
@@ -124,7 +153,7 @@ def register_selected(
     return _recorded(registration, reports_dir)
 
 
-def serving_metadata(params: Params, report: dict[str, Any], drift_reference: Path) -> dict[str, Any]:
+def serving_metadata(params: RegisterConfig, report: dict[str, Any], drift_reference: Path) -> dict[str, Any]:
     """What the service needs beside the network: the segmentation that made its training crops
     (a field must be cut the same way), the per-patient counting threshold and where the training
     fields lie (to flag a field unlike them; evaluate's reference, absent without raw fields)."""
@@ -151,7 +180,7 @@ def training_run(run_file: Path) -> str:
 def _gallery(
     reports_dir: Path, crops: np.ndarray, channels: list[str], backbone: str, threshold: float
 ) -> Path | None:
-    table = reports_dir / "test_predictions.csv"
+    table = reports_dir / TEST_PREDICTIONS_FILE
     if not table.is_file():
         return None
     predictions = pd.read_csv(table)
@@ -209,8 +238,8 @@ def _log_and_register(
             "describing the model",
             lambda: registry.client.update_registered_model(
                 registry.name,
-                "CTC classifier of ctcid (imFISH crops in, CTC probability out). Aliases: 'champion' is "
-                "in use, 'challenger' the newest candidate; 'ctcid promote' moves champion through the "
+                f"CTC classifier of ctcid (imFISH crops in, CTC probability out). Aliases: '{CHAMPION}' is "
+                f"in use, '{CHALLENGER}' the newest candidate; 'ctcid promote' moves {CHAMPION} through the "
                 "gate (docs/registry.md).",
             ),
         )

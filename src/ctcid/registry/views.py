@@ -1,4 +1,5 @@
-"""One-screen tables of the registry for the terminal: the gate's decision and the version list."""
+"""The registry on the terminal: the gate's decision and the version list (one-screen tables), and
+the lines ``ctcid register`` and ``ctcid rollback`` print."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from rich import box
 from rich.table import Table
 
 from ctcid.registry.promote import Decision
-from ctcid.registry.store import CHALLENGER, CHAMPION, Registry
+from ctcid.registry.register import Registration
+from ctcid.registry.store import Registry
+from ctcid.registry_client import CHALLENGER, CHAMPION
 
 _VERDICT_STYLE = {"pass": "green", "FAIL": "bold red", "-": "dim"}
 
@@ -31,6 +34,22 @@ def decision_table(decision: Decision) -> Table:
             f"[{style}]{criterion.verdict}[/{style}]",
         )
     return table
+
+
+def registration_line(done: Registration) -> str:
+    """The version the selected backbone became (or already was), and its training run."""
+    verb = "already registered as" if done.reused else "registered"
+    return (
+        f"{done.backbone} {verb} {done.model_name} version {done.version} (alias challenger; "
+        f"run {done.run_id}); see 'ctcid models'"
+    )
+
+
+def rollback_line(decision: Decision) -> str:
+    return (
+        f"{decision.model_name}: champion v{decision.champion_before} -> "
+        f"v{decision.champion_after} (rolled back)"
+    )
 
 
 def _caption(decision: Decision) -> str:

@@ -12,26 +12,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctcid.paths import (
+    METRICS_FILE,
+    PROMOTION_FILE,
+    REPORTS_DIR,
+    SEGMENTATION_FILE,
+    TRAIN_REPORTS,
+    TUNE_REPORTS,
+    VALIDATION_FILE,
+)
 from ctcid.tracking import flatten
 
+
+def _report(name: str) -> str:
+    """A reports file as dvc names it (a path from the repository root)."""
+    return f"{REPORTS_DIR.as_posix()}/{name}"
+
+
 # the files a reader looks at first; the per-backbone train and tune reports follow
-_FIRST = (
-    "reports/metrics.json", "reports/promotion.json", "reports/segmentation.json", "reports/validation.json"
-)
+_FIRST = tuple(_report(name) for name in (METRICS_FILE, PROMOTION_FILE, SEGMENTATION_FILE, VALIDATION_FILE))
 # (file, metric) patterns the summary shows; a retrain changes hundreds (every fold's numbers), all
 # of which reports/retrain.json keeps
 HEADLINE = [
     (
-        r"reports/metrics\.json",
+        re.escape(_report(METRICS_FILE)),
         r"models\.[^.]+\.(operating\.(auc|sensitivity|specificity)|patients\.mae|cv_objective)",
     ),
     (
-        r"reports/segmentation\.json",
+        re.escape(_report(SEGMENTATION_FILE)),
         r"(fields|true_ctc|detection_precision|detection_recall|rule_sensitivity)",
     ),
-    (r"reports/validation\.json", r"stats\.(n_samples|n_cells|ctc_share)"),
-    (r"reports/train/[^/]+\.json", r"(objective\.[^.]+|cv_mean\.auc)"),
-    (r"reports/tune/[^/]+\.json", r"(best\.value|trials\.(complete|pruned))"),
+    (re.escape(_report(VALIDATION_FILE)), r"stats\.(n_samples|n_cells|ctc_share)"),
+    (re.escape(_report(TRAIN_REPORTS)) + r"/[^/]+\.json", r"(objective\.[^.]+|cv_mean\.auc)"),
+    (re.escape(_report(TUNE_REPORTS)) + r"/[^/]+\.json", r"(best\.value|trials\.(complete|pruned))"),
 ]
 
 

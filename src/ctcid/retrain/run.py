@@ -18,9 +18,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ctcid.config import Params
+from ctcid.config.params import Params
 from ctcid.errors import CtcidError
-from ctcid.paths import REPORTS_DIR, RETRAIN_RECORD_FILE, RETRAIN_SUMMARY_FILE
+from ctcid.paths import (
+    PACKAGE_FILE,
+    PROMOTION_FILE,
+    RAW_DVC_FILE,
+    REPORTS_DIR,
+    RETRAIN_RECORD_FILE,
+    RETRAIN_SUMMARY_FILE,
+)
 from ctcid.retrain.baseline import Baseline, resolve
 from ctcid.retrain.batch import BatchReport, stats_now
 from ctcid.retrain.changes import metrics_diff, metrics_now
@@ -62,7 +69,7 @@ def retrain(params: Params, options: RetrainOptions, console: Console) -> Retrai
     lock_after = lock_entries(root)
     ran = changed_stages(before, lock_after)
     decided = gate_ran(ran, baseline.lock, lock_after)
-    gate = GateResult.read(root / REPORTS_DIR / "promotion.json") if decided else None
+    gate = GateResult.read(root / REPORTS_DIR / PROMOTION_FILE) if decided else None
     outcome = decide(error, interrupted, decided, gate)
     after = Baseline(
         f"the last retrain ({started})", stats_now(root), metrics_now(root, options.dvc), lock=lock_after
@@ -95,7 +102,7 @@ def gate_ran(ran: list[str], baseline_lock: dict[str, str] | None, lock_after: d
 
 
 def check_project(root: Path) -> None:
-    missing = [name for name in ("dvc.yaml", ".dvc", "data/raw.dvc") if not (root / name).exists()]
+    missing = [name for name in ("dvc.yaml", ".dvc", RAW_DVC_FILE.as_posix()) if not (root / name).exists()]
     if missing:
         raise CtcidError(
             f"{root.resolve()} is not a ctcid project with DVC-tracked raw data "
@@ -116,16 +123,16 @@ def _pull(root: Path, dvc: str, console: Console) -> list[str]:
 
 def _serving(params: Params, root: Path) -> Serving:
     """The champion now (from the registry) and the Bento the package stage built for it."""
-    from ctcid.registry.store import CHAMPION, Registry
+    from ctcid.registry_client import RegistryClient
 
     champion = None
     try:
-        registry = Registry(params.mlflow)
-        if registry.exists() and (version := registry.alias(CHAMPION)) is not None:
-            champion = str(version.version)
+        registry = RegistryClient(params.mlflow)
+        if registry.exists() and (found := registry.champion()) is not None:
+            champion = found.version
     except CtcidError:
         pass  # the tracking server is down: the summary says "none", the error was printed
-    package = root / REPORTS_DIR / "package.json"
+    package = root / REPORTS_DIR / PACKAGE_FILE
     bento = None
     if package.exists():
         packaged = json.loads(package.read_text())

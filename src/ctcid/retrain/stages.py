@@ -15,19 +15,19 @@ from typing import Any
 
 import yaml
 
-LOCK_FILE = Path("dvc.lock")
+from ctcid.paths import DVC_LOCK_FILE
 
 
 def lock_entries(root: Path) -> dict[str, str]:
     """Stage name -> a canonical text of its lock entry ({} when there is no lock yet)."""
-    path = root / LOCK_FILE
+    path = root / DVC_LOCK_FILE
     return _entries(path.read_text()) if path.exists() else {}
 
 
 def lock_entries_at(root: Path, rev: str) -> dict[str, str] | None:
     """The entries of ``rev``'s committed dvc.lock; None when git has no such revision or file."""
     shown = subprocess.run(
-        ["git", "show", f"{rev}:{LOCK_FILE.as_posix()}"], cwd=root, capture_output=True, text=True
+        ["git", "show", f"{rev}:{DVC_LOCK_FILE.as_posix()}"], cwd=root, capture_output=True, text=True
     )
     return _entries(shown.stdout) if shown.returncode == 0 else None
 

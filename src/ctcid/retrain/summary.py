@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctcid.paths import RETRAIN_RECORD_FILE
 from ctcid.retrain.baseline import Baseline
 from ctcid.retrain.batch import BatchReport
 from ctcid.retrain.changes import MetricChange
@@ -156,7 +157,7 @@ def _metrics(result: RetrainResult) -> str:
         lines.append(f"| {row.path} | {row.metric} | {_value(row.old)} | {_value(row.new)} | {change} |")
     more = len(result.metrics) - min(len(rows), _METRIC_ROWS)
     if more:
-        lines += ["", f"{more} more changed (per-fold figures, intervals): reports/retrain.json, "
+        lines += ["", f"{more} more changed (per-fold figures, intervals): {RETRAIN_RECORD_FILE.as_posix()}, "
                   "`dvc metrics diff --all`"]
     return "\n".join(lines)
 

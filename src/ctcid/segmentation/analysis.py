@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.contracts import BOX
 from ctcid.errors import FieldReadError
 from ctcid.intensity import field_levels, level_columns
@@ -89,15 +89,11 @@ def analyse_field(image: np.ndarray, seg: SegmentParams, channels: Sequence[str]
 
 
 def input_problem(image: np.ndarray, seg: SegmentParams, channels: Sequence[str]) -> tuple[str, str] | None:
-    """(reason, hint) when a readable field is still unusable: DAPI dark or a channel saturated."""
-    dapi = image[channels.index("DAPI")]
-    low, high = np.percentile(dapi[::2, ::2], [0.1, 99.9])
-    if high - low < seg.dark_min_range:
-        return (
-            f"DAPI channel is dark: 0.1-99.9 percentile range {high - low:.0f} counts "
-            f"< segment.dark_min_range {seg.dark_min_range:g}",
-            "Check lamp, filter and exposure; re-image the field",
-        )
+    """(reason, hint) when a readable field is still unusable: a channel saturated or DAPI dark.
+
+    Saturation is checked first: a channel clipped at full scale has no intensity range left, so
+    a (mostly) saturated DAPI channel would otherwise be reported as dark, with the opposite advice.
+    """
     full = np.iinfo(np.uint16).max
     for index, name in enumerate(channels):
         share = float(np.count_nonzero(image[index] == full)) / image[index].size
@@ -107,6 +103,14 @@ def input_problem(image: np.ndarray, seg: SegmentParams, channels: Sequence[str]
                 f"> segment.max_saturated_share {seg.max_saturated_share:.1%}",
                 "Shorten the exposure or lower the gain so that stained cells stay below full scale",
             )
+    dapi = image[channels.index("DAPI")]
+    low, high = np.percentile(dapi[::2, ::2], [0.1, 99.9])
+    if high - low < seg.dark_min_range:
+        return (
+            f"DAPI channel is dark: 0.1-99.9 percentile range {high - low:.0f} counts "
+            f"< segment.dark_min_range {seg.dark_min_range:g}",
+            "Check lamp, filter and exposure; re-image the field",
+        )
     return None
 
 

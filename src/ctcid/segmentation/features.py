@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ctcid.angles import polar_angle
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.segmentation.spots import expand_labels
 
 # Background tiles for the CD45 flat-field estimate; cells cover a minority of each tile.

@@ -1,4 +1,5 @@
-"""Segmentation metrics against ground truth, and the overlay and crop-gallery pictures.
+"""Segmentation metrics against ground truth, the overlay and crop-gallery pictures, and the
+summary line ``ctcid segment`` prints.
 
 Definitions (docs/segmentation.md): ground-truth metrics use only samples with an annotations.csv
 and only fields that were not quarantined.
@@ -18,16 +19,33 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from ctcid.paths import SEGMENTATION_FILE
 from ctcid.raw.composite import false_colour
+
+if TYPE_CHECKING:  # the stage imports this module
+    from ctcid.segmentation.stage import SegmentSummary
 
 DEBRIS = "debris"
 GALLERY_COLUMNS = 8
 PER_SAMPLE_FILE = "segmentation_per_sample.csv"
+
+
+def summary_line(summary: SegmentSummary) -> str:
+    """What ``ctcid segment`` prints: cells, fields, quarantined, and the truth metrics when known."""
+    metrics = summary.metrics
+    line = f"{summary.n_cells} cells from {summary.n_fields} fields ({len(summary.quarantined)} quarantined)"
+    if metrics.get("detection_recall") is not None:
+        line += (
+            f"; recall {metrics['detection_recall']:.3f}, precision {metrics['detection_precision']:.3f}, "
+            f"spots exact {metrics['spot_count_exact']:.3f}"
+        )
+    return line
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -87,7 +105,7 @@ def segmentation_metrics(
 
 def write_reports(reports_dir: Path, metrics: dict, per_sample: pd.DataFrame) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "segmentation.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    (reports_dir / SEGMENTATION_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     per_sample.to_csv(reports_dir / PER_SAMPLE_FILE, index=False)
 
 

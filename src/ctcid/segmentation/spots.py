@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.simulate import SimulateConfig, SimulateParams
+from ctcid.config.stage import StageConfig
 from ctcid.contracts import (
     ANNOTATIONS_FILE,
     CTC_LABEL,
@@ -28,8 +30,10 @@ from ctcid.contracts import (
 )
 from ctcid.errors import CtcidError, GateFailed
 from ctcid.parallel import opencv_threads, parallel_map
+from ctcid.paths import CROPS_NAME, MANIFEST_NAME, QUARANTINE_NAME
 from ctcid.quarantine import QuarantineEntry, write_quarantine
 from ctcid.raw.fields import iter_fields, read_field
+from ctcid.raw.provenance import raw_state
 from ctcid.raw.sites import read_sites, site_of
 from ctcid.segmentation.analysis import FieldOutcome, process_field
 from ctcid.segmentation.crops import CropParts, write_crops
@@ -43,6 +47,33 @@ class SegmentSummary:
     n_cells: int
     quarantined: list[QuarantineEntry]
     metrics: dict
+
+
+class SegmentConfig(StageConfig):
+    """What the segment stage reads: its section, the channel order, and the simulator's settings
+    that simulated raw data must have been drawn with (checked, never used to segment)."""
+
+    seed: int
+    channels: list[str]
+    simulate: SimulateParams
+    segment: SegmentParams
+
+
+def segment_stage(
+    raw_dir: Path, out_dir: Path, reports_dir: Path, params: SegmentConfig, show_progress: bool = True
+) -> SegmentSummary:
+    """The ``segment`` stage: :func:`run_segment`, once simulated raw data is known to follow params.yaml.
+
+    Raw data ``ctcid simulate`` drew with other settings than today's ``seed`` and ``simulate.*``
+    (the README's hard-cohort recipe after a default run) fails here, with what differs, instead
+    of being segmented as if it were the cohort params.yaml describes.
+    """
+    params = SegmentConfig.project(params)  # only its keys, whatever the caller holds
+    simulation = SimulateConfig(seed=params.seed, channels=params.channels, simulate=params.simulate)
+    state = raw_state(Path(raw_dir), simulation)
+    if state.state in ("stale", "mixed"):
+        raise CtcidError(state.message(Path(raw_dir)))
+    return run_segment(raw_dir, out_dir, reports_dir, params.segment, params.channels, show_progress)
 
 
 def run_segment(
@@ -62,13 +93,13 @@ def run_segment(
     sites = read_sites(raw_dir)  # once, and before any field: a bad sites.csv fails fast
     outcomes = _analyse_fields(raw_dir, seg, channels, show_progress)
     quarantined = [o.problem for o in outcomes if o.problem is not None]
-    write_quarantine(reports_dir / "quarantine.csv", quarantined)
+    write_quarantine(reports_dir / QUARANTINE_NAME, quarantined)
     share = len(quarantined) / len(outcomes)
     if share > seg.quarantine_max_share:
         raise GateFailed(
             f"{len(quarantined)} of {len(outcomes)} fields ({share:.1%}) quarantined, more than "
             f"segment.quarantine_max_share {seg.quarantine_max_share:.1%}; "
-            f"see {reports_dir / 'quarantine.csv'}"
+            f"see {reports_dir / QUARANTINE_NAME}"
         )
 
     annotations = {
@@ -80,8 +111,8 @@ def run_segment(
     manifest = build_manifest([_with_truth(o, annotations, sites, seg.match_max_distance) for o in good])
     crops = CropParts([o.crops for o in good])
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_crops(out_dir / "crops.npy", crops.parts, len(channels), seg.crop_size)
-    manifest.to_parquet(out_dir / "manifest.parquet", index=False)
+    write_crops(out_dir / CROPS_NAME, crops.parts, len(channels), seg.crop_size)
+    manifest.to_parquet(out_dir / MANIFEST_NAME, index=False)
 
     processed = {(o.ref.sample, o.ref.field) for o in good}
     metrics, per_sample = segmentation_metrics(manifest, annotations, processed, seg.cd45_threshold)

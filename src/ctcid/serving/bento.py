@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ctcid.config import ServingParams
+from ctcid.config.serving import ServingParams
 from ctcid.errors import CtcidError
 from ctcid.serving.served import ServedModel
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from ctcid.config import ServingParams
+from ctcid.config.serving import ServingParams
 from ctcid.errors import InputRejected
 from ctcid.evaluation.drift import CELLS, IMAGING, field_features
 from ctcid.intensity import manifest_levels, model_input

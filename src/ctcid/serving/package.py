@@ -24,16 +24,25 @@ from typing import Any
 
 import yaml
 
-from ctcid.config import Params
+from ctcid.config.mlflow import MlflowParams
+from ctcid.config.serving import ServingParams
+from ctcid.config.stage import StageConfig
 from ctcid.errors import CtcidError
-from ctcid.registry.store import CHAMPION, Registry, use_registry
+from ctcid.paths import PACKAGE_FILE
+from ctcid.registry_client import CHAMPION, RegistryClient, use_registry
 from ctcid.serving.bento import METADATA_KEY, ServiceArgs, bento_name, find_model, listed
 from ctcid.serving.served import ServedModel
 
 SERVING_DIR = Path("serving")
 BENTOFILE = "bentofile.yaml"
 WHEELS = "wheels"  # inside SERVING_DIR (git-ignored): the bento's python.wheels
-PACKAGE_FILE = "package.json"
+
+
+class PackageConfig(StageConfig):
+    """What the package stage reads: the service's settings and which registered model it serves."""
+
+    serving: ServingParams
+    mlflow: MlflowParams
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,20 @@ class Packaged:
         path.write_text(json.dumps(asdict(self), indent=1) + "\n")
         return path
 
+    def summary(self) -> str:
+        """What ``ctcid package`` prints: the version, the Bento model and the Bento, reused or new."""
+        model = "already packaged as" if self.reused_model else "imported as"
+        return (
+            f"{self.model_name} v{self.version} ({self.alias}) {model} {self.bento_model}; "
+            f"Bento {self.bento}{' (unchanged)' if self.reused_bento else ''}. Start it: ctcid serve"
+        )
 
-def champion_served(params: Params) -> ServedModel:
+
+def champion_served(params: PackageConfig) -> ServedModel:
     """The champion version and the settings stored with it; a clear error when there is none."""
     import mlflow
 
-    registry = Registry(params.mlflow)
+    registry = RegistryClient(params.mlflow)
     champion = registry.require_alias(
         CHAMPION,
         "run 'ctcid promote' (dvc repro) to move one through the gate, "
@@ -68,8 +85,9 @@ def champion_served(params: Params) -> ServedModel:
     return ServedModel.from_version(champion, CHAMPION, (info.metadata or {}).get("ctcid", {}))
 
 
-def package(params: Params, reports_dir: Path, root: Path = Path(".")) -> Packaged:
+def package(params: PackageConfig, reports_dir: Path, root: Path = Path(".")) -> Packaged:
     """Import the champion into BentoML's store (once per version) and build its Bento."""
+    params = PackageConfig.project(params)  # whatever the caller holds, packaging reads only its keys
     import bentoml
 
     served = champion_served(params)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctcid.config import ServingParams
+from ctcid.config.serving import ServingParams
 from ctcid.errors import CtcidError, InputRejected
 from ctcid.segmentation.report import draw_overlay
 from ctcid.serving.bento import load_served, probabilities
@@ -58,6 +58,28 @@ def predict_fields(
     (out / f"{sample}.json").write_text(answer.model_dump_json(indent=1) + "\n")
     written.append(out / f"{sample}.json")
     return Prediction(answer, results, written)
+
+
+def summary_lines(done: Prediction, out: Path) -> str:
+    """What ``ctcid predict`` prints (rich markup): the count, then skipped and unfamiliar fields."""
+    answer = done.sample
+    lines = [
+        f"{answer.sample}: {answer.ctc_count} CTC by {answer.model} (rule: {answer.rule_count}) in "
+        f"{answer.cells} cells of {answer.fields_used}/{answer.fields_sent} fields; written to {out}"
+    ]
+    lines += [f"[yellow]skipped[/yellow] {problem.field}: {problem.reason}" for problem in answer.problems]
+    lines += [
+        f"[yellow]unfamiliar field[/yellow] ({result.drift_kind}) {result.field}: drift score "
+        f"{result.drift_score:.1f} ({result.drift_reason})"
+        for result in done.fields
+        if result.drift_flag
+    ]
+    if answer.drift_flag:
+        lines.append(
+            f"[yellow]warning:[/yellow] {answer.sample} looks unlike the model's training data; "
+            "its count may be wrong: review the overlays (docs/external.md#drift)"
+        )
+    return "\n".join(lines)
 
 
 def _named(paths: Sequence[Path]) -> Iterator[tuple[str, Path]]:

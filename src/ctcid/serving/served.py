@@ -13,9 +13,10 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion
 from pydantic import BaseModel, ConfigDict, Field
 
-from ctcid.config import SegmentParams
+from ctcid.config.segment import SegmentParams
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import DriftReference
+from ctcid.registry_client import CHAMPION
 
 # Version tags shown by GET /model: the card's headline numbers.
 HEADLINE_PREFIXES = ("test.", "rule.", "cv.")
@@ -30,7 +31,7 @@ class ServedModel(BaseModel):
             "example": {
                 "name": "ctcid-classifier",
                 "version": "3",
-                "alias": "champion",
+                "alias": CHAMPION,
                 "run_id": "4f1c2d9e8b7a4c3d9e1f2a3b4c5d6e7f",
                 "backbone": "resnet18",
                 "init": "scratch",

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from ctcid.config import SegmentParams, ServingParams
+from ctcid.config.segment import SegmentParams
+from ctcid.config.serving import ServingParams
 from ctcid.errors import CtcidError, FieldReadError, InputRejected
 from ctcid.raw.ingest import parse_channel_map, read_multichannel, read_plane
 from ctcid.segmentation.analysis import input_problem

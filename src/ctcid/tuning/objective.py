@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 import torch
 
-from ctcid.config import Dimension, Params
+from ctcid.config.tune import Dimension
 from ctcid.intensity import Levels
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.cv import FoldResult, cross_validate, cv_objective
@@ -29,6 +29,7 @@ from ctcid.model.run_log import MlflowFoldLogger
 from ctcid.model.trainer import EpochMetrics, FitOptions
 from ctcid.split import Split
 from ctcid.tuning.run_log import StudyRunLog
+from ctcid.tuning.settings import TuneConfig
 from ctcid.tuning.space import apply, suggest
 
 
@@ -57,7 +58,7 @@ class TrialData:
 
 @dataclass
 class Objective:
-    params: Params
+    params: TuneConfig
     backbone: str
     space: dict[str, Dimension]
     data: TrialData

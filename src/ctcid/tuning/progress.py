@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import optuna
@@ -9,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ctcid.config.base import redact_url
 from ctcid.tuning.study import FINISHED, best_trial
 
 
@@ -50,6 +52,21 @@ class TrialProgress:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=min(done, self.n_trials), status=status)
         self.console.print(describe(trial), highlight=False)
+
+
+def quiet_tools() -> None:
+    """Silence what would repeat the trial lines: Optuna's own (with a traceback for a trial failed
+    by Ctrl+C) and MLflow's download bars. Failures still get a line, with their reason."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def interrupted_line(storage: str) -> str:
+    """What ``ctcid tune`` says when Ctrl+C stops it: the study resumes from ``storage`` (no password)."""
+    return (
+        f"interrupted: finished trials are kept in {redact_url(storage)}; run the same command again to "
+        "continue the study"
+    )
 
 
 def describe(trial: FrozenTrial) -> str:

@@ -15,9 +15,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ctcid.config import Dimension, Params, redact_url
+from ctcid.config.base import redact_url
+from ctcid.config.tune import Dimension
+from ctcid.paths import TUNE_FIGURES, TUNE_REPORTS, backbone_oof, backbone_report
 from ctcid.tuning import study as studies
 from ctcid.tuning.run_log import RUN_ATTR, StudyRunLog
+from ctcid.tuning.settings import TuneConfig
 
 OOF_COLUMNS = ("crop_index", "fold", "y_true", "y_score")  # CVResult.oof
 
@@ -29,6 +32,22 @@ class TuneOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+def outcome_summary(outcome: TuneOutcome, backbone: str) -> str:
+    """What ``ctcid tune`` prints at the end: its notes, then the best trial against the baseline."""
+    report = outcome.report
+    lines = [f"note: {note}" for note in outcome.notes]
+    best, base = report["best"], report["baseline"]
+    if best is None:
+        lines.append(f"{backbone}: no complete trial ({report['trials']}); train uses train.* as given")
+        return "\n".join(lines)
+    gain = f"; baseline trial {base['value']:.4f}" if base and base.get("value") is not None else ""
+    lines.append(
+        f"{backbone}: best trial {best['number']} {report['objective']} {best['value']:.4f} "
+        f"(CV AUC {best['cv_auc']:.4f}){gain}; trials {report['trials']} -> {outcome.report_path}"
+    )
+    return "\n".join(lines)
+
+
 def write_outputs(
     report: dict[str, Any], best: FrozenTrial | None, log: StudyRunLog, folder: Path, tmp: Path
 ) -> Path:
@@ -37,7 +56,7 @@ def write_outputs(
     Without a complete trial the CSV holds only its header: train then runs its own folds.
     """
     backbone = report["backbone"]
-    oof_path = folder / f"{backbone}_oof.csv"
+    oof_path = backbone_oof(folder, backbone)
     folder.mkdir(parents=True, exist_ok=True)
     oof_path.write_text(",".join(OOF_COLUMNS) + "\n")
     report["oof_file"] = None
@@ -46,22 +65,22 @@ def write_outputs(
         report["best"]["cv"] = summary
         oof_path.write_bytes(oof.read_bytes())
         report["oof_file"] = str(oof_path)
-    return write_report(folder / f"{backbone}.json", report)
+    return write_report(backbone_report(folder, backbone), report)
 
 
-def untuned(params: Params, backbone: str, reports_dir: Path) -> TuneOutcome:
+def untuned(params: TuneConfig, backbone: str, reports_dir: Path) -> TuneOutcome:
     """``tune.n_trials: 0``: no study; the report says so and train uses ``train.*`` as given."""
-    folder = reports_dir / "tune"
+    folder = reports_dir / TUNE_REPORTS
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{backbone}_oof.csv").write_text(",".join(OOF_COLUMNS) + "\n")
-    (folder / "figures" / backbone).mkdir(parents=True, exist_ok=True)
+    backbone_oof(folder, backbone).write_text(",".join(OOF_COLUMNS) + "\n")
+    (folder / TUNE_FIGURES / backbone).mkdir(parents=True, exist_ok=True)
     note = "tune.n_trials is 0: no tuning; train uses train.* as given"
     report = {
         "backbone": backbone, "study": None, "objective": params.tune.objective, "n_trials": 0,
         "trials": {}, "baseline": None, "best": None, "improvement": None, "notes": [note],
         "oof_file": None, "seconds": 0.0,
     }
-    return TuneOutcome(write_report(folder / f"{backbone}.json", report), report, [note])
+    return TuneOutcome(write_report(backbone_report(folder, backbone), report), report, [note])
 
 
 def baseline_trial_of(study: optuna.Study) -> FrozenTrial | None:
@@ -75,7 +94,7 @@ def baseline_trial_of(study: optuna.Study) -> FrozenTrial | None:
 
 
 def build_report(
-    params: Params,
+    params: TuneConfig,
     backbone: str,
     study: optuna.Study,
     best: FrozenTrial | None,

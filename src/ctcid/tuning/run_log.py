@@ -27,7 +27,7 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ctcid.config import MlflowParams
+from ctcid.config.mlflow import MlflowParams
 from ctcid.model.cv import CVResult
 from ctcid.model.run_log import MlflowFoldLogger
 from ctcid.tracking import (

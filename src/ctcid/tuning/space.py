@@ -14,7 +14,8 @@ from typing import Any
 
 import optuna
 
-from ctcid.config import NATIVE_SIZE, Dimension, TrainParams
+from ctcid.config.train import NATIVE_SIZE, TrainParams, with_values
+from ctcid.config.tune import Dimension
 
 INTEGER_KEYS = frozenset({"epochs", "patience", "batch_size", "input_size"})
 
@@ -34,7 +35,7 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Dimension]) -> dict[str, An
 
 def apply(train: TrainParams, values: Mapping[str, Any], crop_size: int) -> TrainParams:
     """``train`` with a trial's values; ``input_size: native`` becomes the crop size."""
-    return train.with_values(dict(values), crop_size)
+    return with_values(train, dict(values), crop_size)
 
 
 def baseline(train: TrainParams, space: Mapping[str, Dimension], crop_size: int) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from ctcid.config import TuneParams, redact_url
+from ctcid.config.base import redact_url
+from ctcid.config.tune import TuneParams
 from ctcid.errors import CtcidError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

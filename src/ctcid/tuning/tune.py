@@ -23,29 +23,31 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial
 
-from ctcid.config import Dimension, Params, redact_url
+from ctcid.config.base import redact_url
+from ctcid.config.tune import Dimension
 from ctcid.contracts import read_manifest
 from ctcid.errors import CtcidError
 from ctcid.model.backbones import ModelSpec, weights_path
 from ctcid.model.dataset import input_levels
 from ctcid.model.train import cv_fingerprint, data_digest, test_samples, tuned_train
 from ctcid.model.trainer import resolve_device
-from ctcid.model.transfer import Champion, NoChampion, find_champion
-from ctcid.paths import StageInputs
+from ctcid.model.transfer import NoChampion, find_champion
+from ctcid.paths import TUNE_FIGURES, TUNE_REPORTS, StageInputs
+from ctcid.registry_client import Champion
 from ctcid.split import Split, read_split
 from ctcid.tuning import study as studies
 from ctcid.tuning.figures import write_figures
 from ctcid.tuning.objective import Objective, TrialData
 from ctcid.tuning.report import TuneOutcome, baseline_trial_of, build_report, untuned, write_outputs
 from ctcid.tuning.run_log import StudyRunLog
+from ctcid.tuning.settings import TuneConfig
 from ctcid.tuning.space import available_space, baseline
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-
 def tune_backbone(
-    params: Params,
+    params: TuneConfig,
     backbone: str,
     inputs: StageInputs,
     reports_dir: Path,
@@ -54,6 +56,7 @@ def tune_backbone(
     on_trial: TrialCallback | None = None,
 ) -> TuneOutcome:
     """Run (or resume) ``backbone``'s study to ``tune.n_trials`` and write its report."""
+    params = TuneConfig.project(params)  # whatever the caller holds, tuning reads only its keys
     tune = params.tune
     if tune.n_trials == 0:
         return untuned(params, backbone, reports_dir)
@@ -77,7 +80,7 @@ def tune_backbone(
             )
             run_trials(study, objective, tune.n_trials, deadline, on_trial)
             best = studies.best_trial(study)
-            figure_dir = reports_dir / "tune" / "figures" / backbone
+            figure_dir = reports_dir / TUNE_REPORTS / TUNE_FIGURES / backbone
             figures, figure_notes = write_figures(study, figure_dir, backbone)
             log.study_finished(best, studies.state_counts(study), figures)
             report = build_report(params, backbone, study, best, space, notes + figure_notes)
@@ -85,12 +88,12 @@ def tune_backbone(
             if best is not None:
                 fingerprint = fingerprint_of(params, backbone, report, data_sha, champion, device)
                 report["best"]["fingerprint"] = fingerprint
-            path = write_outputs(report, best, log, reports_dir / "tune", Path(tmp))
+            path = write_outputs(report, best, log, reports_dir / TUNE_REPORTS, Path(tmp))
     return TuneOutcome(path, report, report["notes"])
 
 
 def open_study(
-    params: Params,
+    params: TuneConfig,
     backbone: str,
     data_sha: str,
     space: dict[str, Dimension],
@@ -157,7 +160,7 @@ def stop_at(deadline: float) -> TrialCallback:
 
 
 def init_availability(
-    params: Params, backbone: str, split: Split, manifest: Any, folder: Path
+    params: TuneConfig, backbone: str, split: Split, manifest: Any, folder: Path
 ) -> tuple[Champion | None, dict[str, str | None]]:
     """Which ``init`` choices can be used here: None when usable, else the reason."""
     reasons: dict[str, str | None] = {"scratch": None}
@@ -179,7 +182,7 @@ def _searches(dimension: Dimension | None, choice: str) -> bool:
 
 
 def study_settings(
-    params: Params, space: dict[str, Dimension], champion: Champion | None
+    params: TuneConfig, space: dict[str, Dimension], champion: Champion | None
 ) -> dict[str, Any]:
     """Everything that makes two studies' trials comparable besides the data."""
     fixed = params.train.model_dump(exclude={"backbones", "bootstrap", "threads", "device", *space})
@@ -194,7 +197,7 @@ def study_settings(
 
 
 def fingerprint_of(
-    params: Params,
+    params: TuneConfig,
     backbone: str,
     report: dict[str, Any],
     data_sha: str,

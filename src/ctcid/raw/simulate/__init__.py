@@ -1,7 +1,8 @@
 """A physically motivated simulator of imFISH fields with per-cell ground truth (docs/simulator.md).
 
 It writes the raw-data contract (docs/architecture.md): ``<out>/<sample>/<field>.tif`` and
-``<out>/<sample>/annotations.csv``. Sample ``k`` draws all its randomness from
+``<out>/<sample>/annotations.csv``, sample ``k`` named ``S<k:04d>`` (an external cohort's with
+its own prefix, ``same_site-S0000``). Sample ``k`` draws all its randomness from
 ``SeedSequence(seed, spawn_key=(k,))``, so its files are byte-identical whatever batch it is made in
 and however many workers share the work. With ``simulate.sites > 1`` sample ``k`` is imaged at site
 ``k % sites`` (:mod:`ctcid.raw.simulate.sites`); ``<out>/sites.csv`` records every sample's site.
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ctcid.config import Params
+from ctcid.config.simulate import SimulateConfig
 from ctcid.contracts import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, CTC_LABEL, DEFAULT_SITE, FIELD_SUFFIXES
+from ctcid.errors import CtcidError
 from ctcid.parallel import opencv_threads, parallel_map
 from ctcid.raw.fields import write_field
+from ctcid.raw.provenance import Record, sample_id
 from ctcid.raw.simulate import artefacts
 from ctcid.raw.simulate.cells import CD45, CEP8, DAPI, draw_cell, draw_speckles
 from ctcid.raw.simulate.cohort import draw_cohort, label_for, place_field
@@ -70,10 +74,6 @@ class SampleSummary:
         return sum(f.ctc for f in self.fields)
 
 
-def sample_id(number: int) -> str:
-    return f"S{number:04d}"
-
-
 def sample_rng(seed: int, number: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(number,)))
 
@@ -87,8 +87,8 @@ def _clear_sample_dir(directory: Path) -> None:
                 path.unlink()
 
 
-def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
-    """Simulate and write every field of sample ``number``, with its annotations.
+def simulate_sample(number: int, params: SimulateConfig, out: Path, prefix: str = "") -> SampleSummary:
+    """Simulate and write every field of sample ``number``, with its annotations, as ``<prefix>S<number>``.
 
     At a site other than 0 the specimen is drawn with site 0's biology (its stains rescaled) and
     imaged with the site's optics (:mod:`ctcid.raw.simulate.sites`); all randomness still comes
@@ -98,7 +98,7 @@ def simulate_sample(number: int, params: Params, out: Path) -> SampleSummary:
     imaging = site_params(params.simulate, params.seed, site)
     p = specimen_params(params.simulate, imaging)
     rng = sample_rng(params.seed, number)
-    sample = sample_id(number)
+    sample = sample_id(number, prefix)
     cohort = draw_cohort(p, rng)
     microscope = Microscope.draw(imaging, rng)
     directory = out / sample
@@ -168,26 +168,64 @@ def _write_artefacts(path: Path, tagged: list[tuple[str, str]]) -> None:
 
 
 def simulate_dataset(
-    params: Params,
+    params: SimulateConfig,
     out: Path,
     n_samples: int | None = None,
     first_sample: int = 0,
     workers: int | None = None,
     show_progress: bool = True,
+    prefix: str = "",
 ) -> list[SampleSummary]:
     """Simulate samples ``first_sample .. first_sample + n_samples - 1`` into ``out``, in parallel.
 
+    Sample ``k`` is named ``<prefix>S<k:04d>``: the training cohort has no prefix, an external
+    cohort its own (:func:`ctcid.external.cohort.sample_prefix`), so that no two cohorts share a
+    patient's name. The prefix changes the names (folders, the annotations' ``sample``, sites.csv)
+    and nothing else: sample ``k``'s pixels and cells are the same with any prefix.
     Also writes ``<out>/sites.csv``: the site of every sample made here, plus the rows an earlier
-    file lists for other samples (a later batch appends to it).
+    file lists for other samples (a later batch appends to it), and records the settings they were
+    drawn with in ``<out>/simulation.json`` (:mod:`ctcid.raw.provenance`).
     """
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", prefix):
+        raise CtcidError(
+            f"sample name prefix {prefix!r}: use letters, digits, '_' and '-' (it names folders)"
+        )
+    params = SimulateConfig.project(params)  # only its keys, whatever the caller holds
     out = Path(out)
     count = params.simulate.n_samples if n_samples is None else n_samples
     numbers = list(range(first_sample, first_sample + count))
     known = read_sites(out)  # read first: a broken file fails before the work, not after
-    task = functools.partial(simulate_sample, params=params, out=out)
+    record = Record.read(out)
+    task = functools.partial(simulate_sample, params=params, out=out, prefix=prefix)
     n_workers = params.simulate.workers if workers is None else workers
     # parallelism is across samples; OpenCV's own threads would only contend
     with opencv_threads(1):
         summaries = parallel_map(task, numbers, "simulating samples", n_workers, show_progress)
     write_sites(out, {**known, **{s.sample: s.site for s in summaries}})
+    record.add(params, [s.sample for s in summaries], first_sample)
+    record.write(out)
     return summaries
+
+
+def dataset_summary(summaries: list[SampleSummary], out: Path, seconds: float, artefacts: bool) -> str:
+    """What ``ctcid simulate`` prints: samples, sites, fields, cells and CTCs, then any warning."""
+    cells, ctc = sum(s.cells for s in summaries), sum(s.ctc for s in summaries)
+    fields = sum(len(s.fields) for s in summaries)
+    sites = len({s.site for s in summaries})
+    lines = [
+        f"simulated {len(summaries)} samples at {sites} site{'s' * (sites != 1)}, {fields} fields, "
+        f"{cells} cells, {ctc} CTC ({100 * ctc / max(cells, 1):.1f} %) into {out} in {seconds:.1f} s"
+    ]
+    dropped = sum(s.dropped for s in summaries)
+    if dropped:
+        lines.append(f"[yellow]warning:[/yellow] {dropped} cells found no room in a field")
+    if artefacts:
+        lines.append(
+            "hard-cohort artefacts on (simulate.artefacts): each sample's artefacts.csv tags its cells"
+        )
+    return "\n".join(lines)
+
+
+def busiest_field(summaries: list[SampleSummary]) -> tuple[str, FieldSummary]:
+    """The sample and field with the most CTCs (the one ``ctcid simulate --preview`` draws)."""
+    return max(((s.sample, f) for s in summaries for f in s.fields), key=lambda sf: sf[1].ctc)

@@ -14,7 +14,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from ctcid.config import ArtefactParams, SimulateParams
+from ctcid.config.simulate import ArtefactParams, SimulateParams
 from ctcid.raw.simulate import cohort  # which imports this module: both only use each other in functions
 
 ARTEFACTS_FILE = "artefacts.csv"

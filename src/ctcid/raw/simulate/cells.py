@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ctcid.angles import polar_angle
-from ctcid.config import SimulateParams
+from ctcid.config.simulate import SimulateParams
 from ctcid.raw.simulate import artefacts
 from ctcid.raw.simulate.cohort import DEBRIS, Cell
 from ctcid.raw.simulate.optics import CD45, CEP8, DAPI, FOCUS_JITTER

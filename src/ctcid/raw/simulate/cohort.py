@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ctcid.config import SimulateParams
+from ctcid.config.simulate import SimulateParams
 from ctcid.contracts import CELL_TYPES, CTC_LABEL, NON_CTC_LABEL
 from ctcid.raw.simulate import artefacts
 

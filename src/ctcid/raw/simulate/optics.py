@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ctcid.config import SimulateParams
+from ctcid.config.simulate import SimulateParams
 
 UINT16_MAX = 65535
 # Internal channel order of the specimen stack; the writer reorders to params.channels.

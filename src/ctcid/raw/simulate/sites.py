@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ctcid.config import Params, SimulateParams
+from ctcid.config.simulate import SimulateConfig, SimulateParams
 from ctcid.errors import CtcidError
 
 # First word of every site stream's spawn key; sample streams are (k,), one word long.
@@ -102,7 +102,7 @@ def specimen_params(p: SimulateParams, imaging: SimulateParams) -> SimulateParam
     return p.model_copy(update={key: getattr(imaging, key) for key in STAIN_KEYS})
 
 
-def site_optics_table(params: Params) -> list[dict[str, object]]:
+def site_optics_table(params: SimulateConfig) -> list[dict[str, object]]:
     """Each site's effective settings (:data:`SITE_KEYS`), site 0 first: for docs and reports."""
     p = params.simulate
     rows: list[dict[str, object]] = []
