@@ -1,10 +1,11 @@
 """The ``ctcid`` command: one subcommand per pipeline step, each a thin call into its module.
 
 The CLI parses arguments, loads params once through :mod:`ctcid.config.loader` and hands them
-to the step, whose entry point keeps only its stage's keys (:mod:`ctcid.config.stage`). What a step's result looks like on the terminal is the step's own business (its
-``report``/``views`` functions return rich tables or lines); the CLI prints them, tables on
-stdout and lines on stderr. Errors the user can fix (:class:`CtcidError`, :class:`ConfigError`)
-are printed as one message with exit status 1 (2 for configuration), never as a traceback.
+to the step, whose entry point keeps only its stage's keys (:mod:`ctcid.config.stage`). What a
+step's result looks like on the terminal is the step's own business (its ``report``/``views``
+functions return rich tables or lines); the CLI prints them, tables on stdout and lines on stderr.
+Errors the user can fix (:class:`CtcidError`, :class:`ConfigError`) are printed as one message
+with exit status 1 (2 for configuration), never as a traceback.
 """
 
 from __future__ import annotations
