@@ -1,4 +1,4 @@
-"""Each dvc.yaml stage lists exactly the params its code can read (docs/reproducibility.md#params).
+"""Each dvc.yaml stage lists exactly the params its code can read (docs/reproducibility.md#params-and-deps).
 
 What a stage can read is derived from its code: the entry point receives a
 :class:`~ctcid.config.stage.StageConfig` and projects whatever it is given onto it first, so its
