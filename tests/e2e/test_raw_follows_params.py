@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from e2e_support import ROOT, copy_project, run, run_failing
+
+
+def said_by(done: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, stdout and stderr, as one line however rich wrapped it."""
+    return " ".join((done.stdout + done.stderr).split())
 
 
 def locked(repo: Path, key: str) -> Any:
@@ -35,13 +41,13 @@ def hard(pristine_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_the_hard_overlay_after_a_default_run_gives_the_hard_cohort(hard: Path) -> None:
     # dvc repro alone no longer segments the default cohort with the hard settings
-    output = run_failing(hard, "dvc", "repro", "segment")
+    output = " ".join(run_failing(hard, "dvc", "repro", "segment").split())  # as one line, however wrapped
     assert "simulate.artefacts.clumps_mean: 0.0 -> 1.5" in output and "make run" in output
     assert not (hard / "data/raw/S0000/artefacts.csv").exists()
 
     # then make run's raw-data step gives the hard cohort, and segment re-runs on it
     before = yaml.safe_load((hard / "data/raw.dvc").read_text())["outs"][0]["md5"]
-    said = run(hard, "bash", "scripts/raw_data.sh").stdout
+    said = said_by(run(hard, "bash", "scripts/raw_data.sh"))
     assert "re-simulated data/raw" in said and "simulate.artefacts.clumps_mean: 0.0 -> 1.5" in said
     assert yaml.safe_load((hard / "data/raw.dvc").read_text())["outs"][0]["md5"] != before
     samples = sorted(p for p in (hard / "data/raw").iterdir() if p.is_dir())
@@ -52,6 +58,6 @@ def test_the_hard_overlay_after_a_default_run_gives_the_hard_cohort(hard: Path) 
     assert locked(hard, "simulate.artefacts.clumps_mean") == 1.5
     assert "segment" not in run(hard, "dvc", "status", "segment").stdout
 
-    again = run(hard, "bash", "scripts/raw_data.sh").stdout  # a second make run re-simulates nothing
+    again = said_by(run(hard, "bash", "scripts/raw_data.sh"))  # a second make run re-simulates nothing
     assert "is current" in again
     assert "segment" not in run(hard, "dvc", "status", "segment").stdout

@@ -70,6 +70,13 @@ def test_other_settings_are_stale_and_named(raw: Path, change: dict[str, object]
     assert named in found.message(raw) and "make run" in found.message(raw)
 
 
+def test_a_folder_of_appended_batches_alone_has_no_count_to_follow(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    simulate_dataset(small_cohort(), raw, n_samples=2, first_sample=20, workers=1, show_progress=False)
+    assert state(raw, small_cohort()) == "current"
+    assert state(raw, changed(small_cohort(), gain=3.0)) == "stale"  # how they were drawn still counts
+
+
 def test_another_seed_is_stale(raw: Path) -> None:
     other = parse_params({**small_cohort().model_dump(by_alias=True), "seed": 8})
     assert raw_state(raw, SimulateConfig.project(other)).differences == ["seed: 7 -> 8"]

@@ -6,7 +6,7 @@ with: the seed, the channel order and ``simulate.*`` less the keys that change n
 
 * ``missing``: no raw data yet;
 * ``current``: every simulated sample was drawn with today's settings, and the simulation from sample
-  0 made ``simulate.n_samples`` of them (batches appended with ``--first-sample`` may add more);
+  0, if any, made ``simulate.n_samples`` of them (batches appended with ``--first-sample`` may add more);
 * ``stale``: some were drawn otherwise, or ``n_samples`` changed: re-simulate (``make run`` does);
 * ``mixed``: stale, and the folder also holds a lab's ingested samples, never overwritten;
 * ``unrecorded``: no simulated sample on record (a lab's data, or data simulated before ctcid kept a
@@ -149,9 +149,10 @@ def raw_state(raw_dir: Path, config: SimulateConfig) -> RawState:
         for key in sorted(set(drawn) | set(wanted)):
             if drawn.get(key) != wanted.get(key) and not any(d.startswith(f"{key}:") for d in differences):
                 differences.append(f"{key}: {_short(drawn.get(key))} -> {_short(wanted.get(key))}")
+    # n_samples holds a folder made from S0000 on; one of appended batches alone has no count to follow
     count = config.simulate.n_samples
     missing = [sample_id(k) for k in range(count) if sample_id(k) not in simulated]
-    if missing or record.base > count:
+    if record.base and (missing or record.base != count):
         differences.append(f"simulate.n_samples: {record.base} -> {count}")
     if not differences:
         return RawState("current", [], ingested)
