@@ -136,3 +136,17 @@ def test_cli_simulate_sync_says_what_it_did(tmp_path: Path) -> None:
     params.write_text("seed: 8\nsimulate: {n_samples: 2, field_size: 160, fields_per_sample: [1, 1]}\n")
     remade = CliRunner().invoke(app, command)
     assert remade.exit_code == 0 and "seed: 7 -> 8" in remade.output
+
+
+def test_cli_simulate_sync_takes_no_sample_range(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["simulate", "--sync", "--samples", "2", "--out", str(tmp_path / "raw")])
+    assert done.exit_code == 1
+    said = " ".join(done.output.split())  # rich wraps at the terminal's width
+    assert "--sync simulates simulate.n_samples from S0000: drop --samples, --first-sample" in said
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_broken_record_names_itself_and_what_to_do(raw: Path) -> None:
+    (raw / SIMULATION_FILE).write_text("{not json")
+    with pytest.raises(CtcidError, match=r"simulation.json: unreadable record .*re-simulate"):
+        sync_raw(raw, small_cohort(), show_progress=False)
