@@ -69,7 +69,7 @@ def segment_stage(
     of being segmented as if it were the cohort params.yaml describes.
     """
     params = SegmentConfig.project(params)  # only its keys, whatever the caller holds
-    simulation = SimulateConfig(seed=params.seed, channels=params.channels, simulate=params.simulate)
+    simulation = SimulateConfig.project(params)  # the seed, channels and simulate.* it holds
     state = raw_state(Path(raw_dir), simulation)
     if state.state in ("stale", "mixed"):
         raise CtcidError(state.message(Path(raw_dir)))
