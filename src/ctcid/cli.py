@@ -563,26 +563,66 @@ def external_command(
         Path, typer.Option(help="Folder of the prepared cohorts ('ctcid external-cohort').")
     ] = paths.EXTERNAL_DIR,
     split: SplitOption = paths.SPLIT_FILE,
+    manifest: Annotated[
+        Path, typer.Option(help="The training manifest: the GBM baseline trains on its split rows.")
+    ] = paths.MANIFEST_FILE,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Score every external cohort with the champion, every trained model and the rule.
+    """Score every external cohort but the sealed ones with the champion, every model, the GBM and the rule.
 
-    Per cohort: cell metrics, per-patient agreement (MAE, Lin's CCC, Bland-Altman, positive calls at
-    1 and 5 CTCs) with bootstrap intervals, calibration, drift flags per field and patient, and a
-    review gallery (docs/external.md).
+    Per cohort: cell metrics with intervals over patients and McNemar against the rule; per patient,
+    the count error (paired with the rule's), sensitivity, specificity, PPV, NPV and kappa at >= 1, 3
+    and 5 CTCs, limit of blank, Passing-Bablok and Bland-Altman, with bootstrap intervals over
+    patients; the review burden; calibration, drift flags and a review gallery (docs/external.md,
+    docs/evaluation.md). Sealed cohorts are left to 'ctcid audit'.
     """
     from ctcid.external.report import cohort_table, drift_line
     from ctcid.external.stage import evaluate_external
 
     config = read_params(params)
     results = evaluate_external(
-        config, models, reports, external, split, reports / paths.DRIFT_REFERENCE_FILE
+        config, models, reports, external, split, reports / paths.DRIFT_REFERENCE_FILE, manifest
     )
     for result in results:
         Console().print(cohort_table(result))
         console.print(drift_line(result), highlight=False)
     console.print(
         f"written: {reports / paths.EXTERNAL_FILE}, {reports / paths.EXTERNAL_SUMMARY_FILE}", highlight=False
+    )
+
+
+@app.command("audit")
+@reports_errors
+def audit_command(
+    models: Annotated[Path, typer.Option(help="Models folder with <backbone>/model.pt.")] = paths.MODELS_DIR,
+    reports: Annotated[
+        Path,
+        typer.Option(help="Reports folder: writes audit.json, audit.md and audit/<cohort>/."),
+    ] = paths.REPORTS_DIR,
+    external: Annotated[
+        Path, typer.Option(help="Folder of the prepared cohorts ('ctcid external-cohort').")
+    ] = paths.EXTERNAL_DIR,
+    split: SplitOption = paths.SPLIT_FILE,
+    manifest: Annotated[
+        Path, typer.Option(help="The training manifest: the GBM baseline trains on its split rows.")
+    ] = paths.MANIFEST_FILE,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Score the sealed cohorts (external.cohorts with sealed: true): the clean estimate.
+
+    No decision reads a sealed cohort: not the promotion gate, not tuning, not model selection, not
+    'ctcid external'. This step is its only reader and runs last; it writes the same tables as
+    'ctcid external', stamped with the commit (docs/evaluation.md#what-each-cohort-may-influence).
+    """
+    from ctcid.audit.stage import audit
+    from ctcid.external.report import cohort_table
+
+    config = read_params(params)
+    results = audit(config, models, reports, external, split, reports / paths.DRIFT_REFERENCE_FILE, manifest)
+    for result in results:
+        Console().print(cohort_table(result))
+    console.print(
+        f"written: {reports / paths.AUDIT_FILE}, {reports / paths.AUDIT_SUMMARY_FILE}", highlight=False
     )
 
 

@@ -30,10 +30,16 @@ PROMOTION_FILE = "promotion.json"
 PACKAGE_FILE = "package.json"
 EXTERNAL_FILE = "external.json"
 EXTERNAL_SUMMARY_FILE = "external.md"
+AUDIT_FILE = "audit.json"  # the sealed cohorts, scored only by 'ctcid audit'
+AUDIT_SUMMARY_FILE = "audit.md"
+PATIENTS_FILE = "patients.csv"  # per patient: true count, each scorer's count and flagged candidates
 # inside one prepared external cohort, data/external/<name>/ (ctcid external-cohort)
 COHORT_RAW = "raw"  # simulated cohorts only
 COHORT_SEGMENT = "segment"
 COHORT_REPORTS = "reports"
+# a cohort's re-imaged specimens (external.cohorts.<name>.repeatability): raw/, segment/ and reports/
+# inside, laid out as the cohort's own
+COHORT_REPEATS = "repeats"
 
 RAW_DIR = Path("data/raw")
 # how simulated raw data was made (ctcid.raw.provenance), beside its sample folders

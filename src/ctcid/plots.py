@@ -42,14 +42,24 @@ def _roc_points(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def plot_roc(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "ROC"
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    title: str = "ROC",
+    points: Mapping[str, BinaryMetrics] | None = None,
 ) -> Path:
-    """One ROC curve per named (y_true, y_score) pair, AUC in the legend; curves need both classes."""
+    """One ROC curve per named (y_true, y_score) pair, AUC in the legend; curves need both classes.
+
+    ``points`` are classifiers that only call (the rule): a 0/1 score has no curve and no AUC worth
+    the name, so each is one marker at its sensitivity and specificity.
+    """
     fig = Figure(figsize=(5, 5), dpi=100)
     ax = fig.subplots()
     for name, (y_true, y_score) in curves.items():
         fpr, tpr, _ = _roc_points(y_true, y_score)
         ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc_score(y_true, y_score):.3f})")
+    for name, call in (points or {}).items():
+        label = f"{name} (sens {call.sensitivity:.3f}, spec {call.specificity:.3f})"
+        ax.plot([1.0 - call.specificity], [call.sensitivity], "kD", ms=6, label=label)
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
     ax.legend(loc="lower right", fontsize="small")
@@ -146,6 +156,57 @@ def plot_bland_altman(counts: PatientCounts, path: str | Path, title: str = "Bla
         ylabel="predicted - true CTC count",
         title=f"{title} (bias {agreement.bias:+.2f}, n={agreement.n})",
     )
+    return _save(fig, path)
+
+
+def plot_predictive_values(
+    curves: Mapping[str, pd.DataFrame], cutoff: int, path: str | Path, title: str
+) -> Path:
+    """PPV and NPV of the call "count >= cutoff" across the prevalence of such patients.
+
+    ``curves`` hold :func:`ctcid.clinical.prevalence_curve` tables (columns prevalence, ppv, npv and
+    their ``_low``/``_high`` bands, one ``cutoff`` each); the shaded bands are the 95 % intervals
+    from the patient bootstrap of sensitivity and specificity.
+    """
+    fig = Figure(figsize=(9, 4), dpi=100)
+    axes = fig.subplots(1, 2, sharex=True)
+    for name, table in curves.items():
+        rows = table[table["cutoff"] == cutoff] if "cutoff" in table else table
+        x = rows["prevalence"].to_numpy(dtype=np.float64)
+        for ax, value in zip(axes, ("ppv", "npv"), strict=True):
+            (line,) = ax.plot(x, rows[value].to_numpy(dtype=np.float64), lw=1.4, label=name)
+            low, high = rows.get(f"{value}_low"), rows.get(f"{value}_high")
+            if low is not None and high is not None:
+                ax.fill_between(x, low.to_numpy(dtype=np.float64), high.to_numpy(dtype=np.float64),
+                                color=line.get_color(), alpha=0.15, lw=0)
+    for ax, value in zip(axes, ("PPV", "NPV"), strict=True):
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=f"prevalence of patients with >= {cutoff} CTC",
+               ylabel=value)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_review_burden(tables: Mapping[str, pd.DataFrame], path: str | Path, title: str) -> Path:
+    """Candidates flagged for review per patient, one box per scorer, detections in the labels.
+
+    ``tables`` hold per-patient ``detections`` and ``flagged``
+    (:func:`ctcid.evaluation.endpoints.patient_table`).
+    """
+    names = list(tables)
+    fig = Figure(figsize=(max(5.0, 1.1 * len(names) + 2), 4), dpi=100)
+    ax = fig.subplots()
+    data = [tables[n]["flagged"].to_numpy(dtype=np.float64) for n in names]
+    if names:
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(names) + 1))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize="small")
+    first = tables[names[0]] if names else None
+    median_detections = float(np.median(first["detections"])) if first is not None and len(first) else 0.0
+    ax.set(ylabel="candidates flagged for review per patient",
+           title=f"{title} (median {median_detections:.0f} detections per patient)")
+    ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
 

@@ -37,6 +37,7 @@ from ctcid.config.split import SplitParams
 from ctcid.config.stage import StageConfig
 from ctcid.contracts import DEFAULT_SITE, LABEL_COLUMNS, LabelSource, cell_labels, read_manifest
 from ctcid.errors import CtcidError
+from ctcid.metrics import prior_shift_threshold
 from ctcid.paths import SPLIT_NAME
 
 
@@ -509,3 +510,17 @@ def split_stage(manifest_path: str | Path, out: str | Path, params: SplitConfig)
     split = make_split(read_manifest(manifest_path), params.split, params.seed)
     write_split(split, out)
     return split
+
+
+def counting_threshold(split: Split) -> float:
+    """Cut-off for counting CTCs per patient: the training population's prevalence, prior-corrected.
+
+    The operating threshold is chosen for sensitivity on balanced out-of-fold predictions; applied
+    to every detection of a patient, where CTCs are a few per cent, it over-counts by the false
+    positives of thousands of leukocytes. Counting wants the fewest errors at the real prevalence.
+    """
+    train = split.counts.get("train", {})
+    ctc, non_ctc = int(train.get("ctc", 0)), int(train.get("non_ctc", 0))
+    if ctc == 0 or non_ctc == 0:
+        return 0.5
+    return prior_shift_threshold(ctc / (ctc + non_ctc))

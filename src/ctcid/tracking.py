@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,27 @@ def lineage_tags(root: str | Path = ".") -> dict[str, str]:
     for path, digest in dvc_hashes(root).items():
         tags["dvc.raw_md5" if path == RAW_DIR.as_posix() else f"dvc.md5:{path}"] = digest
     return tags
+
+
+def run_stamp(root: str | Path = ".") -> dict[str, str]:
+    """Which code made a report, and when: the commit (``+dirty`` with uncommitted changes), UTC time.
+
+    Published tables are generated from reports that carry this (scripts/results_tables.py), so a
+    number can be traced to the commit that produced it.
+    """
+    commit = _git_commit(Path(root)) or "unknown"
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=False,
+        )
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else False
+    except (OSError, subprocess.SubprocessError):
+        dirty = False
+    return {
+        "commit": commit + ("+dirty" if dirty else ""),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _git_commit(root: Path) -> str | None:

@@ -35,7 +35,7 @@ def test_external_cohorts_scored_by_champion_and_rule_and_the_shifted_site_is_fl
     report = json.loads((project / "reports/external.json").read_text())["cohorts"]
     assert set(report) == {"same_site", "second_site"}
     for name, cohort in report.items():
-        assert {"champion", "rule", *BACKBONES} <= set(cohort["models"]), name
+        assert {"champion", "gbm", "rule", *BACKBONES} <= set(cohort["models"]), name
         champion = cohort["models"]["champion"]
         assert champion["patients"]["n_patients"] == cohort["samples"]
         low, high = champion["patients_ci95"]["mae"]["low"], champion["patients_ci95"]["mae"]["high"]
@@ -51,6 +51,31 @@ def test_external_cohorts_scored_by_champion_and_rule_and_the_shifted_site_is_fl
     reference = json.loads((project / "reports/drift_reference.json").read_text())
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert reference["n_fields"] >= 5 and metrics["drift"]["fields"] >= 1
+
+
+def test_the_audit_step_alone_scores_the_sealed_cohort_with_every_endpoint(project: Path) -> None:
+    external = json.loads((project / "reports/external.json").read_text())["cohorts"]
+    promotion = json.loads((project / "reports/promotion.json").read_text())
+    assert "holdout" not in external  # 'ctcid external' leaves the sealed cohort to the audit
+    assert not [c for c in promotion["criteria"] if "holdout" in c["name"]]  # the gate never reads it
+    audit = json.loads((project / "reports/audit.json").read_text())
+    assert set(audit["cohorts"]) == {"holdout"}
+    assert len(audit["run"]["commit"]) >= 40 and audit["run"]["date"]
+    models = audit["cohorts"]["holdout"]["models"]
+    assert {"champion", "gbm", "rule", *BACKBONES} <= set(models)
+    for name, model in models.items():
+        endpoints, intervals = model["endpoints"], model["endpoints_ci95"]
+        assert endpoints["n_patients"] == audit["cohorts"]["holdout"]["samples"], name
+        for key in ("sensitivity_ge1", "specificity_ge3", "ppv_ge5", "kappa_ge1", "lob", "pb_slope"):
+            assert key in endpoints and key in intervals, (name, key)
+        # 2 specimens imaged twice: a within-specimen SD for every scorer
+        assert model["repeatability"]["n_specimens"] == 2 and model["repeatability"]["sd"] >= 0.0
+        assert model["review"]["patients"] == endpoints["n_patients"]
+    assert "versus_rule" in models["champion"] and "versus_rule" not in models["rule"]
+    assert models["rule"]["cells"]["auc"] is None  # the rule's 0/1 calls have no AUC
+    text = (project / "reports/audit.md").read_text()
+    assert "## holdout" in text and "Call >= 3 CTC" in text and "Repeatability" in text
+    assert (project / "reports/audit/holdout/predictive_values_ge1.png").stat().st_size > 0
 
 
 def test_mlflow_has_a_parent_run_per_backbone_with_fold_children(project: Path) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from ctcid.cli import app, read_params
 from ctcid.config import loader
 from ctcid.config.base import ConfigError
+from ctcid.config.external import ExternalCohort, Repeatability
 from ctcid.config.loader import ENVIRONMENT_OVERRIDES, load_params, parse_params, with_environment
 from ctcid.config.params import Params
 from ctcid.config.simulate import SimulateParams
@@ -323,3 +324,94 @@ def test_show_params_over_keeps_the_base_files_cohorts_and_applies_the_multisite
 def test_site_settings_out_of_range_name_their_key(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_params(raw)
+
+
+def _cohorts(**cohorts: dict) -> dict:
+    return {"seed": 42, "simulate": {"n_samples": 10}, "external": {"cohorts": cohorts}}
+
+
+def test_a_sealed_cohort_is_never_guarded_and_an_open_one_is_unless_told() -> None:
+    params = parse_params(
+        _cohorts(
+            a={"seed": 1},
+            vault={"seed": 2, "sealed": True},
+            b={"seed": 3, "guard": False},
+            lab={"folder": "data/labs/x", "sealed": True, "guard": False},
+        )
+    )
+    external = params.external
+    assert {name: c.guarded for name, c in external.cohorts.items()} == {
+        "a": True,
+        "vault": False,
+        "b": False,
+        "lab": False,
+    }
+    assert external.open_names() == ["a", "b"] and external.sealed_names() == ["vault", "lab"]
+    assert ExternalCohort(seed=5).guard is None and ExternalCohort(seed=5, guard=True).guarded
+
+
+@pytest.mark.parametrize(
+    ("cohorts", "message"),
+    [
+        (
+            {"vault": {"seed": 2, "sealed": True, "guard": True}},
+            "a sealed cohort cannot be the promotion gate's guard: drop 'guard' or set it false",
+        ),
+        (
+            {"a": {"seed": 2}, "vault": {"seed": 2, "sealed": True}},
+            "external.cohorts.vault is sealed but shares its seed (2) with external.cohorts.a",
+        ),
+        (
+            {"vault": {"seed": 2, "sealed": True}, "b": {"seed": 2, "sealed": True}},
+            "external.cohorts.vault is sealed but shares its seed (2) with external.cohorts.b",
+        ),
+        ({"vault": {"seed": 42, "sealed": True}}, "external.cohorts.vault.seed must differ from seed (42)"),
+    ],
+)
+def test_a_sealed_cohort_draws_patients_of_its_own_and_never_guards(cohorts: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(_cohorts(**cohorts))
+
+
+def test_open_cohorts_may_share_a_seed() -> None:
+    # two views of the same patients (another microscope, say) are fine while neither is sealed
+    params = parse_params(_cohorts(a={"seed": 2}, b={"seed": 2, "simulate": {"read_noise": 30.0}}))
+    assert params.external.sealed_names() == []
+
+
+def test_repeatability_of_a_simulated_cohort() -> None:
+    params = parse_params(_cohorts(a={"seed": 2, "repeatability": {"specimens": 4, "images": 3}}))
+    repeats = params.external.cohorts["a"].repeatability
+    assert repeats is not None and (repeats.specimens, repeats.images) == (4, 3)
+    expected = ExternalCohort(seed=2, repeatability=Repeatability(specimens=4, images=3))
+    assert params.external.cohorts["a"] == expected
+    assert parse_params(_cohorts(a={"seed": 2})).external.cohorts["a"].repeatability is None
+
+
+@pytest.mark.parametrize(
+    ("cohort", "message"),
+    [
+        (
+            {"folder": "data/labs/x", "repeatability": {"specimens": 2, "images": 2}},
+            "repeatability applies to simulated cohorts only: a lab's re-imaged slides would need "
+            "their own layout",
+        ),
+        ({"seed": 2, "repeatability": {"specimens": 1, "images": 2}}, "specimens"),
+        ({"seed": 2, "repeatability": {"specimens": 2, "images": 1}}, "images"),
+        ({"seed": 2, "repeatability": {"specimens": 2, "images": 11}}, "images"),
+        ({"seed": 2, "repeatability": {"specimens": 2}}, "images"),
+        ({"seed": 2, "repeatability": {"specimens": 2, "images": 2, "fields": 3}}, "fields"),
+        (
+            {"seed": 2, "simulate": {"n_samples": 3}, "repeatability": {"specimens": 4, "images": 2}},
+            "external.cohorts.a.repeatability.specimens = 4: more than the cohort's 3 samples",
+        ),
+        # no override: the cohort has the training cohort's 10 samples
+        (
+            {"seed": 2, "repeatability": {"specimens": 11, "images": 2}},
+            "external.cohorts.a.repeatability.specimens = 11: more than the cohort's 10 samples",
+        ),
+    ],
+)
+def test_bad_repeatability_is_refused_with_its_reason(cohort: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(_cohorts(a=cohort))

@@ -16,7 +16,7 @@ PACKAGE = REPO / "src" / "ctcid"
 # Pipeline order: a module may import its own layer and any layer before it, never one after.
 LAYERS = [
     "core", "raw", "segmentation", "quality", "split", "model", "tuning", "evaluation", "registry", "serving",
-    "external", "retrain",
+    "external", "audit", "retrain",
 ]
 ENTRY_LAYER = "cli"  # the CLI calls every step
 # The params loader: every command reads params.yaml through it, so every stage depends on it; a
@@ -35,6 +35,7 @@ STAGE_ENTRIES = {
     "package": "ctcid.serving.package",
     "external_cohort": "ctcid.external.cohort",
     "external": "ctcid.external.stage",
+    "audit": "ctcid.audit.stage",
 }
 
 

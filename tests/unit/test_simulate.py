@@ -21,7 +21,8 @@ from ctcid.contracts import ANNOTATION_COLUMNS, CELL_TYPES, SITES_FILE
 from ctcid.errors import CtcidError
 from ctcid.paths import SIMULATION_FILE
 from ctcid.raw.fields import read_field
-from ctcid.raw.simulate import label_for, simulate_dataset, site_optics_table
+from ctcid.raw.provenance import Record
+from ctcid.raw.simulate import image_id, label_for, simulate_dataset, simulate_sample, site_optics_table
 from ctcid.raw.simulate import sites as simulated_sites
 from ctcid.raw.sites import read_sites
 from factory import small_cohort, written_pixels
@@ -387,3 +388,64 @@ def test_cli_simulate_writes_data_and_preview(tmp_path: Path) -> None:
     written = sorted(p.name for p in (tmp_path / "raw").iterdir())
     assert written == ["S0000", "S0001", SIMULATION_FILE, SITES_FILE]
     assert preview.stat().st_size > 1000
+
+
+# --- re-imaging a specimen (external.cohorts.<name>.repeatability) -------------------------------------
+
+REIMAGED = {"n_samples": 2, "fields_per_sample": [2, 2], "artefacts": {"clumps_mean": 1.0}}
+
+
+def test_image_zero_is_the_original_byte_for_byte(tmp_path: Path) -> None:
+    params = small_cohort(**REIMAGED)
+    simulate_dataset(params, tmp_path / "plain", workers=1, show_progress=False)
+    simulate_dataset(params, tmp_path / "zero", workers=1, show_progress=False, image=0)
+    simulate_sample(1, params, tmp_path / "one", image=0)
+    assert digest(tmp_path / "zero") == digest(tmp_path / "plain")
+    single = {name: h for name, h in digest(tmp_path / "plain").items() if name.startswith("S0001/")}
+    assert digest(tmp_path / "one") == single and len(single) == 4  # two fields, annotations, artefacts
+
+
+def test_a_reimage_is_the_same_specimen_under_new_camera_noise(tmp_path: Path) -> None:
+    params = small_cohort(**REIMAGED)
+    simulate_dataset(params, tmp_path, workers=1, show_progress=False, prefix="lab-")
+    again = simulate_dataset(params, tmp_path, workers=1, show_progress=False, prefix="lab-", image=1)
+    assert [s.sample for s in again] == ["lab-S0000-r1", "lab-S0001-r1"]
+    # the same cells, placed alike, in every field (the later ones too): only the name differs
+    for k in range(2):
+        original, repeat = tmp_path / f"lab-S000{k}", tmp_path / f"lab-S000{k}-r1"
+        before = pd.read_csv(original / "annotations.csv", dtype={"field": str, "cluster_id": str})
+        after = pd.read_csv(repeat / "annotations.csv", dtype={"field": str, "cluster_id": str})
+        assert after["sample"].unique().tolist() == [repeat.name]
+        pd.testing.assert_frame_equal(after.drop(columns="sample"), before.drop(columns="sample"))
+        assert len(after) > 0
+        assert (repeat / "artefacts.csv").read_bytes() == (original / "artefacts.csv").read_bytes()
+        fields = sorted(p.name for p in original.glob("*.tif"))
+        assert fields == sorted(p.name for p in repeat.glob("*.tif")) and len(fields) == 2
+        for name in fields:
+            first = read_field(original / name).astype(np.float64)
+            second = read_field(repeat / name).astype(np.float64)
+            assert not np.array_equal(first, second)  # the camera drew new noise
+            difference = second - first
+            # noise only: no change of level, a small spread beside the field's own structure
+            assert abs(difference.mean()) < 2.0
+            assert np.abs(difference).mean() < 0.2 * first.std()
+            assert np.corrcoef(first.ravel(), second.ravel())[0, 1] > 0.99
+            for channel in range(3):
+                assert np.corrcoef(first[channel].ravel(), second[channel].ravel())[0, 1] > 0.9
+    # the records list the re-images beside the originals, and read back
+    assert read_sites(tmp_path) == {f"lab-S000{k}{r}": "site0" for k in range(2) for r in ("", "-r1")}
+    record = Record.read(tmp_path)
+    assert set(record.samples) == {"lab-S0000", "lab-S0000-r1", "lab-S0001", "lab-S0001-r1"}
+
+
+def test_reimages_repeat_for_a_seed_and_differ_between_images(tmp_path: Path) -> None:
+    params = small_cohort(n_samples=1, fields_per_sample=[1, 1])
+    for folder, image in (("a", 1), ("b", 1), ("c", 2)):
+        simulate_dataset(params, tmp_path / folder, workers=1, show_progress=False, image=image)
+    first, second = written_pixels(tmp_path / "a"), written_pixels(tmp_path / "b")
+    assert list(first) == ["S0000-r1/f000.tif"] and first == second
+    third = written_pixels(tmp_path / "c")
+    assert list(third) == ["S0000-r2/f000.tif"] and third["S0000-r2/f000.tif"] != first["S0000-r1/f000.tif"]
+    assert image_id(3, "holdout-", 2) == "holdout-S0003-r2" and image_id(3, "holdout-") == "holdout-S0003"
+    with pytest.raises(CtcidError, match="image -1"):
+        simulate_dataset(params, tmp_path / "d", workers=1, show_progress=False, image=-1)

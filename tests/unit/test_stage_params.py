@@ -35,6 +35,7 @@ STAGE_ENTRIES = {
     "package": "ctcid.serving.package:package",
     "external_cohort": "ctcid.external.cohort:prepare_cohort",
     "external": "ctcid.external.stage:evaluate_external",
+    "audit": "ctcid.audit.stage:audit",
 }
 
 

@@ -46,18 +46,35 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cohorts_simulate(self) -> Params:
-        for name, cohort in self.external.cohorts.items():
+        cohorts = self.external.cohorts
+        for name, cohort in cohorts.items():
             if cohort.seed == self.seed:
                 # the same seed draws the training patients again: an "external" cohort of copies
                 raise ValueError(f"external.cohorts.{name}.seed must differ from seed ({self.seed})")
+            if cohort.sealed and cohort.seed is not None:
+                # the same seed draws the same patients: a hold-out that shares them is not sealed
+                for other, drawn in cohorts.items():
+                    if other != name and drawn.seed == cohort.seed:
+                        raise ValueError(
+                            f"external.cohorts.{name} is sealed but shares its seed ({cohort.seed}) with "
+                            f"external.cohorts.{other}, so both draw the same patients; give {name} a "
+                            "seed of its own"
+                        )
             try:
-                self.for_cohort(name)
+                simulate = self.for_cohort(name).simulate
             except ValidationError as error:
                 item = error.errors()[0]
                 key = ".".join(str(p) for p in item["loc"])
                 raise ValueError(
                     f"external.cohorts.{name}.simulate.{key} = {item.get('input')!r}: {item['msg']}"
                 ) from None
+            repeats = cohort.repeatability
+            if repeats is not None and repeats.specimens > simulate.n_samples:
+                raise ValueError(
+                    f"external.cohorts.{name}.repeatability.specimens = {repeats.specimens}: more than "
+                    f"the cohort's {simulate.n_samples} samples (simulate.n_samples); re-image at most "
+                    f"{simulate.n_samples}, or give the cohort more samples"
+                )
         return self
 
     def channel_index(self, name: str) -> int:

@@ -4,11 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ctcid.config.base import NonNegative, Probability, Section
 
 PromotionMetric = Literal["auc", "sensitivity", "specificity", "accuracy", "f1"]
+# the per-patient endpoints of ctcid.clinical.ENDPOINT_NAMES (tests/unit/test_clinical.py keeps them equal)
+PatientEndpoint = Literal[
+    "mae", "bias", "ccc", "ba_low", "ba_high",
+    "sensitivity_ge1", "specificity_ge1", "ppv_ge1", "npv_ge1", "kappa_ge1", "prevalence_ge1",
+    "sensitivity_ge3", "specificity_ge3", "ppv_ge3", "npv_ge3", "kappa_ge3", "prevalence_ge3",
+    "sensitivity_ge5", "specificity_ge5", "ppv_ge5", "npv_ge5", "kappa_ge5", "prevalence_ge5",
+    "lob", "blank_positive_share", "pb_slope", "pb_intercept", "n_patients",
+]
+
+
+class EndpointBound(Section):
+    """What a per-patient endpoint of the challenger must reach on the test patients: min, max or both."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> EndpointBound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
 
 
 class RegistryParams(Section):
@@ -39,5 +62,14 @@ class RegistryParams(Section):
     # worst-site guard-rail: the challenger's specificity at its operating threshold on every
     # external cohort (external.cohorts, prepared under data/external) must reach this; null = off
     min_site_specificity: Probability | None = 0.9
+    # per-patient endpoints on the test patients (docs/evaluation.md#endpoints) that decide, e.g.
+    # {sensitivity_ge1: {min: 0.8}, lob: {max: 1}}; empty: none decides
+    patient_criteria: dict[PatientEndpoint, EndpointBound] = Field(default_factory=dict)
+    # per-patient endpoints the gate's table shows, challenger against champion, without deciding
+    patient_shown: list[PatientEndpoint] = Field(
+        default_factory=lambda: [
+            "sensitivity_ge1", "specificity_ge1", "kappa_ge1", "ppv_ge3", "npv_ge3", "lob"
+        ]
+    )
 
 

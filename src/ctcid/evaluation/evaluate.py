@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ctcid.clinical import cluster_bootstrap_intervals
 from ctcid.config.drift import DriftParams
 from ctcid.config.mlflow import MlflowParams
 from ctcid.config.stage import StageConfig, view
@@ -37,8 +38,9 @@ from ctcid.contracts import (
     read_manifest,
 )
 from ctcid.errors import CtcidError
-from ctcid.evaluation.baselines import evaluate_baselines
+from ctcid.evaluation.baselines import GBM, RULE, fit_gbm_baseline
 from ctcid.evaluation.drift import drift_summary, field_feature_table, fit_reference, write_reference
+from ctcid.evaluation.endpoints import Truth, assess_patients, compare_with_rule
 from ctcid.evaluation.report import (
     EvaluationReport,
     ModelEvaluation,
@@ -47,16 +49,12 @@ from ctcid.evaluation.report import (
     write_reports,
 )
 from ctcid.intensity import Levels, manifest_levels
-from ctcid.metrics import (
-    binary_metrics,
-    bootstrap_intervals,
-    patient_counts,
-    prior_shift_threshold,
-)
+from ctcid.metrics import binary_metrics, patient_counts
 from ctcid.model.predict import load_model, score_crops
 from ctcid.model.trainer import resolve_device
 from ctcid.paths import DRIFT_REFERENCE_FILE, MODEL_FILE, RUN_FILE, SPLIT_NAME, StageInputs
-from ctcid.split import Split, read_split
+from ctcid.split import Split, counting_threshold, read_split
+from ctcid.tracking import run_stamp
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +69,15 @@ class TestSet:
     samples: np.ndarray  # sample id of each detection
     true_counts: dict[str, int]
     count_source: str  # "annotations" or "labelled_cells"
+    rule: np.ndarray  # the rule's call (0/1) on every detection
 
     def test_positions(self) -> np.ndarray:
         """Position of each labelled test cell within ``detections``."""
         return pd.Index(self.detections).get_indexer(self.rows)
+
+    def truth(self) -> Truth:
+        """The test patients as the per-patient endpoints read them."""
+        return Truth(self.test_positions(), self.y_true, self.samples, self.true_counts)
 
 
 def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> TestSet:
@@ -100,6 +103,7 @@ def test_set(manifest: pd.DataFrame, split: Split, raw_dir: Path | None) -> Test
         samples=sample[detections],
         true_counts=true_counts,
         count_source="annotations" if annotated else "labelled_cells",
+        rule=manifest["rule_label"].to_numpy(dtype=np.float64)[detections],
     )
 
 
@@ -108,7 +112,7 @@ class EvaluateConfig(StageConfig):
 
     seed: int
     channels: list[str]
-    train: view(TrainParams, "backbones", "bootstrap", "device")  # type: ignore[valid-type]
+    train: view(TrainParams, "backbones", "bootstrap", "device", "target_sensitivity")  # type: ignore[valid-type]
     tune: view(TuneParams, "objective")  # type: ignore[valid-type]  # the CV figure selection reports
     drift: DriftParams
     mlflow: view(MlflowParams, "tracking_uri", "artifact_location", "experiment")  # type: ignore[valid-type]
@@ -142,7 +146,12 @@ def evaluate_models(
         evaluations[backbone], predictions[backbone] = score_backbone(
             models_dir / backbone, crops, tests, count_threshold, params, levels
         )
-    evaluations.update(score_baselines(manifest, split, tests, params.train.bootstrap, params.seed))
+    baselines, baseline_scores = score_baselines(
+        manifest, split, tests, params.train.bootstrap, params.seed, params.train.target_sensitivity
+    )
+    evaluations.update(baselines)
+    for name, scores in baseline_scores.items():
+        predictions[name] = scores
 
     summary = TestSummary(
         cells=int(tests.rows.size),
@@ -153,9 +162,8 @@ def evaluate_models(
         count_threshold=count_threshold,
     )
     drift = test_drift(params, manifest, crops, split, raw_dir, reports_dir / DRIFT_REFERENCE_FILE)
-    report = EvaluationReport(
-        select_backbone(evaluations, params.train.backbones), summary, evaluations, drift=drift
-    )
+    selected = select_backbone(evaluations, params.train.backbones)
+    report = EvaluationReport(selected, summary, evaluations, drift=drift, run=run_stamp())
     figures = write_reports(report, predictions, reports_dir)
     log_test_results(params.mlflow, evaluations, figures)
     return report
@@ -199,55 +207,57 @@ def evaluate_scores(
     run: dict[str, str] | None = None,
     cv_objective: float | None = None,
 ) -> ModelEvaluation:
-    """Metrics of any scorer's ``scores`` over ``tests.detections`` (the promotion gate's too)."""
-    y_score = scores[tests.test_positions()]
+    """Metrics of any scorer's ``scores`` over ``tests.detections`` (the promotion gate's too).
+
+    Cell intervals resample whole patients (their cells share a slide and a stain); the per-patient
+    endpoints count every detection at ``count_threshold``; every scorer but the rule is paired
+    with the rule on the same cells and patients. The rule's 0/1 calls have no AUC.
+    """
+    truth = tests.truth()
+    y_score = scores[truth.labelled]
+    is_rule = name == RULE
+    operating = binary_metrics(tests.y_true, y_score, threshold)
+    intervals = cluster_bootstrap_intervals(
+        tests.y_true, y_score, truth.cell_patients, threshold, n_boot, seed
+    )
+    if is_rule:
+        operating = replace(operating, auc=math.nan)
+        intervals = {**intervals, "auc": (math.nan, math.nan)}
     return ModelEvaluation(
         name=name,
         y_true=tests.y_true,
         y_score=y_score,
-        default=binary_metrics(tests.y_true, y_score, 0.5),
-        operating=binary_metrics(tests.y_true, y_score, threshold),
-        intervals=bootstrap_intervals(tests.y_true, y_score, threshold, n_boot, seed),
+        default=replace(binary_metrics(tests.y_true, y_score, 0.5), auc=operating.auc),
+        operating=operating,
+        intervals=intervals,
         patients=patient_counts(tests.samples, scores >= count_threshold, tests.true_counts),
         cv_auc=cv_auc,
         cv_objective=cv_objective,
         run=run,
+        endpoints=assess_patients(truth, scores, threshold, count_threshold, n_boot, seed),
+        versus_rule=None
+        if is_rule
+        else compare_with_rule(truth, scores, threshold, count_threshold, tests.rule, n_boot, seed),
+        counting_threshold=count_threshold,
     )
 
 
 def score_baselines(
-    manifest: pd.DataFrame, split: Split, tests: TestSet, n_boot: int, seed: int
-) -> dict[str, ModelEvaluation]:
-    """The rule and the feature GBM on the same test cells, at threshold 0.5."""
-    rule_calls = manifest["rule_label"].to_numpy()[tests.detections] == 1
-    evaluations = {}
-    for name, (y_true, y_score) in evaluate_baselines(manifest, split, seed).items():
-        at_half = binary_metrics(y_true, y_score, 0.5)
-        evaluations[name] = ModelEvaluation(
-            name=name,
-            y_true=y_true,
-            y_score=y_score,
-            default=at_half,
-            operating=at_half,
-            intervals=bootstrap_intervals(y_true, y_score, 0.5, n_boot, seed),
-            # the rule labels every detection; the GBM baseline only scores the labelled test cells
-            patients=patient_counts(tests.samples, rule_calls, tests.true_counts) if name == "rule" else None,
-        )
-    return evaluations
+    manifest: pd.DataFrame, split: Split, tests: TestSet, n_boot: int, seed: int, target_sensitivity: float
+) -> tuple[dict[str, ModelEvaluation], dict[str, np.ndarray]]:
+    """The rule and the feature GBM on every detection of the test samples, as the CNNs are.
 
-
-def counting_threshold(split: Split) -> float:
-    """Cut-off for counting CTCs per patient: the training population's prevalence, prior-corrected.
-
-    The operating threshold is chosen for sensitivity on balanced out-of-fold predictions; applied
-    to every detection of a patient, where CTCs are a few per cent, it over-counts by the false
-    positives of thousands of leukocytes. Counting wants the fewest errors at the real prevalence.
+    The GBM's operating threshold comes from its own out-of-fold predictions and it counts at the
+    CNNs' prior-corrected threshold (:func:`~ctcid.evaluation.baselines.fit_gbm_baseline`).
+    Returns the evaluations and each baseline's scores over the detections.
     """
-    train = split.counts.get("train", {})
-    ctc, non_ctc = int(train.get("ctc", 0)), int(train.get("non_ctc", 0))
-    if ctc == 0 or non_ctc == 0:
-        return 0.5
-    return prior_shift_threshold(ctc / (ctc + non_ctc))
+    gbm = fit_gbm_baseline(manifest, split, seed, target_sensitivity)
+    scores = {GBM: gbm.score(manifest, tests.detections), RULE: tests.rule}
+    evaluations = {
+        GBM: evaluate_scores(GBM, scores[GBM], tests, gbm.threshold, gbm.counting, n_boot, seed),
+        RULE: evaluate_scores(RULE, scores[RULE], tests, 0.5, 0.5, n_boot, seed),
+    }
+    return evaluations, scores
 
 
 def test_drift(

@@ -21,13 +21,18 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from rich.table import Table
 
+from ctcid.clinical import CUTOFFS
 from ctcid.config.mlflow import MlflowParams
+from ctcid.evaluation.baselines import GBM, RULE
+from ctcid.evaluation.endpoints import PatientAssessment, RuleComparison
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts, calibration
-from ctcid.paths import METRICS_FILE, TEST_PREDICTIONS_FILE
+from ctcid.paths import METRICS_FILE, PATIENTS_FILE, TEST_PREDICTIONS_FILE
 from ctcid.plots import (
     plot_confusion,
     plot_patient_counts,
+    plot_predictive_values,
     plot_reliability,
+    plot_review_burden,
     plot_roc,
     write_confusion_csv,
     write_roc_csv,
@@ -49,6 +54,9 @@ class ModelEvaluation:
     cv_auc: float | None = None
     cv_objective: float | None = None  # tune.objective on the out-of-fold predictions
     run: dict[str, str] | None = None
+    endpoints: PatientAssessment | None = None  # per patient, every detection counted
+    versus_rule: RuleComparison | None = None  # paired with the rule (None for the rule itself)
+    counting_threshold: float | None = None
 
     def report(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -62,14 +70,20 @@ class ModelEvaluation:
             values["cv_objective"] = self.cv_objective
         if self.patients is not None:
             values["patients"] = self.patients.as_dict()
+        if self.counting_threshold is not None:
+            values["counting_threshold"] = self.counting_threshold
+        if self.endpoints is not None:
+            values.update(self.endpoints.report())
+        if self.versus_rule is not None:
+            values["versus_rule"] = self.versus_rule.report()
         if self.probabilistic:
             values["calibration"] = calibration(self.y_true, self.y_score).as_dict()
         return values
 
     @property
     def probabilistic(self) -> bool:
-        """Scores are probabilities (the rule's are 0/1 calls: no calibration to speak of)."""
-        return self.name != "rule"
+        """Scores are probabilities (the rule's are 0/1 calls: no calibration, no ROC curve)."""
+        return self.name != RULE
 
 
 @dataclass(frozen=True)
@@ -91,9 +105,10 @@ class EvaluationReport:
     models: dict[str, ModelEvaluation]
     selected_by: str = "cv_objective"
     drift: dict[str, float] | None = None  # test fields against the training fields' reference
+    run: dict[str, str] | None = None  # commit and date (tracking.run_stamp)
 
     def to_dict(self) -> dict[str, Any]:
-        values = {
+        values: dict[str, Any] = {
             "selected": self.selected,
             "selected_by": self.selected_by,
             "test": asdict(self.test),
@@ -101,6 +116,8 @@ class EvaluationReport:
         }
         if self.drift is not None:
             values["drift"] = self.drift
+        if self.run is not None:
+            values["run"] = self.run
         return values
 
 
@@ -145,7 +162,10 @@ def write_reports(
     (reports_dir / METRICS_FILE).write_text(json.dumps(json_safe(report.to_dict()), indent=1) + "\n")
     predictions.to_csv(reports_dir / TEST_PREDICTIONS_FILE, index=False, float_format="%.6g")
     roc = plot_roc(
-        {n: (e.y_true, e.y_score) for n, e in evaluations.items()}, plots / "roc.png", title="Test ROC"
+        {n: (e.y_true, e.y_score) for n, e in evaluations.items() if e.probabilistic},
+        plots / "roc.png",
+        title="Test ROC",
+        points={n: e.operating for n, e in evaluations.items() if not e.probabilistic},
     )
     figures: dict[str, dict[str, Path]] = {}
     for name, e in evaluations.items():
@@ -164,12 +184,36 @@ def write_reports(
         plots / "reliability.png",
         title="Test calibration",
     )
+    write_patient_figures(evaluations, selected, plots)
     chosen = evaluations[selected].patients
     if chosen is not None:
         figures[selected]["patient_counts"] = plot_patient_counts(
             chosen, plots / "patient_counts.png", title=f"CTCs per test patient, {selected}"
         )
     return figures
+
+
+def write_patient_figures(evaluations: dict[str, ModelEvaluation], selected: str, plots: Path) -> None:
+    """Per-patient table of every scorer, PPV/NPV across prevalence, the review burden."""
+    tables = {n: e.endpoints.table for n, e in evaluations.items() if e.endpoints is not None}
+    if not tables:
+        return
+    first = next(iter(tables.values()))
+    patients = first[["sample", "true_count"]].copy()
+    for name, table in tables.items():
+        patients[f"count_{name}"] = table["predicted_count"].to_numpy()
+        patients[f"flagged_{name}"] = table["flagged"].to_numpy()
+    patients["detections"] = first["detections"].to_numpy()
+    patients.to_csv(plots / PATIENTS_FILE, index=False)
+    shown = [n for n in (selected, GBM, RULE) if n in tables]
+    for cutoff in CUTOFFS:
+        plot_predictive_values(
+            {n: evaluations[n].endpoints.curves for n in shown},  # type: ignore[union-attr]
+            cutoff,
+            plots / f"predictive_values_ge{cutoff}.png",
+            f"Test patients, call >= {cutoff} CTC",
+        )
+    plot_review_burden(tables, plots / "review_burden.png", "Test patients")
 
 
 def log_test_results(

@@ -5,11 +5,18 @@ The ``external_cohort`` stage (one per ``external.cohorts`` entry) writes, under
 ``manifest.parquet``, exactly as the training data's segment stage writes them), ``reports/``
 (segmentation against the truth, quarantined fields) and ``cohort.json``. The segmentation uses
 today's ``segment`` settings, the ones the trained models' crops were cut with.
+
+A simulated cohort with ``repeatability`` also gets ``repeats/``, laid out as the cohort itself
+(``raw/``, ``segment/``, ``reports/``): images 1 .. images - 1 of its first ``specimens`` samples,
+the same specimens re-imaged under new camera noise (``<name>-S0003-r2``); their image 0 is the
+cohort's own sample (:class:`RepeatImages`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctcid.config.external import ExternalParams
+from ctcid.config.external import ExternalParams, Repeatability
 from ctcid.config.segment import SegmentParams
 from ctcid.config.simulate import SimulateConfig, SimulateParams
 from ctcid.config.stage import StageConfig, view
@@ -25,15 +32,18 @@ from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.paths import (
     COHORT_RAW,
+    COHORT_REPEATS,
     COHORT_REPORTS,
     COHORT_SEGMENT,
+    CROPS_NAME,
+    MANIFEST_NAME,
     QUARANTINE_NAME,
     SEGMENTATION_FILE,
     cohort_inputs,
 )
 from ctcid.quarantine import read_quarantine
 from ctcid.raw.simulate import simulate_dataset
-from ctcid.segmentation.stage import run_segment
+from ctcid.segmentation.stage import SegmentSummary, run_segment
 
 COHORT_FILE = "cohort.json"
 
@@ -50,10 +60,44 @@ class CohortInfo:
     fields: int
     fields_quarantined: int
     cells: int
+    # repeatability: its first repeat_specimens samples imaged repeat_images times in all (0: none)
+    repeat_specimens: int = 0
+    repeat_images: int = 0
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=1) + "\n")
         return path
+
+
+# a re-image's sample name: the specimen's own, then -r<image> (ctcid.raw.simulate.image_id)
+_REIMAGE = re.compile(r"(?P<specimen>.*S\d{4,})-r(?P<image>[1-9]\d*)")
+
+
+@dataclass(frozen=True)
+class RepeatImages:
+    """A cohort's re-imaged specimens (``repeats/``), segmented as the cohort is.
+
+    Its samples are images 1 .. ``images`` - 1 of the cohort's first ``specimens`` samples
+    (``<name>-S0003-r2``); image 0 of each is the cohort's own sample (:meth:`specimen` names it).
+    """
+
+    manifest: pd.DataFrame
+    crops: np.ndarray
+    raw_dir: Path
+    quarantined: frozenset[str]  # paths of fields segment could not use
+
+    @staticmethod
+    def specimen(sample: str) -> str:
+        """The specimen a sample is an image of: ``holdout-S0003-r2`` -> ``holdout-S0003``; an
+        unsuffixed name (an original) is its own."""
+        match = _REIMAGE.fullmatch(sample)
+        return match["specimen"] if match else sample
+
+    @staticmethod
+    def image(sample: str) -> int:
+        """Which image of its specimen a sample is: 2 for ``holdout-S0003-r2``, 0 for the original."""
+        match = _REIMAGE.fullmatch(sample)
+        return int(match["image"]) if match else 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +118,28 @@ class Cohort:
     def segmentation(self) -> dict[str, float]:
         path = self.directory / COHORT_REPORTS / SEGMENTATION_FILE
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    @functools.cached_property
+    def repeats(self) -> RepeatImages | None:
+        """Its re-imaged specimens, read on first use; None when it has none (no ``repeatability``)."""
+        if not self.info.repeat_images:
+            return None
+        folder = self.directory / COHORT_REPEATS
+        segment = folder / COHORT_SEGMENT
+        if not (segment / MANIFEST_NAME).is_file():
+            raise CtcidError(
+                f"{self.directory}: cohort.json lists re-imaged specimens but {segment} holds none; "
+                f"run 'ctcid external-cohort --cohort {self.info.name}' (dvc repro) again"
+            )
+        quarantined = frozenset(
+            e.path for e in read_quarantine(folder / COHORT_REPORTS / QUARANTINE_NAME)
+        )
+        return RepeatImages(
+            read_manifest(segment / MANIFEST_NAME),
+            open_crops(segment / CROPS_NAME),
+            folder / COHORT_RAW,
+            quarantined,
+        )
 
 
 class CohortConfig(StageConfig):
@@ -111,6 +177,7 @@ def prepare_cohort(params: CohortConfig, name: str, out: Path, show_progress: bo
         raise CtcidError(f"no external cohort {name!r} in params (external.cohorts: {known})")
     cohort = params.external.cohorts[name]
     out = Path(out)
+    shutil.rmtree(out / COHORT_REPEATS, ignore_errors=True)  # none stale, whatever repeatability says
     if cohort.simulated:
         raw = out / COHORT_RAW
         shutil.rmtree(raw, ignore_errors=True)  # a smaller cohort must leave no stale samples
@@ -127,6 +194,9 @@ def prepare_cohort(params: CohortConfig, name: str, out: Path, show_progress: bo
     summary = run_segment(
         raw, out / COHORT_SEGMENT, out / COHORT_REPORTS, params.segment, params.channels, show_progress
     )
+    repeats = cohort.repeatability  # simulated cohorts only (config)
+    if repeats is not None:
+        _prepare_repeats(params, name, repeats, out / COHORT_REPEATS, show_progress)
     info = CohortInfo(
         name=name,
         description=cohort.description,
@@ -136,9 +206,30 @@ def prepare_cohort(params: CohortConfig, name: str, out: Path, show_progress: bo
         fields=summary.n_fields,
         fields_quarantined=len(summary.quarantined),
         cells=summary.n_cells,
+        repeat_specimens=repeats.specimens if repeats is not None else 0,
+        repeat_images=repeats.images if repeats is not None else 0,
     )
     info.write(out / COHORT_FILE)
     return info
+
+
+def _prepare_repeats(
+    params: CohortConfig, name: str, repeats: Repeatability, out: Path, show_progress: bool
+) -> SegmentSummary:
+    """Re-image the cohort's first ``repeats.specimens`` samples into ``out/raw`` and segment them."""
+    raw = out / COHORT_RAW
+    for image in range(1, repeats.images):
+        simulate_dataset(
+            params.simulation(name),
+            raw,
+            n_samples=repeats.specimens,
+            show_progress=show_progress,
+            prefix=sample_prefix(name),
+            image=image,
+        )
+    return run_segment(
+        raw, out / COHORT_SEGMENT, out / COHORT_REPORTS, params.segment, params.channels, show_progress
+    )
 
 
 def load_cohort(directory: Path) -> Cohort:

@@ -7,30 +7,61 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rich.table import Table
 
+from ctcid.clinical import CUTOFFS
 from ctcid.evaluation.drift import drift_summary
 from ctcid.evaluation.report import json_safe, number
+from ctcid.evaluation.tables import endpoint_sections, fmt
 from ctcid.external.assess import CohortResult
 from ctcid.external.cohort import CohortInfo
-from ctcid.external.scoring import CHAMPION_NAME, RULE
+from ctcid.external.scoring import CHAMPION_NAME, GBM, RULE
 from ctcid.external.settings import ExternalConfig
-from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE
-from ctcid.plots import plot_bland_altman, plot_drift_scores, plot_reliability
+from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE, PATIENTS_FILE
+from ctcid.plots import (
+    plot_bland_altman,
+    plot_drift_scores,
+    plot_predictive_values,
+    plot_reliability,
+    plot_review_burden,
+)
 from ctcid.registry.gallery import draw_rows
 
 
-def write_reports(results: Sequence[CohortResult], reports_dir: Path, params: ExternalConfig) -> Path:
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a set of cohorts' reports go: the external stage's, or the audit's (sealed cohorts)."""
+
+    title: str
+    json_name: str
+    summary_name: str
+    folder: str  # <reports>/<folder>/<cohort>/: tables and figures
+
+
+EXTERNAL_REPORTS = ReportFiles("External validation", EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE, "external")
+
+
+def write_reports(
+    results: Sequence[CohortResult],
+    reports_dir: Path,
+    params: ExternalConfig,
+    files: ReportFiles = EXTERNAL_REPORTS,
+    stamp: dict[str, str] | None = None,
+) -> Path:
     """Every cohort's tables and figures, the metrics file and the plain-words summary."""
-    values = {"cohorts": {r.name: cohort_report(r) for r in results}}
+    values: dict[str, Any] = {"cohorts": {r.name: cohort_report(r) for r in results}}
+    if stamp:
+        values["run"] = stamp
     for result in results:
-        write_cohort_files(result, reports_dir / "external" / result.name, params)
-    (reports_dir / EXTERNAL_SUMMARY_FILE).write_text(summary_markdown(results, values))
-    return write_json(reports_dir / EXTERNAL_FILE, json_safe(values))
+        write_cohort_files(result, reports_dir / files.folder / result.name, params)
+    (reports_dir / files.summary_name).write_text(summary_markdown(results, values, files))
+    return write_json(reports_dir / files.json_name, json_safe(values))
 
 
 def cohort_table(result: CohortResult) -> Table:
@@ -106,6 +137,7 @@ def write_cohort_files(result: CohortResult, out: Path, params: ExternalConfig) 
         patients = result.assessments.get(name)
         if patients is not None and patients.patients is not None:
             plot_bland_altman(patients.patients, out / f"bland_altman_{name}.png", f"{result.name}, {name}")
+    write_patient_files(result, out)
     curves = {n: a.calibration for n, a in result.assessments.items() if a.calibration is not None}
     if curves:
         plot_reliability(curves, out / "reliability.png", f"{result.name}: calibration")
@@ -114,6 +146,23 @@ def write_cohort_files(result: CohortResult, out: Path, params: ExternalConfig) 
     )
     if CHAMPION_NAME in result.assessments:
         draw_review_gallery(result, out / "gallery.png", params)
+
+
+def write_patient_files(result: CohortResult, out: Path) -> None:
+    """PPV/NPV across prevalence at each cut-off, the review burden, every scorer's patients."""
+    endpoints = {n: a.endpoints for n, a in result.assessments.items() if a.endpoints is not None}
+    if not endpoints:
+        return
+    tables = []
+    for name, assessment in endpoints.items():
+        tables.append(assessment.table.assign(model=name))
+    pd.concat(tables, ignore_index=True).to_csv(out / PATIENTS_FILE, index=False)
+    shown = {n: endpoints[n].curves for n in (CHAMPION_NAME, GBM, RULE) if n in endpoints}
+    for cutoff in CUTOFFS:
+        plot_predictive_values(
+            shown, cutoff, out / f"predictive_values_ge{cutoff}.png", f"{result.name}, call >= {cutoff} CTC"
+        )
+    plot_review_burden({n: e.table for n, e in endpoints.items()}, out / "review_burden.png", result.name)
 
 
 def review_rows(result: CohortResult) -> dict[str, np.ndarray]:
@@ -151,95 +200,57 @@ def draw_review_gallery(result: CohortResult, path: Path, params: ExternalConfig
     )
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _ci(values: dict[str, Any], key: str, name: str, digits: int = 3) -> str:
-    point = values.get(key.split("_ci95")[0], {}).get(name)
-    interval = values.get(key, {}).get(name)
-    if interval is None:
-        return _fmt(point, digits)
-    return f"{_fmt(point, digits)} [{_fmt(interval['low'], digits)}, {_fmt(interval['high'], digits)}]"
-
-
-_HEADER = (
-    "| model | AUC | sensitivity | specificity | patient MAE | CCC | bias [LoA] "
-    "| >=1 correct | >=5 correct | Brier | ECE |"
-)
-
-
-def _model_row(model: dict[str, Any]) -> str:
-    patients, calib = model.get("patients", {}), model.get("calibration", {})
-    low, high = _fmt(patients.get("loa_low"), 1), _fmt(patients.get("loa_high"), 1)
-    loa = f"{_fmt(patients.get('bias'), 2)} [{low}, {high}]"
-    cells = [
-        model["label"],
-        _ci(model, "cells_ci95", "auc"),
-        _ci(model, "cells_ci95", "sensitivity"),
-        _ci(model, "cells_ci95", "specificity"),
-        _ci(model, "patients_ci95", "mae", 2),
-        _ci(model, "patients_ci95", "ccc"),
-        loa,
-        _ci(model, "patients_ci95", "agreement_ge1", 2),
-        _ci(model, "patients_ci95", "agreement_ge5", 2),
-        _fmt(calib.get("brier")),
-        _fmt(calib.get("ece")),
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
 def _drift_lines(cohort: dict[str, Any]) -> list[str]:
     drift, fields = cohort["drift"], cohort["drift"]["fields"]
     lines = [
         f"Drift: {int(fields['fields_flagged'])} of {int(fields['fields'])} fields flagged "
-        f"({_fmt(fields['share_flagged'])}; {int(fields['fields_flagged_imaging'])} for their imaging, "
+        f"({fmt(fields['share_flagged'])}; {int(fields['fields_flagged_imaging'])} for their imaging, "
         f"{int(fields['fields_flagged_cells'])} for their cells), "
         f"{drift['samples_flagged']} of {drift['samples']} patients; "
-        f"median field score {_fmt(fields['median_score'], 2)}, threshold {_fmt(drift['threshold'], 2)}."
+        f"median field score {fmt(fields['median_score'], 2)}, threshold {fmt(drift['threshold'], 2)}."
     ]
     if "champion_mae_flagged" in drift:
         lines.append(
-            f"Champion count MAE on flagged patients {_fmt(drift['champion_mae_flagged'], 2)}, "
-            f"on the others {_fmt(drift['champion_mae_unflagged'], 2)}."
+            f"Champion count MAE on flagged patients {fmt(drift['champion_mae_flagged'], 2)}, "
+            f"on the others {fmt(drift['champion_mae_unflagged'], 2)}."
         )
     prevalence = cohort["models"].get(CHAMPION_NAME, {}).get("prevalence")
     if prevalence:
         biases = ", ".join(
-            f"{_fmt(v, 1)} at {k.rsplit('_', 1)[-1]}"
+            f"{fmt(v, 1)} at {k.rsplit('_', 1)[-1]}"
             for k, v in prevalence.items()
             if k.startswith("bias_per_1000")
         )
         lines.append(
             "Champion's counting threshold is unbiased at a CTC prevalence of "
-            f"{_fmt(prevalence['break_even'])}; expected extra counts per 1000 cells by prevalence: {biases}."
+            f"{fmt(prevalence['break_even'])}; expected extra counts per 1000 cells by prevalence: {biases}."
         )
     return lines
 
 
-def summary_markdown(results: Sequence[CohortResult], values: dict[str, Any]) -> str:
-    """``reports/external.md``: one section per cohort, tables a lab can read."""
-    lines = ["# External validation", ""]
+def summary_markdown(
+    results: Sequence[CohortResult], values: dict[str, Any], files: ReportFiles = EXTERNAL_REPORTS
+) -> str:
+    """``reports/external.md`` (or ``audit.md``): one section per cohort, tables a lab can read."""
+    lines = [f"# {files.title}", ""]
+    run = values.get("run")
+    if run:
+        lines += [f"Run: commit {run.get('commit', '?')}, {run.get('date', '?')}.", ""]
     for result in results:
         cohort = values["cohorts"][result.name]
-        segmentation = ", ".join(f"{k} {_fmt(v)}" for k, v in cohort["segmentation"].items())
+        segmentation = ", ".join(f"{k} {fmt(v)}" for k, v in cohort["segmentation"].items())
         lines += [
             f"## {result.name}: {cohort['description']}",
             "",
             f"{cohort['samples']} patients, {cohort['fields']} fields "
             f"({cohort['fields_quarantined']} quarantined), {cohort['detections']} detections, "
-            f"{cohort['labelled']} labelled ({cohort['ctc']} CTC, prevalence {_fmt(cohort['prevalence'])}). "
+            f"{cohort['labelled']} labelled ({cohort['ctc']} CTC, prevalence {fmt(cohort['prevalence'])}). "
             f"Segmentation: {segmentation}.",
             "",
-            _HEADER,
-            "|---" * 11 + "|",
-            *(_model_row(model) for model in cohort["models"].values()),
-            "",
+            *endpoint_sections(cohort["models"]),
             *_drift_lines(cohort),
             "",
-            f"Figures and tables: reports/external/{result.name}/",
+            f"Figures and tables: reports/{files.folder}/{result.name}/",
             "",
         ]
     return "\n".join(lines)

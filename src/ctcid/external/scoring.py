@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ctcid.contracts import ANNOTATIONS_FILE, CTC_LABEL, read_annotations
+from ctcid.evaluation.baselines import GBM, RULE, GbmBaseline
 from ctcid.external.settings import ExternalConfig
 from ctcid.intensity import Levels, model_input
 from ctcid.model.predict import load_model, score_crops
@@ -24,7 +25,6 @@ from ctcid.registry.pyfunc import file_sha256
 from ctcid.registry_client import CHAMPION, RegistryClient
 from ctcid.serving.served import ServedModel
 
-RULE = "rule"
 CHAMPION_NAME = CHAMPION  # the champion's scorer, named after its alias
 _CHUNK = 2048  # crops per pyfunc call: bounds memory
 
@@ -38,10 +38,20 @@ class Scorer:
     scores: np.ndarray
     operating: float  # the sensitive call for review
     counting: float  # cells at or above it are counted per patient
+    repeat_scores: np.ndarray | None = None  # over the re-imaged specimens' detections, if any
 
     @property
     def probabilistic(self) -> bool:
         return self.name != RULE
+
+
+@dataclass(frozen=True)
+class Images:
+    """Detections to score: a manifest, its crops and every row's field levels."""
+
+    manifest: pd.DataFrame
+    crops: np.ndarray
+    levels: Levels
 
 
 def served_champion(params: ExternalConfig) -> ServedModel | None:
@@ -56,7 +66,11 @@ def served_champion(params: ExternalConfig) -> ServedModel | None:
 
 
 def backbone_scorers(
-    params: ExternalConfig, models_dir: Path, crops: np.ndarray, levels: Levels, count_threshold: float
+    params: ExternalConfig,
+    models_dir: Path,
+    images: Images,
+    count_threshold: float,
+    repeats: Images | None = None,
 ) -> dict[str, Scorer]:
     """Each trained backbone of ``train.backbones`` found under ``models_dir``."""
     device = resolve_device(params.train.device)
@@ -66,8 +80,18 @@ def backbone_scorers(
         if not path.is_file():
             continue
         loaded = load_model(path, device)
-        scores = score_crops(loaded, crops, levels=levels).astype(np.float64)
-        scorers[backbone] = Scorer(backbone, backbone, scores, loaded.info.threshold, count_threshold)
+
+        def score(part: Images, loaded=loaded) -> np.ndarray:
+            return score_crops(loaded, part.crops, levels=part.levels).astype(np.float64)
+
+        scorers[backbone] = Scorer(
+            backbone,
+            backbone,
+            score(images),
+            loaded.info.threshold,
+            count_threshold,
+            None if repeats is None else score(repeats),
+        )
     return scorers
 
 
@@ -75,33 +99,51 @@ def champion_scorer(
     params: ExternalConfig,
     served: ServedModel,
     models_dir: Path,
-    crops: np.ndarray,
-    levels: Levels,
+    images: Images,
     scored: dict[str, Scorer],
+    repeats: Images | None = None,
 ) -> Scorer:
     """The champion's scores: a trained backbone's when the model file is the same, else the registry's."""
     label = f"champion ({served.label}, {served.backbone})"
+    thresholds = (served.operating_threshold, served.counting_threshold)
     for backbone, scorer in scored.items():
         path = models_dir / backbone / MODEL_FILE
         if path.is_file() and file_sha256(path) == served.model_sha256:
-            return Scorer(
-                CHAMPION_NAME, label, scorer.scores, served.operating_threshold, served.counting_threshold
-            )
+            return Scorer(CHAMPION_NAME, label, scorer.scores, *thresholds, scorer.repeat_scores)
     registry = RegistryClient(params.mlflow)
-    version = registry.version(served.version)
-    model = registry.load(version)
-    parts = []
-    for start in range(0, len(crops), _CHUNK):
-        rows = np.arange(start, min(start + _CHUNK, len(crops)))
-        batch = model_input(crops[rows], levels.rows(rows), served.standardise)
-        parts.append(model.predict(batch)["ctc_probability"].to_numpy())
-    scores = np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
-    return Scorer(CHAMPION_NAME, label, scores, served.operating_threshold, served.counting_threshold)
+    model = registry.load(registry.version(served.version))
+
+    def score(part: Images) -> np.ndarray:
+        parts = []
+        for start in range(0, len(part.crops), _CHUNK):
+            rows = np.arange(start, min(start + _CHUNK, len(part.crops)))
+            batch = model_input(part.crops[rows], part.levels.rows(rows), served.standardise)
+            parts.append(model.predict(batch)["ctc_probability"].to_numpy())
+        return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+
+    return Scorer(
+        CHAMPION_NAME, label, score(images), *thresholds, None if repeats is None else score(repeats)
+    )
 
 
-def rule_scorer(manifest: pd.DataFrame) -> Scorer:
-    calls = manifest["rule_label"].to_numpy(dtype=np.float64)
-    return Scorer(RULE, "rule (CD45- and CEP8 >= 3)", calls, 0.5, 0.5)
+def gbm_scorer(gbm: GbmBaseline, images: Images, repeats: Images | None = None) -> Scorer:
+    """The feature GBM at its out-of-fold operating threshold, counting as the CNNs count."""
+    return Scorer(
+        GBM,
+        "gradient boosting (features)",
+        gbm.score(images.manifest),
+        gbm.threshold,
+        gbm.counting,
+        None if repeats is None else gbm.score(repeats.manifest),
+    )
+
+
+def rule_scorer(manifest: pd.DataFrame, repeats: pd.DataFrame | None = None) -> Scorer:
+    def calls(table: pd.DataFrame) -> np.ndarray:
+        return table["rule_label"].to_numpy(dtype=np.float64)
+
+    repeat_calls = None if repeats is None else calls(repeats)
+    return Scorer(RULE, "rule (CD45- and CEP8 >= 3)", calls(manifest), 0.5, 0.5, repeat_calls)
 
 
 def true_counts(raw_dir: Path, samples: list[str], usable: set[tuple[str, str]]) -> dict[str, int] | None:

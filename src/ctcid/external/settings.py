@@ -9,10 +9,13 @@ from ctcid.config.train import TrainParams
 
 
 class ExternalConfig(StageConfig):
-    """The external stage: the cohorts and how to report them, which models to score on them."""
+    """The external stage: the cohorts and how to report them, which models to score on them.
+
+    ``train.target_sensitivity`` sets the GBM baseline's out-of-fold operating threshold.
+    """
 
     seed: int
     channels: list[str]
-    train: view(TrainParams, "backbones", "device")  # type: ignore[valid-type]
+    train: view(TrainParams, "backbones", "device", "target_sensitivity")  # type: ignore[valid-type]
     external: ExternalParams
     mlflow: MlflowParams  # the champion: <model_name>@champion

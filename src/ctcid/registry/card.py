@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ctcid.evaluation.tables import cutoff_table, patient_table, review_table
 from ctcid.paths import REPORTS_DIR, SEGMENTATION_FILE
 from ctcid.registry.metadata import CELL_METRICS, VersionFacts
 
@@ -52,8 +53,8 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
         "",
         f"Held-out test set: {test.get('cells')} labelled cells ({test.get('ctc')} CTC) from "
         f"{test.get('samples')} patients never seen in training. The CNN at its operating threshold,",
-        "the rule (CD45-negative and 3 or more CEP8 spots) as segmentation measures it; 95 % bootstrap",
-        "intervals in brackets.",
+        "the rule (CD45-negative and 3 or more CEP8 spots) as segmentation measures it (its 0/1 calls",
+        "have no AUC); 95 % intervals, resampling whole patients, in brackets.",
         "",
         f"| metric | {facts.backbone} | rule |",
         "|---|---|---|",
@@ -67,23 +68,21 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
         "the out-of-fold predictions of every training cell, pooled, or the worst fold for "
         f"worst_fold_specificity): {cv or 'not recorded'}.",
         "",
-        "## Per-patient counting",
+        "## Per-patient endpoints",
         "",
         f"CTCs counted per test patient over every detection, against the true count "
-        f"(from {test.get('count_source', 'annotations')}).",
+        f"(from {test.get('count_source', 'annotations')}); 95 % intervals resample patients. A lab",
+        "calls a patient positive at a cut-off (>= 1, 3 or 5 CTCs per sample): sensitivity,",
+        "specificity, PPV, NPV and Cohen's kappa of that call; limit of blank (CLSI EP17: the 95th",
+        "percentile of counts in CTC-free patients); Passing-Bablok and Bland-Altman (CLSI EP09); the",
+        "count error paired with the rule's on the same patients (docs/evaluation.md#endpoints).",
         "",
-        f"| | {facts.backbone} | rule |",
-        "|---|---|---|",
     ]
-    for name, label in (
-        ("mae", "mean absolute error"),
-        ("bias", "bias (predicted - true)"),
-        ("spearman", "Spearman rho"),
-        ("agreement_ge1", "agreement on 'any CTC'"),
-        ("agreement_ge5", "agreement on '5 or more'"),
-    ):
-        ours, rule = facts.metrics.get("patients", {}), facts.rule.get("patients", {})
-        lines.append(f"| {label} | {_num(ours.get(name))} | {_num(rule.get(name))} |")
+    models = {facts.backbone: facts.metrics, "rule": facts.rule}
+    lines += patient_table(models)
+    for cutoff in (1, 3, 5):
+        lines += ["", *cutoff_table(models, cutoff)]
+    lines += ["", "Review burden (candidates a reviewer confirms per patient):", "", *review_table(models)]
     lines += [
         "",
         "## Known limitations and failure cases",

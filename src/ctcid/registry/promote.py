@@ -203,7 +203,7 @@ def _probes(params: PromoteConfig, crops: np.ndarray, cells: pd.DataFrame) -> di
 def _guarded_cohorts(params: PromoteConfig) -> list[str]:
     if params.registry.min_site_specificity is None:
         return []
-    return [name for name, cohort in params.external.cohorts.items() if cohort.guard]
+    return [name for name, cohort in params.external.cohorts.items() if cohort.guarded]
 
 
 def _site(name: str, params: PromoteConfig, external_dir: Path) -> SiteCells | str:
@@ -408,9 +408,48 @@ def judge(
             label += f" (reported: {'pass' if passed else 'fail' if passed is False else 'undecided'})"
             passed = None
         criteria.append(Criterion(label, numbers, theirs_text, passed))
+    criteria += _patient_criteria(policy, mine, other)
     criteria += _site_criteria(policy.min_site_specificity, ours, theirs)
     if rolled_back:
         criteria.append(Criterion("not rolled back before", "rolled back", None, False))
+    return criteria
+
+
+def _patient_criteria(
+    policy: RegistryParams, mine: ModelEvaluation, other: ModelEvaluation | None
+) -> list[Criterion]:
+    """Per-patient endpoints on the test patients: ``patient_criteria`` decide, ``patient_shown`` inform.
+
+    The first line pairs the challenger's count error with the rule's on the same patients.
+    """
+
+    def endpoint(evaluation: ModelEvaluation | None, name: str) -> float | None:
+        if evaluation is None or evaluation.endpoints is None:
+            return None
+        return evaluation.endpoints.values.get(name)
+
+    criteria = []
+    if mine.versus_rule is not None:
+        mae = mine.versus_rule.mae
+        text = f"{mae.difference:+.2f} [{mae.low:+.2f}, {mae.high:+.2f}], p {mae.p_value:.3f}"
+        theirs = None
+        if other is not None and other.versus_rule is not None:
+            theirs = f"{other.versus_rule.mae.difference:+.2f}"
+        criteria.append(Criterion("patients: count MAE - rule's", text, theirs, None))
+    for name, bound in policy.patient_criteria.items():
+        value = endpoint(mine, name)
+        parts, passed = [], True
+        if bound.min is not None:
+            parts.append(f">= {bound.min:g}")
+            passed = passed and _at_least(value, bound.min)
+        if bound.max is not None:
+            parts.append(f"<= {bound.max:g}")
+            passed = passed and _at_least(None if value is None else -value, -bound.max)
+        label = f"patients: {name} {' and '.join(parts)}"
+        criteria.append(Criterion(label, value, endpoint(other, name), passed))
+    for name in policy.patient_shown:
+        if name not in policy.patient_criteria:
+            criteria.append(Criterion(f"patients: {name}", endpoint(mine, name), endpoint(other, name), None))
     return criteria
 
 

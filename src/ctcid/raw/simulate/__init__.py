@@ -6,6 +6,8 @@ its own prefix, ``same_site-S0000``). Sample ``k`` draws all its randomness from
 ``SeedSequence(seed, spawn_key=(k,))``, so its files are byte-identical whatever batch it is made in
 and however many workers share the work. With ``simulate.sites > 1`` sample ``k`` is imaged at site
 ``k % sites`` (:mod:`ctcid.raw.simulate.sites`); ``<out>/sites.csv`` records every sample's site.
+A re-image of sample ``k``'s specimen (``image`` r >= 1, named ``S<k:04d>-r<r>``) draws its camera
+noise from ``SeedSequence(seed, spawn_key=(k, r))`` and everything else as the original.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from ctcid.raw.sites import read_sites, write_sites
 __all__ = [
     "FieldSummary",
     "SampleSummary",
+    "image_id",
+    "image_rng",
     "label_for",
     "sample_id",
     "sample_rng",
@@ -87,18 +91,38 @@ def _clear_sample_dir(directory: Path) -> None:
                 path.unlink()
 
 
-def simulate_sample(number: int, params: SimulateConfig, out: Path, prefix: str = "") -> SampleSummary:
+def image_rng(seed: int, number: int, image: int) -> np.random.Generator:
+    """The camera's generator of image ``image`` >= 1 of sample ``number`` (a re-image of its specimen)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(number, image)))
+
+
+def image_id(number: int, prefix: str = "", image: int = 0) -> str:
+    """Sample ``number``'s name in image ``image``: ``S0003`` for the original, ``S0003-r2`` re-imaged."""
+    return sample_id(number, prefix) + (f"-r{image}" if image else "")
+
+
+def simulate_sample(
+    number: int, params: SimulateConfig, out: Path, prefix: str = "", image: int = 0
+) -> SampleSummary:
     """Simulate and write every field of sample ``number``, with its annotations, as ``<prefix>S<number>``.
 
     At a site other than 0 the specimen is drawn with site 0's biology (its stains rescaled) and
     imaged with the site's optics (:mod:`ctcid.raw.simulate.sites`); all randomness still comes
     from the sample's generator.
+
+    ``image`` >= 1 images the same specimen again, as ``<prefix>S<number>-r<image>``: the same cells,
+    placement, speckles, haze and microscope (exposure, background, illumination, blur, channel
+    shifts), with the camera's noise drawn from a generator of its own (:func:`image_rng`); the
+    annotations are the original's but for the sample's name. Image 0 is the original.
     """
+    if image < 0:
+        raise CtcidError(f"image {image}: use 0 (the original) or a re-image number >= 1")
     site = site_number(number, params.simulate.sites)
     imaging = site_params(params.simulate, params.seed, site)
     p = specimen_params(params.simulate, imaging)
     rng = sample_rng(params.seed, number)
-    sample = sample_id(number, prefix)
+    camera = image_rng(params.seed, number, image) if image else None
+    sample = image_id(number, prefix, image)
     cohort = draw_cohort(p, rng)
     microscope = Microscope.draw(imaging, rng)
     directory = out / sample
@@ -145,8 +169,12 @@ def simulate_sample(number: int, params: SimulateConfig, out: Path, prefix: str 
         if haze is not None:
             specimen += haze
         draw_speckles(specimen, nuclei, p, rng)
-        image = microscope.acquire(specimen, imaging, rng)
-        write_field(directory / f"{field}.tif", image[order], params.channels)
+        light = microscope.expose(specimen, imaging)
+        # the sample's generator moves on exactly as for the original, so later fields hold its cells
+        pixels = microscope.camera(light, imaging, rng)
+        if camera is not None:
+            pixels = microscope.camera(light, imaging, camera)
+        write_field(directory / f"{field}.tif", pixels[order], params.channels)
         summaries.append(FieldSummary(field, len(cells), sum(c.label == CTC_LABEL for c in cells)))
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -175,6 +203,7 @@ def simulate_dataset(
     workers: int | None = None,
     show_progress: bool = True,
     prefix: str = "",
+    image: int = 0,
 ) -> list[SampleSummary]:
     """Simulate samples ``first_sample .. first_sample + n_samples - 1`` into ``out``, in parallel.
 
@@ -182,6 +211,8 @@ def simulate_dataset(
     cohort its own (:func:`ctcid.external.cohort.sample_prefix`), so that no two cohorts share a
     patient's name. The prefix changes the names (folders, the annotations' ``sample``, sites.csv)
     and nothing else: sample ``k``'s pixels and cells are the same with any prefix.
+    ``image`` >= 1 re-images each sample's specimen under new camera noise, as
+    ``<prefix>S<k:04d>-r<image>`` (:func:`simulate_sample`); 0, the default, is the original.
     Also writes ``<out>/sites.csv``: the site of every sample made here, plus the rows an earlier
     file lists for other samples (a later batch appends to it), and records the settings they were
     drawn with in ``<out>/simulation.json`` (:mod:`ctcid.raw.provenance`).
@@ -190,13 +221,15 @@ def simulate_dataset(
         raise CtcidError(
             f"sample name prefix {prefix!r}: use letters, digits, '_' and '-' (it names folders)"
         )
+    if image < 0:
+        raise CtcidError(f"image {image}: use 0 (the original) or a re-image number >= 1")
     params = SimulateConfig.project(params)  # only its keys, whatever the caller holds
     out = Path(out)
     count = params.simulate.n_samples if n_samples is None else n_samples
     numbers = list(range(first_sample, first_sample + count))
     known = read_sites(out)  # read first: a broken file fails before the work, not after
     record = Record.read(out)
-    task = functools.partial(simulate_sample, params=params, out=out, prefix=prefix)
+    task = functools.partial(simulate_sample, params=params, out=out, prefix=prefix, image=image)
     n_workers = params.simulate.workers if workers is None else workers
     # parallelism is across samples; OpenCV's own threads would only contend
     with opencv_threads(1):

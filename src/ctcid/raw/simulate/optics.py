@@ -64,6 +64,14 @@ class Microscope:
 
     def acquire(self, specimen: np.ndarray, p: SimulateParams, rng: np.random.Generator) -> np.ndarray:
         """Image a 3 x H x W specimen (DAPI, CEP8, CD45 counts) into a uint16 stack, same order."""
+        return self.camera(self.expose(specimen, p), p, rng)
+
+    def expose(self, specimen: np.ndarray, p: SimulateParams) -> np.ndarray:
+        """The light reaching the camera from a 3 x H x W specimen: everything but the camera's noise.
+
+        It draws no random number: imaging the same specimen again with this microscope differs
+        only in :meth:`camera`'s draws.
+        """
         light = specimen.copy()
         # emission tails leak into the next filter set towards the red
         light[CEP8] += p.bleed_through * specimen[DAPI]
@@ -87,10 +95,11 @@ class Microscope:
                     flags=cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REFLECT,
                 )
-        return self._camera(light, p, rng)
+        return light
 
     @staticmethod
-    def _camera(light: np.ndarray, p: SimulateParams, rng: np.random.Generator) -> np.ndarray:
+    def camera(light: np.ndarray, p: SimulateParams, rng: np.random.Generator) -> np.ndarray:
+        """The camera: shot noise, read noise, offset and clipping; every random draw of imaging."""
         electrons = rng.poisson(np.maximum(light, 0.0) / p.gain)
         counts = electrons * p.gain + p.camera_offset
         counts += rng.normal(0.0, p.read_noise, counts.shape) if p.read_noise > 0 else 0.0

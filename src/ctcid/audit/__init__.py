@@ -1,0 +1,1 @@
+"""The audit step: the sealed cohorts, scored once, by an explicit step no decision reads."""
