@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--root", type=Path, default=Path("."), help="the project (default: here)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the run's project (default: here)")
+    parser.add_argument(
+        "--docs", type=Path, default=Path("."), help="where README.md and docs/ are (default: here)"
+    )
     parser.add_argument(
         "--write", action="store_true", help="replace the blocks in README.md and docs/results.md"
     )
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         block = render(args.root)
         if args.write:
             for target in TARGETS:
-                path = args.root / target
+                path = args.docs / target
                 path.write_text(replace_block(path.read_text(), block, path))
                 print(f"written: {path}", file=sys.stderr)
         else:

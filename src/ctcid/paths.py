@@ -32,6 +32,7 @@ EXTERNAL_FILE = "external.json"
 EXTERNAL_SUMMARY_FILE = "external.md"
 AUDIT_FILE = "audit.json"  # the sealed cohorts, scored only by 'ctcid audit'
 AUDIT_SUMMARY_FILE = "audit.md"
+PREDICTIVE_VALUES_FILE = "predictive_values.csv"  # PPV and NPV per cut-off across prevalence, each scorer
 PATIENTS_FILE = "patients.csv"  # per patient: true count, each scorer's count and flagged candidates
 # inside one prepared external cohort, data/external/<name>/ (ctcid external-cohort)
 COHORT_RAW = "raw"  # simulated cohorts only

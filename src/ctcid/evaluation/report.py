@@ -26,7 +26,7 @@ from ctcid.config.mlflow import MlflowParams
 from ctcid.evaluation.baselines import GBM, RULE
 from ctcid.evaluation.endpoints import PatientAssessment, RuleComparison
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts, calibration
-from ctcid.paths import METRICS_FILE, PATIENTS_FILE, TEST_PREDICTIONS_FILE
+from ctcid.paths import METRICS_FILE, PATIENTS_FILE, PREDICTIVE_VALUES_FILE, TEST_PREDICTIONS_FILE
 from ctcid.plots import (
     plot_confusion,
     plot_patient_counts,
@@ -127,22 +127,34 @@ def number(value: float | None) -> str:
 
 
 def results_table(report: EvaluationReport, reports_dir: Path) -> Table:
-    """Every model on the test set at its operating threshold; the selected one is starred."""
+    """Every model on the test set at its operating threshold; the selected one is starred.
+
+    The per-patient columns: count MAE, its difference to the rule's on the same patients (< 0:
+    counts better), and the call ">= 1 CTC" (sensitivity / specificity over patients).
+    """
     test = report.test
-    table = Table(title=f"test set ({test.cells} cells, {test.ctc} CTC) -> {reports_dir}")
-    for column in ("model", "CV AUC", "AUC", "sens", "spec", "F1", "threshold", "patient MAE"):
+    title = f"test set ({test.cells} cells, {test.ctc} CTC, {test.samples} patients) -> {reports_dir}"
+    table = Table(title=title)
+    columns = (
+        "model", "CV AUC", "AUC", "sens", "spec", "threshold", "MAE", "MAE - rule", ">=1 sens", ">=1 spec"
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, evaluation in report.models.items():
         operating = evaluation.operating
+        values = evaluation.endpoints.values if evaluation.endpoints is not None else {}
+        versus = evaluation.versus_rule
         table.add_row(
             f"{name} *" if name == report.selected else name,
             number(evaluation.cv_auc),
             number(operating.auc),
             number(operating.sensitivity),
             number(operating.specificity),
-            number(operating.f1),
             number(operating.threshold),
             number(evaluation.patients.mae if evaluation.patients is not None else None),
+            number(versus.mae.difference if versus is not None else None),
+            number(values.get("sensitivity_ge1")),
+            number(values.get("specificity_ge1")),
         )
     return table
 
@@ -205,6 +217,9 @@ def write_patient_figures(evaluations: dict[str, ModelEvaluation], selected: str
         patients[f"flagged_{name}"] = table["flagged"].to_numpy()
     patients["detections"] = first["detections"].to_numpy()
     patients.to_csv(plots / PATIENTS_FILE, index=False)
+    curves = [e.endpoints.curves.assign(model=n) for n, e in evaluations.items() if e.endpoints is not None]
+    table = pd.concat(curves, ignore_index=True)
+    table.to_csv(plots / PREDICTIVE_VALUES_FILE, index=False, float_format="%.4g")
     shown = [n for n in (selected, GBM, RULE) if n in tables]
     for cutoff in CUTOFFS:
         plot_predictive_values(

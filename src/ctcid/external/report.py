@@ -23,7 +23,7 @@ from ctcid.external.assess import CohortResult
 from ctcid.external.cohort import CohortInfo
 from ctcid.external.scoring import CHAMPION_NAME, GBM, RULE
 from ctcid.external.settings import ExternalConfig
-from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE, PATIENTS_FILE
+from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE, PATIENTS_FILE, PREDICTIVE_VALUES_FILE
 from ctcid.plots import (
     plot_bland_altman,
     plot_drift_scores,
@@ -157,6 +157,9 @@ def write_patient_files(result: CohortResult, out: Path) -> None:
     for name, assessment in endpoints.items():
         tables.append(assessment.table.assign(model=name))
     pd.concat(tables, ignore_index=True).to_csv(out / PATIENTS_FILE, index=False)
+    curves = [e.curves.assign(model=n) for n, e in endpoints.items()]
+    table = pd.concat(curves, ignore_index=True)
+    table.to_csv(out / PREDICTIVE_VALUES_FILE, index=False, float_format="%.4g")
     shown = {n: endpoints[n].curves for n in (CHAMPION_NAME, GBM, RULE) if n in endpoints}
     for cutoff in CUTOFFS:
         plot_predictive_values(
