@@ -52,8 +52,10 @@ Outputs:
   reports/                   metrics, plots, segmentation overlay, data docs (reports/data_docs/index.html)
   models/<backbone>/         trained models
   reports/model_card.md      the registered version's model card; reports/promotion.json: the gate's decision
-  reports/external.md        the champion, every backbone and the rule on cohorts never trained on: per-patient
-                             agreement, calibration, drift (docs/external.md; figures in reports/external/)
+  reports/external.md        the champion, every backbone, the GBM and the rule on cohorts never trained on:
+                             per-patient endpoints, calibration, drift (docs/external.md; figures in reports/external/)
+  reports/audit.md           the sealed cohort, read by no decision: the clean per-patient estimate
+                             (docs/evaluation.md#what-each-cohort-may-influence)
 
 Registry:    .venv/bin/ctcid models     (promote: ctcid promote; undo: ctcid rollback; docs/registry.md)
 MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000;

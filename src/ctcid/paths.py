@@ -33,7 +33,8 @@ EXTERNAL_SUMMARY_FILE = "external.md"
 AUDIT_FILE = "audit.json"  # the sealed cohorts, scored only by 'ctcid audit'
 AUDIT_SUMMARY_FILE = "audit.md"
 PREDICTIVE_VALUES_FILE = "predictive_values.csv"  # PPV and NPV per cut-off across prevalence, each scorer
-PATIENTS_FILE = "patients.csv"  # per patient: true count, each scorer's count and flagged candidates
+# per patient: the true count, each scorer's count and its candidates flagged for review
+PATIENT_COUNTS_FILE = "patient_counts.csv"
 # inside one prepared external cohort, data/external/<name>/ (ctcid external-cohort)
 COHORT_RAW = "raw"  # simulated cohorts only
 COHORT_SEGMENT = "segment"

@@ -1,14 +1,15 @@
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from ctcid.config.params import Params
 from ctcid.config.split import SplitParams
 from ctcid.contracts import FEATURE_COLUMNS
 from ctcid.errors import CtcidError
-from ctcid.evaluation.baselines import evaluate_baselines
-from ctcid.metrics import binary_metrics
-from ctcid.split import make_split
+from ctcid.evaluation.baselines import evaluate_baselines, feature_matrix, fit_gbm, fit_gbm_baseline
+from ctcid.metrics import binary_metrics, threshold_for_sensitivity
+from ctcid.split import Split, counting_threshold, make_split
 from factory import make_manifest
 
 
@@ -80,3 +81,114 @@ def test_split_from_another_manifest_is_rejected():
     split = make_split(table, params.split, params.seed)
     with pytest.raises(CtcidError, match="re-run 'ctcid split'"):
         evaluate_baselines(table.iloc[:100], split, params.seed)
+
+
+# --- the GBM at its out-of-fold operating threshold ------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the GBM's OpenMP threads spin while they wait: on a shared 2-core machine a fit of a second
+    # can take tens (tests/conftest.py sets OMP_NUM_THREADS only under pytest-xdist)
+    with threadpool_limits(1):
+        yield
+
+
+def _fitted(seed: int = 0, target: float = 0.9, hard: bool = False):
+    table = separable_manifest(seed=seed)
+    if hard:  # a third of the cells get the features of a random other cell: the classes overlap
+        rng = np.random.default_rng(seed)
+        mixed = np.flatnonzero(rng.random(len(table)) < 0.33)
+        for column in FEATURE_COLUMNS:
+            table.loc[mixed, column] = table.loc[rng.permutation(mixed), column].to_numpy()
+    split = make_split(table, SplitParams(by="sample", n_folds=3), seed=1)
+    return table, split, fit_gbm_baseline(table, split, seed=5, target_sensitivity=target)
+
+
+def _oof_rows(table: pd.DataFrame, split: Split) -> np.ndarray:
+    labelled = table["true_label"].notna().to_numpy()
+    return np.concatenate([fold.val_all[labelled[fold.val_all]] for fold in split.folds])
+
+
+def test_the_gbm_threshold_reaches_the_target_sensitivity_on_its_own_out_of_fold_predictions():
+    table, split, gbm = _fitted(target=0.9, hard=True)
+    assert gbm.threshold == threshold_for_sensitivity(gbm.oof_true, gbm.oof_score, 0.9)
+    reached = binary_metrics(gbm.oof_true, gbm.oof_score, gbm.threshold).sensitivity
+    assert 0.9 <= reached < 1.0
+    # the highest such threshold: the next positive score above it misses the target
+    above = np.sort(gbm.oof_score[(gbm.oof_true == 1) & (gbm.oof_score > gbm.threshold)])
+    assert above.size and binary_metrics(gbm.oof_true, gbm.oof_score, above[0]).sensitivity < 0.9
+    assert gbm.counting == counting_threshold(split)
+    stricter = fit_gbm_baseline(table, split, seed=5, target_sensitivity=0.99)
+    assert stricter.threshold < gbm.threshold
+
+
+def test_the_out_of_fold_rows_are_the_folds_labelled_validation_cells_never_the_test_cells():
+    table, split, gbm = _fitted()
+    rows = _oof_rows(table, split)
+    assert not np.isin(rows, split.test).any()
+    assert len(rows) == len(np.unique(rows)) == gbm.oof_true.size == gbm.oof_score.size
+    np.testing.assert_array_equal(gbm.oof_true, table["true_label"].iloc[rows].to_numpy(dtype=int))
+    # each fold's model, trained on its training patients' balanced cells, scores its validation cells
+    expected = []
+    for number, fold in enumerate(split.folds):
+        y = table["true_label"].iloc[fold.train].to_numpy(dtype=np.int64)
+        model = fit_gbm(feature_matrix(table, fold.train), y, 5 + number, split.class_weight_vector()[y])
+        expected.append(model.predict_proba(feature_matrix(table, fold.val_all))[:, 1])
+    np.testing.assert_allclose(gbm.oof_score, np.concatenate(expected))
+
+    # the test cells feed neither the out-of-fold predictions nor the threshold: scramble them
+    scrambled = table.copy()
+    test = split.test
+    scrambled.loc[test, "true_label"] = 1 - scrambled.loc[test, "true_label"]
+    scrambled.loc[test, "area"] = scrambled.loc[test, "area"].to_numpy()[::-1]
+    scrambled.loc[test, "cd45_score"] = 5.0
+    again = fit_gbm_baseline(scrambled, split, seed=5, target_sensitivity=0.9)
+    np.testing.assert_array_equal(again.oof_score, gbm.oof_score)
+    assert again.threshold == gbm.threshold
+
+
+def test_unlabelled_validation_cells_are_left_out_of_the_out_of_fold_predictions():
+    table, split, gbm = _fitted()
+    table = table.copy()
+    # make_split's folds hold labelled cells only: put an unlabelled one into a fold by hand
+    unlabelled = int(split.test[0])
+    table.loc[unlabelled, "true_label"] = pd.NA
+    data = split.to_dict()
+    data["test"] = [int(r) for r in split.test[1:]]
+    data["folds"][0]["val_all"] = [*data["folds"][0]["val_all"], unlabelled]
+    widened = Split.from_dict(data)
+    again = fit_gbm_baseline(table, widened, seed=5, target_sensitivity=0.9)
+    np.testing.assert_array_equal(again.oof_true, gbm.oof_true)
+    np.testing.assert_allclose(again.oof_score, gbm.oof_score)
+
+
+def test_the_gbm_scores_another_manifests_rows():
+    _, _, gbm = _fitted()
+    other = separable_manifest(n_samples=10, seed=8)
+    rows = np.array([5, 0, 17, 3])
+    scores = gbm.score(other, rows)
+    expected = gbm.model.predict_proba(other.iloc[rows][list(FEATURE_COLUMNS)].to_numpy(dtype=float))[:, 1]
+    np.testing.assert_allclose(scores, expected)
+    every = gbm.score(other)
+    assert every.shape == (len(other),)
+    np.testing.assert_allclose(every[rows], scores)
+    assert gbm.score(other, np.array([], dtype=np.int64)).shape == (0,)
+    labels = other["true_label"].to_numpy(dtype=int)
+    assert binary_metrics(labels, every).auc > 0.9  # it learned the cells, not the rows
+
+
+def test_the_gbm_baseline_is_deterministic_for_a_seed():
+    table, split, one = _fitted()
+    two = fit_gbm_baseline(table, split, seed=5, target_sensitivity=0.9)
+    assert one.threshold == two.threshold
+    np.testing.assert_array_equal(one.oof_score, two.oof_score)
+    np.testing.assert_array_equal(one.score(table), two.score(table))
+
+
+def test_without_folds_the_gbm_keeps_one_half():
+    table, split, _ = _fitted()
+    data = split.to_dict()
+    data["folds"] = []
+    gbm = fit_gbm_baseline(table, Split.from_dict(data), seed=5, target_sensitivity=0.9)
+    assert gbm.threshold == 0.5 and gbm.oof_true.size == 0 and gbm.oof_score.size == 0

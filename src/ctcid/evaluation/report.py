@@ -26,7 +26,7 @@ from ctcid.config.mlflow import MlflowParams
 from ctcid.evaluation.baselines import GBM, RULE
 from ctcid.evaluation.endpoints import PatientAssessment, RuleComparison
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, PatientCounts, calibration
-from ctcid.paths import METRICS_FILE, PATIENTS_FILE, PREDICTIVE_VALUES_FILE, TEST_PREDICTIONS_FILE
+from ctcid.paths import METRICS_FILE, PATIENT_COUNTS_FILE, PREDICTIVE_VALUES_FILE, TEST_PREDICTIONS_FILE
 from ctcid.plots import (
     plot_confusion,
     plot_patient_counts,
@@ -216,7 +216,7 @@ def write_patient_figures(evaluations: dict[str, ModelEvaluation], selected: str
         patients[f"count_{name}"] = table["predicted_count"].to_numpy()
         patients[f"flagged_{name}"] = table["flagged"].to_numpy()
     patients["detections"] = first["detections"].to_numpy()
-    patients.to_csv(plots / PATIENTS_FILE, index=False)
+    patients.to_csv(plots / PATIENT_COUNTS_FILE, index=False)
     curves = [e.endpoints.curves.assign(model=n) for n, e in evaluations.items() if e.endpoints is not None]
     table = pd.concat(curves, ignore_index=True)
     table.to_csv(plots / PREDICTIVE_VALUES_FILE, index=False, float_format="%.4g")

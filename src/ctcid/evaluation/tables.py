@@ -166,12 +166,12 @@ def repeatability_table(models: Models) -> list[str]:
                 f"{fmt(rep.get('sd'), 2)} [{fmt(rep.get('sd_low'), 2)}, {fmt(rep.get('sd_high'), 2)}]",
                 fmt(rep.get("mean"), 2),
                 fmt(rep.get("cv"), 2),
-                f"{fmt(rep.get('n_specimens'), 0)} x {fmt(rep.get('n_images'), 0)} images",
+                f"{fmt(rep.get('n_specimens'), 0)} specimens, {fmt(rep.get('n_images'), 0)} images in all",
             ]
         )
     if not rows:
         return []
-    return _table(["model", "repeatability SD", "mean count", "CV", "specimens"], rows)
+    return _table(["model", "repeatability SD [95 % CI]", "mean count", "CV", "re-imaged"], rows)
 
 
 def endpoint_sections(models: Models, cutoffs: tuple[int, ...] = (1, 3, 5)) -> list[str]:

@@ -23,7 +23,7 @@ from ctcid.external.assess import CohortResult
 from ctcid.external.cohort import CohortInfo
 from ctcid.external.scoring import CHAMPION_NAME, GBM, RULE
 from ctcid.external.settings import ExternalConfig
-from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE, PATIENTS_FILE, PREDICTIVE_VALUES_FILE
+from ctcid.paths import EXTERNAL_FILE, EXTERNAL_SUMMARY_FILE, PATIENT_COUNTS_FILE, PREDICTIVE_VALUES_FILE
 from ctcid.plots import (
     plot_bland_altman,
     plot_drift_scores,
@@ -156,7 +156,7 @@ def write_patient_files(result: CohortResult, out: Path) -> None:
     tables = []
     for name, assessment in endpoints.items():
         tables.append(assessment.table.assign(model=name))
-    pd.concat(tables, ignore_index=True).to_csv(out / PATIENTS_FILE, index=False)
+    pd.concat(tables, ignore_index=True).to_csv(out / PATIENT_COUNTS_FILE, index=False)
     curves = [e.curves.assign(model=n) for n, e in endpoints.items()]
     table = pd.concat(curves, ignore_index=True)
     table.to_csv(out / PREDICTIVE_VALUES_FILE, index=False, float_format="%.4g")
