@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ctcid.evaluation.tables import cell_table, cutoff_table, fmt, patient_table, review_table
+from ctcid.evaluation.tables import cell_table, cutoff_table, fmt, fmt_p, patient_table, review_table
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 REPORTS = ("reports/metrics.json", "reports/external.json", "reports/audit.json", "reports/promotion.json")
@@ -110,7 +110,7 @@ def worst_site_lines(external: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {name} | {fmt(champion.get('endpoints', {}).get('mae'), 2)} | "
             f"{fmt(rule.get('endpoints', {}).get('mae'), 2)} | "
-            f"{fmt(versus.get('mae_difference'), 2)} (p {fmt(versus.get('mae_difference_p'), 3)}) | "
+            f"{fmt(versus.get('mae_difference'), 2)} (p {fmt_p(versus.get('mae_difference_p'))}) | "
             f"{fmt(champion.get('cells', {}).get('specificity'), 3)} |"
         )
     return rows

@@ -19,6 +19,7 @@ from ctcid.evaluation.tables import (
     cutoff_table,
     endpoint_sections,
     fmt,
+    fmt_p,
     patient_table,
     repeatability_table,
     review_table,
@@ -116,13 +117,17 @@ def test_the_cell_table_prints_point_and_interval_and_no_auc_for_the_rule(evalua
     assert all(POINT_CI.match(cell) for cell in table["resnet18"][:3])
     assert table["resnet18"][3] == f"{model['calibration']['brier']:.3f}"
     versus = model["versus_rule"]
-    assert table["resnet18"][4] == (
-        f"{versus['mcnemar_model_only']:.0f} / {versus['mcnemar_rule_only']:.0f}, p {versus['mcnemar_p']:.3f}"
-    )
+    discordant = f"{versus['mcnemar_model_only']:.0f} / {versus['mcnemar_rule_only']:.0f}"
+    assert table["resnet18"][4] == f"{discordant}, p {fmt_p(versus['mcnemar_p'])}"
     rule = table["rule"]
     assert rule[0] == "-"  # 0/1 calls have no AUC
     assert POINT_CI.match(rule[1]) and POINT_CI.match(rule[2])
     assert rule[3] == "-" and rule[4] == "-"  # no calibration, not paired with itself
+
+
+def test_a_p_value_below_a_thousandth_is_not_printed_as_zero() -> None:
+    assert fmt_p(0.0) == "< 0.001" and fmt_p(0.0004) == "< 0.001"
+    assert fmt_p(0.04) == "0.040" and fmt_p(None) == "-"
 
 
 def test_external_reports_are_read_by_their_labels_and_cell_keys(assessed: dict) -> None:

@@ -23,6 +23,13 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def fmt_p(value: Any) -> str:
+    """A p-value: three decimals, '< 0.001' below that (a bootstrap p is no finer than 1 / n_boot)."""
+    if isinstance(value, int | float) and math.isfinite(value) and value < 0.001:
+        return "< 0.001"
+    return fmt(value, 3)
+
+
 def with_ci(
     model: Mapping[str, Any], group: str, name: str, digits: int = 3, intervals: str | None = None
 ) -> str:
@@ -60,7 +67,7 @@ def cell_table(models: Models) -> list[str]:
         if versus:
             mcnemar = (
                 f"{fmt(versus.get('mcnemar_model_only'), 0)} / {fmt(versus.get('mcnemar_rule_only'), 0)}, "
-                f"p {fmt(versus.get('mcnemar_p'), 3)}"
+                f"p {fmt_p(versus.get('mcnemar_p'))}"
             )
         calibration = model.get("calibration") or {}
         rows.append(
@@ -87,7 +94,7 @@ def patient_table(models: Models) -> list[str]:
         if versus:
             difference = (
                 f"{fmt(versus.get('mae_difference'), 2)} [{fmt(versus.get('mae_difference_low'), 2)}, "
-                f"{fmt(versus.get('mae_difference_high'), 2)}], p {fmt(versus.get('mae_difference_p'), 3)}"
+                f"{fmt(versus.get('mae_difference_high'), 2)}], p {fmt_p(versus.get('mae_difference_p'))}"
             )
         rows.append(
             [

@@ -70,9 +70,9 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
         "",
         "## Per-patient endpoints",
         "",
-        f"CTCs counted per test patient over every detection, against the true count "
-        f"(from {test.get('count_source', 'annotations')}); 95 % intervals resample patients. A lab",
-        "calls a patient positive at a cut-off (>= 1, 3 or 5 CTCs per sample): sensitivity,",
+        "CTCs counted per test patient over every detection, against the true count",
+        f"(from {test.get('count_source', 'annotations')}); 95 % intervals resample patients. A lab calls",
+        "a patient positive at a cut-off (>= 1, 3 or 5 CTCs per sample): sensitivity,",
         "specificity, PPV, NPV and Cohen's kappa of that call; limit of blank (CLSI EP17: the 95th",
         "percentile of counts in CTC-free patients); Passing-Bablok and Bland-Altman (CLSI EP09); the",
         "count error paired with the rule's on the same patients (docs/evaluation.md#endpoints).",
