@@ -44,6 +44,7 @@ from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError, RegistryError
 from ctcid.evaluation.evaluate import TestSet, counting_threshold, evaluate_scores, test_set
 from ctcid.evaluation.report import ModelEvaluation, json_safe
+from ctcid.evaluation.tables import fmt_p
 from ctcid.intensity import Levels, manifest_levels, model_input, standardise
 from ctcid.metrics import BinaryMetrics, binary_metrics
 from ctcid.paths import EXTERNAL_DIR, StageInputs, cohort_inputs
@@ -431,7 +432,7 @@ def _patient_criteria(
     criteria = []
     if mine.versus_rule is not None:
         mae = mine.versus_rule.mae
-        text = f"{mae.difference:+.2f} [{mae.low:+.2f}, {mae.high:+.2f}], p {mae.p_value:.3f}"
+        text = f"{mae.difference:+.2f} [{mae.low:+.2f}, {mae.high:+.2f}], p {fmt_p(mae.p_value)}"
         theirs = None
         if other is not None and other.versus_rule is not None:
             theirs = f"{other.versus_rule.mae.difference:+.2f}"
