@@ -18,12 +18,37 @@ dvc push -q || echo "warning: dvc push failed; outputs are still in the local ca
 say "Results"
 python - <<'PY'
 import json
+
+
+def num(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def line(name, model):
+    cells, patients = model.get("operating") or model.get("cells") or {}, model.get("endpoints") or {}
+    print(
+        f"{name:>10}: AUC {num(cells.get('auc'))}  sensitivity {num(cells.get('sensitivity'))}  "
+        f"specificity {num(cells.get('specificity'))}  | per patient: MAE {num(patients.get('mae'), 2)}  "
+        f">=1 CTC sensitivity {num(patients.get('sensitivity_ge1'), 2)} specificity {num(patients.get('specificity_ge1'), 2)}"
+    )
+
+
 report = json.load(open("reports/metrics.json"))
 chosen = report["selected"]
-for name in (chosen, "rule"):
-    m = report["models"][name]["operating"]
-    print(f"{name:>10}: test AUC {m['auc']:.3f}  sensitivity {m['sensitivity']:.3f}  specificity {m['specificity']:.3f}")
+print("test set:")
+for name in (chosen, "gbm", "rule"):
+    if name in report["models"]:
+        line(name, report["models"][name])
 print(f"selected on {report['selected_by']}: {chosen}; every number: dvc metrics show")
+try:
+    audit = json.load(open("reports/audit.json"))
+except OSError:
+    audit = {"cohorts": {}}
+for cohort, values in audit["cohorts"].items():
+    print(f"sealed cohort {cohort} (reports/audit.md):")
+    for name in ("champion", "gbm", "rule"):
+        if name in values["models"]:
+            line(name, values["models"][name])
 PY
 
 say "Model registry"

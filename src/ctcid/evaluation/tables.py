@@ -36,7 +36,7 @@ def with_ci(
     """``point [low, high]``: ``model[group][name]``, interval from ``<group>_ci95`` or ``intervals``."""
     point = (model.get(group) or {}).get(name)
     interval = (model.get(intervals or f"{group}_ci95") or {}).get(name)
-    if not interval or interval.get("low") is None:
+    if not interval or fmt(interval.get("low")) == "-":  # none, null (JSON) or NaN (in memory)
         return fmt(point, digits)
     return f"{fmt(point, digits)} [{fmt(interval['low'], digits)}, {fmt(interval['high'], digits)}]"
 
