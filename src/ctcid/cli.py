@@ -51,6 +51,12 @@ ParamsOption = Annotated[
 CropsOption = Annotated[Path, typer.Option(help="Crops array written by 'ctcid segment'.")]
 ManifestOption = Annotated[Path, typer.Option(help="Manifest written by 'ctcid segment'.")]
 SplitOption = Annotated[Path, typer.Option(help="split.json written by 'ctcid split'.")]
+TrainingManifestOption = Annotated[
+    Path, typer.Option(help="The training manifest: the GBM baseline trains on its split rows.")
+]
+CohortsOption = Annotated[
+    Path, typer.Option(help="Folder of the prepared cohorts ('ctcid external-cohort').")
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -559,13 +565,9 @@ def external_command(
             "reads drift_reference.json from evaluate."
         ),
     ] = paths.REPORTS_DIR,
-    external: Annotated[
-        Path, typer.Option(help="Folder of the prepared cohorts ('ctcid external-cohort').")
-    ] = paths.EXTERNAL_DIR,
+    external: CohortsOption = paths.EXTERNAL_DIR,
     split: SplitOption = paths.SPLIT_FILE,
-    manifest: Annotated[
-        Path, typer.Option(help="The training manifest: the GBM baseline trains on its split rows.")
-    ] = paths.MANIFEST_FILE,
+    manifest: TrainingManifestOption = paths.MANIFEST_FILE,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Score every external cohort but the sealed ones with the champion, every model, the GBM and the rule.
@@ -599,13 +601,9 @@ def audit_command(
         Path,
         typer.Option(help="Reports folder: writes audit.json, audit.md and audit/<cohort>/."),
     ] = paths.REPORTS_DIR,
-    external: Annotated[
-        Path, typer.Option(help="Folder of the prepared cohorts ('ctcid external-cohort').")
-    ] = paths.EXTERNAL_DIR,
+    external: CohortsOption = paths.EXTERNAL_DIR,
     split: SplitOption = paths.SPLIT_FILE,
-    manifest: Annotated[
-        Path, typer.Option(help="The training manifest: the GBM baseline trains on its split rows.")
-    ] = paths.MANIFEST_FILE,
+    manifest: TrainingManifestOption = paths.MANIFEST_FILE,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Score the sealed cohorts (external.cohorts with sealed: true): the clean estimate.
