@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -596,7 +597,12 @@ def patient_bootstrap_draws(true, predicted, n_boot: int, seed: int) -> dict[str
 
 
 def patient_endpoint_intervals(
-    true, predicted, n_boot: int, seed: int, level: float = 0.95
+    true,
+    predicted,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+    draws: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """An interval for every :data:`ENDPOINT_NAMES` key: percentile bootstrap over patients.
 
@@ -604,12 +610,14 @@ def patient_endpoint_intervals(
     take Passing-Bablok's own rank-based limits instead (:func:`passing_bablok` at ``level``), which
     do not need a bootstrap; n_patients is fixed by design and gets (nan, nan). A metric undefined on
     every draw gets (nan, nan); every interval is (nan, nan) for ``n_boot <= 0`` or no patients.
+    ``draws``: :func:`patient_bootstrap_draws` of the same arguments, when the caller has them.
     """
     _check_level(level)
     true, predicted = _paired(true, predicted)
     if n_boot <= 0 or true.size == 0:
         return {name: (math.nan, math.nan) for name in ENDPOINT_NAMES}
-    draws = patient_bootstrap_draws(true, predicted, n_boot, seed)
+    if draws is None:
+        draws = patient_bootstrap_draws(true, predicted, n_boot, seed)
     intervals = _percentile_intervals(draws, _BOOTSTRAP_NAMES, level)
     fit = passing_bablok(true, predicted, level)
     intervals["pb_slope"] = (fit.slope_low, fit.slope_high)

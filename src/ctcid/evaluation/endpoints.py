@@ -146,7 +146,7 @@ def assess_patients(
     return PatientAssessment(
         table=table,
         values=values,
-        intervals=patient_endpoint_intervals(true, predicted, n_boot, seed),
+        intervals=patient_endpoint_intervals(true, predicted, n_boot, seed, draws=draws or None),
         curves=pd.concat(curves, ignore_index=True),
         review=review_burden(table),
     )
