@@ -86,7 +86,10 @@ Init = Literal["scratch", "pretrained", "registry"]
 # How a fit uses the training negatives (docs/tuning.md): downsample: the paper's one-off balanced
 # draw; class_weight: every negative, loss weighted to balance; resample: a fresh balanced draw of
 # negatives every epoch.
-Negatives = Literal["downsample", "class_weight", "resample"]
+Negatives = Literal["downsample", "class_weight", "resample", "hard"]
+# train.stem: torchvision's first layers, or ones fit for small crops (ctcid.model.backbones)
+Stem = Literal["standard", "small"]
+STEMS: tuple[str, ...] = ("standard", "small")
 
 
 def schema_type_name(dtype: object) -> str:

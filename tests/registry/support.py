@@ -68,7 +68,9 @@ def server_params(uri: str, model_name: str, **registry: object) -> Params:
     base = tiny_params(Path("unused"), [BACKBONE], epochs=4, patience=4)
     policy = {
         "min_sensitivity": 0.5, "min_specificity": 0.5, "max_patient_mae": 50.0,
-        "behaviour_checks": False, "behaviour_probes": 32, **registry,
+        "behaviour_checks": False, "behaviour_probes": 32,
+        # seconds-long models tie the rule at best; the rule floor has its own tests (test_rule_floor.py)
+        "max_mae_over_rule": None, "max_blank_positive_over_rule": None, **registry,
     }
     mlflow = {"tracking_uri": uri, "experiment": "ctcid-registry-test", "model_name": model_name}
     return base.model_copy(

@@ -288,9 +288,12 @@ def test_the_behavioural_checks_run_on_probes_from_the_test_crops(
     names = [c.name for c in first.criteria]
     for check in ("dihedral invariance", "CD45 ring lowers the score"):
         assert f"behaviour: {check}" in names
-    # the spot check is shown with its verdict in words but does not decide (spot_check_decides)
+    # the spot check decides by default (spot_check_decides), under its plain name: these synthetic
+    # test crops hold too few CTC-sized diploid cells to probe, so it is undecided, not failed
     spots = [c for c in first.criteria if c.name.startswith("behaviour: more CEP8 spots raise the score")]
-    assert len(spots) == 1 and "(reported: " in spots[0].name and spots[0].passed is None
+    assert len(spots) == 1 and spots[0].name == "behaviour: more CEP8 spots raise the score"
+    spot = spots[0]
+    assert spot.passed is None if spot.challenger.startswith("probes ") else isinstance(spot.passed, bool)
     register(bad_model.copy_to(tmp_path / "bad"), params, stage_inputs)
     # taught that leukocytes are the CTCs, a CD45 ring raises its score: the gate names that
     second = promote(params, stage_inputs, raw_dir)

@@ -9,6 +9,7 @@ from ctcid.contracts import FEATURE_COLUMNS
 from ctcid.errors import CtcidError
 from ctcid.evaluation.baselines import evaluate_baselines, feature_matrix, fit_gbm, fit_gbm_baseline
 from ctcid.metrics import binary_metrics, threshold_for_sensitivity
+from ctcid.model.count_threshold import count_threshold
 from ctcid.split import Split, counting_threshold, make_split
 from factory import make_manifest
 
@@ -118,7 +119,6 @@ def test_the_gbm_threshold_reaches_the_target_sensitivity_on_its_own_out_of_fold
     # the highest such threshold: the next positive score above it misses the target
     above = np.sort(gbm.oof_score[(gbm.oof_true == 1) & (gbm.oof_score > gbm.threshold)])
     assert above.size and binary_metrics(gbm.oof_true, gbm.oof_score, above[0]).sensitivity < 0.9
-    assert gbm.counting == counting_threshold(split)
     stricter = fit_gbm_baseline(table, split, seed=5, target_sensitivity=0.99)
     assert stricter.threshold < gbm.threshold
 
@@ -136,6 +136,11 @@ def test_the_out_of_fold_rows_are_the_folds_labelled_validation_cells_never_the_
         model = fit_gbm(feature_matrix(table, fold.train), y, 5 + number, split.class_weight_vector()[y])
         expected.append(model.predict_proba(feature_matrix(table, fold.val_all))[:, 1])
     np.testing.assert_allclose(gbm.oof_score, np.concatenate(expected))
+    # its counting threshold: the fewest per-patient count errors on these same predictions
+    patients = table["sample"].astype(str).to_numpy()[rows]
+    np.testing.assert_array_equal(gbm.oof_patients, patients)
+    oof = pd.DataFrame({"y_true": gbm.oof_true, "y_score": gbm.oof_score})
+    assert gbm.counting == count_threshold(oof, patients).threshold != counting_threshold(split)
 
     # the test cells feed neither the out-of-fold predictions nor the threshold: scramble them
     scrambled = table.copy()

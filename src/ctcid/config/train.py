@@ -8,7 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ctcid.config.base import Probability, Range, Section, ordered
 from ctcid.config.stage import view
-from ctcid.contracts import BACKBONES, Backbone, Init, Negatives
+from ctcid.contracts import BACKBONES, Backbone, Init, Negatives, Stem
 
 
 class SiteShift(Section):
@@ -48,8 +48,24 @@ class TrainParams(Section):
     # registry: fine-tune the registered champion (mlflow.model_name@champion, same backbone)
     init: Init = "scratch"
     # downsample: the paper's one-off balanced draw of negatives; class_weight: every negative, loss
-    # weighted to balance; resample: a fresh balanced draw of negatives every epoch
+    # weighted to balance; resample: a fresh balanced draw of negatives every epoch; hard: every
+    # epoch all CTCs, every CD45-negative non-CTC (the segment step's CD45 call) and a fresh draw of
+    # as many other negatives as there are CTCs (docs/training.md#negatives)
     negatives: Negatives = "downsample"
+    # label-consistent counterfactuals per training CTC, made once per fit (docs/training.md#counterfactuals):
+    # half are CD45-negative non-CTCs given CEP8 spots up to >= 3 copies (CTC), half are CTCs given a
+    # CD45 ring (not CTC); 0 = off
+    counterfactuals: Annotated[float, Field(ge=0.0, le=4.0)] = 0.0
+    # weight of the auxiliary heads' loss (CEP8 copy number, CD45 status) beside the CTC loss; the
+    # targets are the annotations' cep8_copies and cd45_status, else the segment step's spot count and
+    # CD45 call; 0 = no auxiliary heads (docs/training.md#auxiliary-heads)
+    aux_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+    # standard: torchvision's stem; small: a 3x3 stride-1 first convolution and no early max-pool,
+    # for 32-64 px crops whose FISH spots are 2-3 px wide (docs/training.md#stems)
+    stem: Stem = "standard"
+    # true: a fusion head reads the backbone's pooled features and the crop's CEP8 spot counts,
+    # computed in the network the segment step's way (model/spot_layer.py; docs/training.md#spot-features)
+    spot_features: bool = False
     weights_dir: str | None = None  # None: <torch hub dir>/checkpoints; nothing is ever downloaded
     # crops are resized once to input_size x input_size (the paper: 224 px, a GPU setting)
     input_size: Annotated[int, Field(ge=8, le=512)] = 32
@@ -88,7 +104,8 @@ class TrainParams(Section):
 # train.* keys a study may search; the rest of train.* holds for every trial.
 TUNABLE = (
     "learning_rate", "weight_decay", "batch_size", "epochs", "patience", "input_size",
-    "augment", "intensity_jitter", "negatives", "init",
+    "augment", "intensity_jitter", "negatives", "init", "counterfactuals", "aux_weight", "stem",
+    "spot_features",
 )
 # input_size choice meaning "segment.crop_size": the crops as cut, no resizing
 NATIVE_SIZE = "native"

@@ -20,6 +20,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from ctcid.contracts import FEATURE_COLUMNS, cell_labels
 from ctcid.errors import CtcidError
 from ctcid.metrics import threshold_for_sensitivity
+from ctcid.model.count_threshold import count_threshold
 from ctcid.paths import SPLIT_NAME
 from ctcid.split import Split, counting_threshold
 
@@ -51,9 +52,10 @@ class GbmBaseline:
     """Gradient boosting on the hand-made features, with thresholds chosen as the CNNs' are.
 
     ``threshold`` reaches ``train.target_sensitivity`` on out-of-fold predictions (each fold's model
-    scores every training cell of its validation patients), never on the test set; ``counting`` is
-    the prior-corrected counting threshold the CNNs count with (the GBM trains on the same
-    balanced rows). :meth:`score` scores any manifest's rows: the test samples' every detection, or
+    scores every training cell of its validation patients), never on the test set; ``counting`` has
+    the fewest per-patient count errors on the same out-of-fold predictions, as a CNN's
+    (:func:`~ctcid.model.count_threshold.count_threshold`; the split's prior-corrected one without
+    CTCs in them). :meth:`score` scores any manifest's rows: the test samples' every detection, or
     an external cohort's.
     """
 
@@ -62,6 +64,7 @@ class GbmBaseline:
     counting: float
     oof_true: np.ndarray
     oof_score: np.ndarray
+    oof_patients: np.ndarray | None = None  # the patient of each out-of-fold row
 
     def score(self, manifest: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
         rows = np.arange(len(manifest)) if rows is None else rows
@@ -96,9 +99,9 @@ def _fit_rows(manifest: pd.DataFrame, labels: pd.Series, split: Split, rows: np.
 def fit_gbm_baseline(
     manifest: pd.DataFrame, split: Split | Mapping[str, Any], seed: int, target_sensitivity: float
 ) -> GbmBaseline:
-    """The GBM on ``train_balanced``, its operating threshold from the split's CV folds."""
+    """The GBM on ``train_balanced``, its operating and counting thresholds from the split's CV folds."""
     split, labels = _checked(manifest, split)
-    oof_true, oof_score = [], []
+    oof_true, oof_score, oof_patients = [], [], []
     for number, fold in enumerate(split.folds):
         held_out = fold.val_all[labels.iloc[fold.val_all].notna().to_numpy()]
         if fold.train.size == 0 or held_out.size == 0:
@@ -106,12 +109,19 @@ def fit_gbm_baseline(
         model = _fit_rows(manifest, labels, split, fold.train, seed + number)
         oof_true.append(labels.iloc[held_out].to_numpy(dtype=np.int64))
         oof_score.append(model.predict_proba(feature_matrix(manifest, held_out))[:, 1])
+        oof_patients.append(manifest["sample"].astype(str).to_numpy()[held_out])
     y_oof = np.concatenate(oof_true) if oof_true else np.empty(0, dtype=np.int64)
     s_oof = np.concatenate(oof_score) if oof_score else np.empty(0)
-    # without CV folds (or CTCs in them) the GBM keeps the 0.5 it was trained for
-    threshold = threshold_for_sensitivity(y_oof, s_oof, target_sensitivity) if y_oof.sum() else 0.5
+    p_oof = np.concatenate(oof_patients) if oof_patients else np.empty(0, dtype=str)
+    # without CV folds (or CTCs in them) the GBM keeps the 0.5 it was trained for, and counts at
+    # the split's prior-corrected threshold
+    threshold, counting = 0.5, counting_threshold(split)
+    if y_oof.sum():
+        threshold = threshold_for_sensitivity(y_oof, s_oof, target_sensitivity)
+        oof = pd.DataFrame({"y_true": y_oof, "y_score": s_oof})
+        counting = count_threshold(oof, p_oof, operating=threshold).threshold
     model = _fit_rows(manifest, labels, split, split.train_balanced, seed)
-    return GbmBaseline(model, threshold, counting_threshold(split), y_oof, s_oof)
+    return GbmBaseline(model, threshold, counting, y_oof, s_oof, p_oof)
 
 
 def evaluate_baselines(

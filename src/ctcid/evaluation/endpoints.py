@@ -13,7 +13,7 @@ all use these, so a number means the same wherever it is printed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -158,6 +158,9 @@ class RuleComparison:
 
     cells: McNemar  # the scorer at its operating threshold vs the rule's call
     mae: PairedDifference  # scorer's per-patient MAE minus the rule's (< 0: the scorer counts better)
+    # the rule's per-patient endpoints (point values) on the very same patients, e.g. its
+    # blank_positive_share, which the promotion gate holds the scorer's against
+    rule: dict[str, float] = field(default_factory=dict)
 
     def report(self) -> dict[str, float]:
         return {
@@ -188,13 +191,15 @@ def compare_with_rule(
     rule_calls = rule[truth.labelled] >= 0.5
     ours = patient_table(truth, scores, operating, counting)
     theirs = patient_table(truth, rule.astype(np.float64), 0.5, 0.5)
+    true = ours["true_count"].to_numpy(dtype=np.float64)
     return RuleComparison(
         cells=mcnemar_test(truth.y_true, calls, rule_calls),
         mae=mae_difference(
-            ours["true_count"].to_numpy(dtype=np.float64),
+            true,
             ours["predicted_count"].to_numpy(dtype=np.float64),
             theirs["predicted_count"].to_numpy(dtype=np.float64),
             n_boot,
             seed,
         ),
+        rule=patient_endpoints(true, theirs["predicted_count"].to_numpy(dtype=np.float64)),
     )

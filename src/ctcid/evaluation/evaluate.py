@@ -3,8 +3,10 @@
 * cell level: metrics at threshold 0.5 and at each model's operating threshold (chosen on its
   out-of-fold predictions, never here), 95 % bootstrap intervals at the operating threshold;
 * patient level: predicted CTC count over *all* detections of each test sample (unlabelled and
-  unmatched ones too: the model sees them in practice), at the prior-corrected counting threshold
-  (:func:`counting_threshold`), against the true count from the
+  unmatched ones too: the model sees them in practice), at each model's own counting threshold
+  (chosen on its out-of-fold predictions for the fewest per-patient count errors,
+  :mod:`ctcid.model.count_threshold`; models saved before it count at the split's prior-corrected
+  one, :func:`counting_threshold`), against the true count from the
   sample's ``annotations.csv``, or from its labelled cells when annotations are missing;
 * selection: the backbone with the best cross-validated ``tune.objective`` (out-of-fold
   specificity at the target sensitivity by default), CV AUC breaking ties; the test set only reports;
@@ -50,6 +52,7 @@ from ctcid.evaluation.report import (
 )
 from ctcid.intensity import Levels, manifest_levels
 from ctcid.metrics import binary_metrics, patient_counts
+from ctcid.model.count_threshold import model_count_threshold
 from ctcid.model.predict import load_model, score_crops
 from ctcid.model.trainer import resolve_device
 from ctcid.paths import DRIFT_REFERENCE_FILE, MODEL_FILE, RUN_FILE, SPLIT_NAME, StageInputs
@@ -138,7 +141,7 @@ def evaluate_models(
             "in_test": np.isin(tests.detections, tests.rows),
         }
     )
-    count_threshold = counting_threshold(split)
+    count_threshold = counting_threshold(split)  # what models without their own count at
     crops = open_crops(inputs.crops)
     levels = manifest_levels(manifest, params.channels)
     evaluations: dict[str, ModelEvaluation] = {}
@@ -177,7 +180,11 @@ def score_backbone(
     params: EvaluateConfig,
     levels: Levels,
 ) -> tuple[ModelEvaluation, np.ndarray]:
-    """One trained backbone on the test cells and on every detection of the test samples."""
+    """One trained backbone on the test cells and on every detection of the test samples.
+
+    It counts at its own counting threshold; ``count_threshold`` (the split's prior-corrected one)
+    only for a model saved before ctcid chose one.
+    """
     loaded = load_model(model_dir / MODEL_FILE, resolve_device(params.train.device))
     scores = score_crops(loaded, crops, tests.detections, levels=levels)
     evaluation = evaluate_scores(
@@ -185,7 +192,7 @@ def score_backbone(
         scores,
         tests,
         loaded.info.threshold,
-        count_threshold,
+        model_count_threshold(loaded.info, count_threshold),
         params.train.bootstrap,
         params.seed,
         cv_auc=loaded.info.cv.get("auc"),
@@ -247,8 +254,8 @@ def score_baselines(
 ) -> tuple[dict[str, ModelEvaluation], dict[str, np.ndarray]]:
     """The rule and the feature GBM on every detection of the test samples, as the CNNs are.
 
-    The GBM's operating threshold comes from its own out-of-fold predictions and it counts at the
-    CNNs' prior-corrected threshold (:func:`~ctcid.evaluation.baselines.fit_gbm_baseline`).
+    The GBM's operating and counting thresholds come from its own out-of-fold predictions, chosen
+    as the CNNs' are (:func:`~ctcid.evaluation.baselines.fit_gbm_baseline`).
     Returns the evaluations and each baseline's scores over the detections.
     """
     gbm = fit_gbm_baseline(manifest, split, seed, target_sensitivity)

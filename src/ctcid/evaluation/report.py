@@ -56,7 +56,7 @@ class ModelEvaluation:
     run: dict[str, str] | None = None
     endpoints: PatientAssessment | None = None  # per patient, every detection counted
     versus_rule: RuleComparison | None = None  # paired with the rule (None for the rule itself)
-    counting_threshold: float | None = None
+    counting_threshold: float | None = None  # the one its per-patient counts were counted at
 
     def report(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -93,6 +93,8 @@ class TestSummary:
     samples: int
     detections: int  # every detection of the test samples, labelled or not
     count_source: str
+    # the split's prior-corrected counting threshold: what a model saved without its own counts at;
+    # each model's own is its evaluation's counting_threshold
     count_threshold: float
 
 

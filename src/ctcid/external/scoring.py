@@ -18,6 +18,7 @@ from ctcid.contracts import ANNOTATIONS_FILE, CTC_LABEL, read_annotations
 from ctcid.evaluation.baselines import GBM, RULE, GbmBaseline
 from ctcid.external.settings import ExternalConfig
 from ctcid.intensity import Levels, model_input
+from ctcid.model.count_threshold import model_count_threshold
 from ctcid.model.predict import load_model, score_crops
 from ctcid.model.trainer import resolve_device
 from ctcid.paths import MODEL_FILE
@@ -72,7 +73,8 @@ def backbone_scorers(
     count_threshold: float,
     repeats: Images | None = None,
 ) -> dict[str, Scorer]:
-    """Each trained backbone of ``train.backbones`` found under ``models_dir``."""
+    """Each trained backbone of ``train.backbones`` found under ``models_dir``, at its own thresholds
+    (``count_threshold``, the split's prior-corrected one, counts for a model saved without its own)."""
     device = resolve_device(params.train.device)
     scorers = {}
     for backbone in params.train.backbones:
@@ -89,7 +91,7 @@ def backbone_scorers(
             backbone,
             score(images),
             loaded.info.threshold,
-            count_threshold,
+            model_count_threshold(loaded.info, count_threshold),
             None if repeats is None else score(repeats),
         )
     return scorers
@@ -127,7 +129,7 @@ def champion_scorer(
 
 
 def gbm_scorer(gbm: GbmBaseline, images: Images, repeats: Images | None = None) -> Scorer:
-    """The feature GBM at its out-of-fold operating threshold, counting as the CNNs count."""
+    """The feature GBM at its out-of-fold operating and counting thresholds, chosen as the CNNs' are."""
     return Scorer(
         GBM,
         "gradient boosting (features)",

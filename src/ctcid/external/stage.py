@@ -94,7 +94,7 @@ def score_cohorts(
     champion = served_champion(params)
     reference = _reference(champion, reference_path)
     split = read_split(split_path)
-    count_threshold = counting_threshold(split)
+    count_threshold = counting_threshold(split)  # for backbones saved without their own
     try:
         training = read_manifest(manifest_path)
     except CtcidError as error:

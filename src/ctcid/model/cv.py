@@ -12,7 +12,7 @@ An Optuna objective calls it with modified :class:`FitOptions` and reads the :cl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ import torch
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, binary_metrics, threshold_for_sensitivity
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.dataset import LabelledCrops, Normalisation
-from ctcid.model.trainer import EpochMetrics, FitOptions, fit, predict_scores, seed_everything
+from ctcid.model.trainer import EpochMetrics, FitOptions, FitResult, fit, predict_scores, seed_everything
 from ctcid.split import Fold
 
 # What tuning maximises and model selection compares (tune.objective).
@@ -123,6 +123,16 @@ class CVResult:
         }
 
 
+# What a fit trains on, from the crops of its training patients and its seed: label-consistent
+# counterfactuals appended (ctcid.model.counterfactual), or None for the crops as given.
+ExtendCrops = Callable[[LabelledCrops, int], LabelledCrops]
+
+
+def fold_training_rows(fold: Fold, negatives: str) -> np.ndarray:
+    """The balanced rows for ``downsample``; every training row of the fold otherwise."""
+    return fold.train if negatives == "downsample" else fold.train_all
+
+
 def cross_validate(
     data: LabelledCrops,
     folds: Sequence[Fold],
@@ -133,6 +143,7 @@ def cross_validate(
     observer: FoldObserver | None = None,
     device: torch.device | None = None,
     show_progress: bool = True,
+    extend: ExtendCrops | None = None,
 ) -> CVResult:
     """Train and validate ``spec`` on every fold (crops.npy rows in ``folds``) of ``data``.
 
@@ -141,44 +152,66 @@ def cross_validate(
     """
     results = []
     for number, fold in enumerate(folds):
-        rows = fold.train if options.negatives == "downsample" else fold.train_all
-        train, val = data.subset(rows), data.subset(fold.val)
-        if observer is not None:
-            observer.fold_started(number, len(train), len(val))
-        seed = options.seed + number
-        seed_everything(seed)
-        model = spec.build(Normalisation.fit(train.images))
-
-        def report(metrics: EpochMetrics, number: int = number) -> None:
-            if observer is not None:
-                observer.epoch_ended(number, metrics)
-
-        fitted = fit(
-            model,
-            train,
-            val,
-            replace(options, seed=seed),
-            on_epoch=report,
-            device=device,
-            description=f"{spec.backbone} fold {number + 1}/{len(folds)}",
-            show_progress=show_progress,
+        _, result = fit_fold(
+            data, fold, number, len(folds), spec, options,
+            observer=observer, device=device, show_progress=show_progress, extend=extend,
         )
-        held_out = data.subset(fold.val_all)
-        y_true = held_out.labels.numpy()
-        y_score = predict_scores(fitted.model, held_out.images, options.batch_size, device)
-        result = FoldResult(
-            fold=number,
-            best_epoch=fitted.best_epoch,
-            metrics=binary_metrics(y_true, y_score, 0.5),
-            history=tuple(fitted.history),
-            crop_index=held_out.crop_index,
-            y_true=y_true,
-            y_score=y_score,
-        )
-        if observer is not None:
-            observer.fold_ended(number, result)
         results.append(result)
     return CVResult(spec.backbone, spec.init, tuple(results), target_sensitivity)
+
+
+def fit_fold(
+    data: LabelledCrops,
+    fold: Fold,
+    number: int,
+    n_folds: int,
+    spec: ModelSpec,
+    options: FitOptions,
+    *,
+    observer: FoldObserver | None = None,
+    device: torch.device | None = None,
+    show_progress: bool = True,
+    extend: ExtendCrops | None = None,
+) -> tuple[FitResult, FoldResult]:
+    """Fold ``number``: the fitted model (best epoch) and its scores of every validation-patient cell."""
+    seed = options.seed + number
+    train, val = data.subset(fold_training_rows(fold, options.negatives)), data.subset(fold.val)
+    if extend is not None:
+        train = extend(train, seed)
+    if observer is not None:
+        observer.fold_started(number, len(train), len(val))
+    seed_everything(seed)
+    model = spec.build(Normalisation.fit(train.images))
+
+    def report(metrics: EpochMetrics) -> None:
+        if observer is not None:
+            observer.epoch_ended(number, metrics)
+
+    fitted = fit(
+        model,
+        train,
+        val,
+        replace(options, seed=seed),
+        on_epoch=report,
+        device=device,
+        description=f"{spec.backbone} fold {number + 1}/{n_folds}",
+        show_progress=show_progress,
+    )
+    held_out = data.subset(fold.val_all)
+    y_true = held_out.labels.numpy()
+    y_score = predict_scores(fitted.model, held_out.images, options.batch_size, device)
+    result = FoldResult(
+        fold=number,
+        best_epoch=fitted.best_epoch,
+        metrics=binary_metrics(y_true, y_score, 0.5),
+        history=tuple(fitted.history),
+        crop_index=held_out.crop_index,
+        y_true=y_true,
+        y_score=y_score,
+    )
+    if observer is not None:
+        observer.fold_ended(number, result)
+    return fitted, result
 
 
 def cv_objective(folds: Sequence[FoldResult], name: str, target_sensitivity: float) -> float:

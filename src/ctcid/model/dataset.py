@@ -102,13 +102,70 @@ def read_crops(
     return out
 
 
+# Copy numbers above this are clipped for the auxiliary head: 3 vs 2 is the criterion, 9 vs 8 is not.
+MAX_COPIES = 8.0
+
+
+@dataclass(frozen=True)
+class CellFacts:
+    """What the criterion reads, per crop: the auxiliary heads' targets and the hard-negative flag.
+
+    ``copies`` (CEP8 copy number) and ``cd45_positive`` (0/1) come from the annotations where a
+    lab has them and from the segment step's spot count and CD45 call where it has not. ``hard``
+    marks negatives that look like a CTC in all but one marker (CD45-negative by the segment step's
+    call, or a CTC given a CD45 ring): ``train.negatives: hard`` keeps them in every epoch.
+    """
+
+    copies: Tensor  # float32
+    cd45_positive: Tensor  # float32 0/1
+    hard: Tensor  # bool
+
+    def take(self, rows: Tensor) -> CellFacts:
+        return CellFacts(self.copies[rows], self.cd45_positive[rows], self.hard[rows])
+
+    def to(self, device: torch.device) -> CellFacts:
+        return CellFacts(self.copies.to(device), self.cd45_positive.to(device), self.hard.to(device))
+
+    @staticmethod
+    def join(parts: Sequence[CellFacts]) -> CellFacts:
+        fields = ("copies", "cd45_positive", "hard")
+        return CellFacts(*(torch.cat([getattr(p, name) for p in parts]) for name in fields))
+
+
+def cell_facts(
+    manifest: pd.DataFrame, rows: np.ndarray, labels: np.ndarray, cd45_threshold: float
+) -> CellFacts:
+    """:class:`CellFacts` of manifest ``rows`` (``labels`` their 0/1 classes); annotation first."""
+    cells = manifest.iloc[rows]
+    called_positive = cells["cd45_score"].to_numpy(dtype=np.float64) >= cd45_threshold
+    copies = cells["cep8_spots"].to_numpy(dtype=np.float64)
+    cd45 = called_positive.astype(np.float64)
+    if "true_cep8" in cells:
+        annotated = cells["true_cep8"].to_numpy(dtype=np.float64, na_value=np.nan)
+        copies = np.where(np.isnan(annotated), copies, annotated)
+    if "true_cd45" in cells:
+        status = cells["true_cd45"].astype("string")
+        known = status.notna().to_numpy()
+        cd45 = np.where(known, (status != "negative").fillna(True).to_numpy(dtype=bool), cd45)
+    return CellFacts(
+        torch.as_tensor(np.minimum(copies, MAX_COPIES), dtype=torch.float32),
+        torch.as_tensor(cd45, dtype=torch.float32),
+        torch.as_tensor((np.asarray(labels) == 0) & ~called_positive),
+    )
+
+
 @dataclass(frozen=True)
 class LabelledCrops:
-    """Images (raw intensity scale, resized), 0/1 labels and the crops.npy row of each."""
+    """Images (raw intensity scale, resized), 0/1 labels, the crops.npy row of each, and their facts.
+
+    ``facts`` is None where nobody asked for it (scoring); training with auxiliary heads or hard
+    negatives needs it. Counterfactual crops carry the row of the crop they were made from.
+    """
 
     images: Tensor
     labels: Tensor
     crop_index: np.ndarray
+    facts: CellFacts | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -119,8 +176,24 @@ class LabelledCrops:
         if (position < 0).any():
             missing = np.asarray(crop_index)[position < 0][:5].tolist()
             raise CtcidError(f"crop indices {missing} are not among the loaded crops")
-        rows = torch.from_numpy(position)
-        return LabelledCrops(self.images[rows], self.labels[rows], self.crop_index[position])
+        return self.take(torch.from_numpy(position))
+
+    def take(self, rows: Tensor) -> LabelledCrops:
+        """The crops at these positions."""
+        facts = None if self.facts is None else self.facts.take(rows)
+        return LabelledCrops(self.images[rows], self.labels[rows], self.crop_index[rows.numpy()], facts)
+
+    def extended(self, more: LabelledCrops) -> LabelledCrops:
+        """These crops followed by ``more`` (both with facts, or both without)."""
+        if (self.facts is None) != (more.facts is None):
+            raise ValueError("cannot join crops with facts to crops without")
+        facts = None if self.facts is None else CellFacts.join([self.facts, more.facts])  # type: ignore[list-item]
+        return LabelledCrops(
+            torch.cat([self.images, more.images]),
+            torch.cat([self.labels, more.labels]),
+            np.concatenate([self.crop_index, more.crop_index]),
+            facts,
+        )
 
 
 def load_labelled_crops(
@@ -130,10 +203,12 @@ def load_labelled_crops(
     label_source: str,
     input_size: int,
     levels: Levels | None = None,
+    cd45_threshold: float | None = None,
 ) -> LabelledCrops:
     """Crops and labels of the manifest rows ``crop_index`` (labels from ``label_source``).
 
     ``levels`` (:func:`input_levels`) standardises the crops; None keeps raw counts.
+    ``cd45_threshold`` (``segment.cd45_threshold``) attaches each crop's :class:`CellFacts`.
     """
     crop_index = np.asarray(crop_index, dtype=np.int64)
     if crop_index.size and crop_index.max() >= len(manifest):
@@ -142,7 +217,9 @@ def load_labelled_crops(
     if labels.isna().any():
         raise CtcidError("the split names unlabelled manifest rows; re-run 'ctcid split' (dvc repro)")
     images = read_crops(open_crops(crops_path), crop_index, input_size, levels)
-    return LabelledCrops(images, torch.as_tensor(labels.to_numpy(dtype=np.int64)), crop_index)
+    classes = labels.to_numpy(dtype=np.int64)
+    facts = None if cd45_threshold is None else cell_facts(manifest, crop_index, classes, cd45_threshold)
+    return LabelledCrops(images, torch.as_tensor(classes), crop_index, facts)
 
 
 def augment(
@@ -181,8 +258,11 @@ class CropBatches:
     a trailing batch of one crop, which BatchNorm cannot normalise on a 1x1 feature map.
     ``rebalance=True`` makes every epoch a fresh balanced draw: all of the minority class and as
     many majority-class crops drawn anew, so over the epochs the network sees many more distinct
-    negatives than one down-sampling keeps, at the cost of a balanced epoch. ``site_shift`` (with
-    ``channels``, the stain of each channel) shifts augmented training batches after flips and gain.
+    negatives than one down-sampling keeps, at the cost of a balanced epoch. ``hard=True`` (needs
+    ``data.facts``) makes every epoch all CTCs, every hard negative and a fresh draw of as many
+    other negatives as there are CTCs: the look-alikes a balanced draw keeps a few of are all seen.
+    ``site_shift`` (with ``channels``, the stain of each channel) shifts augmented training batches
+    after flips and gain.
     """
 
     def __init__(
@@ -196,11 +276,14 @@ class CropBatches:
         rebalance: bool = False,
         site_shift: SiteShift | None = None,
         channels: Sequence[str] = DEFAULT_CHANNELS,
+        hard: bool = False,
     ) -> None:
         if training and generator is None:
             raise ValueError("training batches need a seeded generator")
-        if rebalance and not training:
+        if (rebalance or hard) and not training:
             raise ValueError("only training batches are rebalanced")
+        if hard and data.facts is None:
+            raise ValueError("hard negatives need the crops' facts (load them with a cd45_threshold)")
         self.data = data
         self.batch_size = batch_size
         self.training = training
@@ -210,9 +293,16 @@ class CropBatches:
         self.rebalance = rebalance
         self.site_shift = site_shift
         self.channels = tuple(channels)
+        self.hard = hard
         positive = data.labels == 1
         self._classes = (torch.nonzero(positive).flatten(), torch.nonzero(~positive).flatten())
         self._epoch_size = 2 * min(len(c) for c in self._classes) if rebalance else len(data)
+        if hard:
+            assert data.facts is not None
+            always = positive | data.facts.hard
+            self._always = torch.nonzero(always).flatten()
+            self._others = torch.nonzero(~always).flatten()
+            self._epoch_size = len(self._always) + min(int(positive.sum()), len(self._others))
 
     def __len__(self) -> int:
         full, rest = divmod(self._epoch_size, self.batch_size)
@@ -221,6 +311,10 @@ class CropBatches:
     def _order(self) -> Tensor:
         if not self.training:
             return torch.arange(len(self.data))
+        if self.hard:
+            drawn = self._others[torch.randperm(len(self._others), generator=self.generator)]
+            rows = torch.cat([self._always, drawn[: self._epoch_size - len(self._always)]])
+            return rows[torch.randperm(len(rows), generator=self.generator)]
         if not self.rebalance:
             return torch.randperm(len(self.data), generator=self.generator)
         minority, majority = sorted(self._classes, key=len)
@@ -229,6 +323,11 @@ class CropBatches:
         return rows[torch.randperm(len(rows), generator=self.generator)]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for _, images, labels in self.with_rows():
+            yield images, labels
+
+    def with_rows(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """As iterating, with each batch's positions in ``data`` first (to look up its facts)."""
         order = self._order()
         n = len(order)
         for start in range(0, n, self.batch_size):
@@ -240,4 +339,4 @@ class CropBatches:
                 images = augment(
                     images, self.generator, self.intensity_jitter, self.site_shift, self.channels
                 )
-            yield images, self.data.labels[rows]
+            yield rows, images, self.data.labels[rows]

@@ -43,6 +43,12 @@ class ModelInfo:
     cv: dict[str, float] = field(default_factory=dict)  # mean CV metrics (threshold 0.5)
     # True: trained on field-standardised crops (train.standardise); models saved before it read counts
     standardise: bool = False
+    # CTCs per patient are counted at or above it: chosen on out-of-fold predictions for the fewest
+    # count errors per training patient (None: models saved before it; the split's prior-corrected one)
+    count_threshold: float | None = None
+    stem: str = "standard"  # train.stem: the network's first layers
+    # train.spot_features: the CEP8 spot-count fusion head's settings (backbones.spot_config); None: none
+    spots: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -89,7 +95,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
         raise CtcidError(f"{path}: not a ctcid model file ({error})") from None
     if saved.get("format") != MODEL_FORMAT:
         raise CtcidError(f"{path}: model format {saved.get('format')!r}, this ctcid reads {MODEL_FORMAT}")
-    model = build_classifier(info.backbone, info.normalisation, "scratch", info.input_size)
+    model = build_classifier(
+        info.backbone, info.normalisation, "scratch", info.input_size, stem=info.stem,  # type: ignore[arg-type]
+        spots=info.spots,
+    )
     model.load_state_dict(saved["state_dict"], strict=True)
     model.to(device).eval()
     return LoadedModel(model, info)

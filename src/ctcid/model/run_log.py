@@ -16,6 +16,7 @@ from typing import Any
 from mlflow import MlflowClient
 
 from ctcid.config.mlflow import MlflowParams
+from ctcid.model.count_threshold import CountChoice
 from ctcid.model.cv import CVResult, FoldResult
 from ctcid.model.trainer import EpochMetrics
 from ctcid.plots import plot_confusion, plot_roc
@@ -68,6 +69,16 @@ class TrainRunLog:
                 "final_epochs": cv.final_epochs,
             },
         )
+
+    def counting(self, choice: CountChoice) -> None:
+        """The counting threshold and its out-of-fold per-patient count errors."""
+        values = {
+            "count_threshold": choice.threshold,
+            "count_oof_mae": choice.mae,
+            "count_oof_mae_at_half": choice.mae_at_half,
+            "count_oof_mae_at_operating": choice.mae_at_operating,  # None: not logged
+        }
+        log_metrics(self.client, self.run_id, values)
 
     def tuned_by(self, report: Mapping[str, Any]) -> None:
         """Which study (and best trial) chose this run's values; nothing when untuned."""

@@ -6,7 +6,8 @@
    training the same five folds again (same seeds, same bytes on the same CPU);
 1. otherwise ``cross_validate`` on the split's folds (an MLflow child run per fold);
 2. the operating threshold: highest one reaching ``train.target_sensitivity`` on the pooled
-   out-of-fold predictions (never on the test set);
+   out-of-fold predictions (never on the test set); the counting threshold: fewest per-patient
+   count errors over the training patients' out-of-fold predictions (:mod:`.count_threshold`);
 3. a final fit on all training crops that ``train.negatives`` uses, for the median best epoch of
    the folds;
 4. ``models/<backbone>/model.pt`` + ``run.json``, ``reports/train/<backbone>.json`` (DVC
@@ -32,14 +33,17 @@ from ctcid.config.mlflow import MlflowParams
 from ctcid.config.segment import SegmentParams
 from ctcid.config.stage import StageConfig, view
 from ctcid.config.train import TrainParams, TrainRecipe, with_values
-from ctcid.contracts import Negatives, read_manifest
+from ctcid.contracts import Negatives, open_crops, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.metrics import binary_metrics
-from ctcid.model.backbones import CellClassifier, ModelSpec
-from ctcid.model.cv import CVResult, FoldResult, cross_validate
+from ctcid.model.backbones import CellClassifier, ModelSpec, model_input_size, spot_config
+from ctcid.model.count_threshold import CountChoice, count_threshold
+from ctcid.model.counterfactual import counterfactual_source
+from ctcid.model.cv import CVResult, ExtendCrops, FoldResult, cross_validate
 from ctcid.model.dataset import LabelledCrops, Normalisation, input_levels, load_labelled_crops
 from ctcid.model.predict import ModelInfo, save_model
 from ctcid.model.run_log import TrainRunLog
+from ctcid.model.spot_layer import SPOT_KEYS
 from ctcid.model.trainer import EpochCallback, FitOptions, fit, resolve_device, seed_everything
 from ctcid.model.transfer import TRAIN_SAMPLES_ARTIFACT, find_champion, write_train_samples
 from ctcid.paths import MODEL_FILE, RUN_FILE, TRAIN_REPORTS, StageInputs, backbone_oof, backbone_report
@@ -47,8 +51,10 @@ from ctcid.split import Split, read_split
 
 _CHUNK = 1 << 20
 
-# the crop side the models are fed (input_size: native); the rest of segment.* made the crops
-CropSize = view(SegmentParams, "crop_size")
+# the crop side the models are fed (input_size: native) and the CD45 call that marks hard negatives
+# and stands in for a missing CD45 annotation; the rest of segment.* made the crops
+# and, for train.spot_features, the nucleus and spot detection its spot layer repeats on each crop
+CropSize = view(SegmentParams, "crop_size", "cd45_threshold", *SPOT_KEYS)
 
 
 class TrainConfig(StageConfig):
@@ -68,14 +74,19 @@ class TrainOutputs:
     metrics_path: Path
     oof_path: Path
     run_id: str
+    counting: CountChoice | None = None
 
 
 def summary_line(backbone: str, outputs: TrainOutputs) -> str:
-    """What ``ctcid train`` prints: CV metrics at 0.5, the operating threshold, the final fit."""
+    """What ``ctcid train`` prints: CV metrics at 0.5, the two thresholds, the final fit."""
     cv, mean = outputs.cv, outputs.cv.mean
+    counting = outputs.counting
+    count = "" if counting is None else (
+        f"counting threshold {counting.threshold:.4g} (out-of-fold count MAE {counting.mae:.2f}); "
+    )
     return (
         f"{backbone}: CV AUC {mean['auc']:.4f}, sensitivity {mean['sensitivity']:.3f}, specificity "
-        f"{mean['specificity']:.3f} (threshold 0.5); operating threshold {cv.threshold:.4g}; "
+        f"{mean['specificity']:.3f} (threshold 0.5); operating threshold {cv.threshold:.4g}; {count}"
         f"final fit {cv.final_epochs} epochs -> {outputs.model_path} (MLflow run {outputs.run_id})"
     )
 
@@ -100,11 +111,13 @@ def train_backbone(
     manifest = read_manifest(inputs.manifest)
     levels = input_levels(manifest, params.channels, config.standardise)
     data = load_labelled_crops(
-        inputs.crops, manifest, split.train, split.label_source, config.input_size, levels
+        inputs.crops, manifest, split.train, split.label_source, read_size(config, params), levels,
+        params.segment.cd45_threshold,
     )
     with tempfile.TemporaryDirectory() as tmp:
         spec = model_spec(params, config, backbone, split, manifest, Path(tmp))
         options = FitOptions.from_params(config, params.seed, params.channels)
+        extend = counterfactual_source(open_crops(inputs.crops), manifest, levels, params, config)
         fingerprint = cv_fingerprint(config, params.seed, data_digest(inputs), spec, device)
         reused = reused_cv(report, fingerprint, backbone, config) if report else None
         with TrainRunLog.start(params.mlflow, backbone, config.init) as log:
@@ -118,18 +131,20 @@ def train_backbone(
                 with log.fold_logger() as logger:
                     cv = cross_validate(
                         data, split.folds, spec, options, config.target_sensitivity,
-                        observer=logger, device=device, show_progress=show_progress,
+                        observer=logger, device=device, show_progress=show_progress, extend=extend,
                     )
             log.cv(cv)
+            counting = oof_count_threshold(cv, manifest)
+            log.counting(counting)
             final = data.subset(training_rows(split, config.negatives))
             final_options = replace(options, epochs=cv.final_epochs)
             model, normalisation = final_fit(
-                final, spec, final_options, device, log.final_epoch, show_progress
+                final, spec, final_options, device, log.final_epoch, show_progress, extend
             )
             info = ModelInfo(
                 backbone=backbone,
                 init=config.init,
-                input_size=config.input_size,
+                input_size=read_size(config, params),
                 channels=tuple(params.channels),
                 normalisation=normalisation,
                 threshold=cv.threshold,
@@ -138,20 +153,37 @@ def train_backbone(
                 seed=params.seed,
                 cv={**cv.mean, **{f"objective.{k}": v for k, v in cv.summary()["objective"].items()}},
                 standardise=config.standardise,
+                count_threshold=counting.threshold,
+                stem=config.stem,
+                spots=spec.spots,
             )
             model_path = save_model(models_dir / backbone / MODEL_FILE, model, info)
             write_run_file(models_dir / backbone / RUN_FILE, log.run_id, log.experiment_id, params.mlflow)
-            metrics_path, oof_path = write_cv_reports(cv, reports_dir / TRAIN_REPORTS, backbone)
+            metrics_path, oof_path = write_cv_reports(
+                cv, reports_dir / TRAIN_REPORTS, backbone, counting
+            )
             log.cv_artifacts(cv, oof_path)
             samples_file = Path(tmp) / Path(TRAIN_SAMPLES_ARTIFACT).name
             write_train_samples(samples_file, train_samples(split, manifest))
             log.artifact(samples_file, str(Path(TRAIN_SAMPLES_ARTIFACT).parent))
-    return TrainOutputs(cv, model_path, metrics_path, oof_path, log.run_id)
+    return TrainOutputs(cv, model_path, metrics_path, oof_path, log.run_id, counting)
+
+
+def oof_count_threshold(cv: CVResult, manifest: pd.DataFrame) -> CountChoice:
+    """The counting threshold from ``cv``'s out-of-fold predictions, grouped by the manifest's patients."""
+    oof = cv.oof
+    patients = manifest["sample"].astype(str).to_numpy()[oof["crop_index"].to_numpy()]
+    return count_threshold(oof, patients, operating=cv.threshold)
 
 
 def training_rows(split: Split, negatives: Negatives) -> np.ndarray:
     """The paper's down-sampled set for ``downsample``; every training cell otherwise."""
     return split.train_balanced if negatives == "downsample" else split.train
+
+
+def read_size(config: TrainParams, params: TrainConfig) -> int:
+    """The side of the crops the model reads (``backbones.model_input_size``)."""
+    return model_input_size(config.input_size, params.segment.crop_size, config.spot_features)
 
 
 def train_samples(split: Split, manifest: pd.DataFrame) -> list[str]:
@@ -175,7 +207,10 @@ def model_spec(
     if config.init == "registry":
         champion = find_champion(params.mlflow, backbone, test_samples(split, manifest), folder)
         start_from = str(champion.path)
-    return ModelSpec(backbone, config.init, config.input_size, config.weights_dir, start_from)
+    return ModelSpec(
+        backbone, config.init, read_size(config, params), config.weights_dir, start_from, config.stem,
+        spot_config(params.channels, params.segment, config.spot_features, config.input_size),
+    )
 
 
 # --- tuned values ----------------------------------------------------------------------------------
@@ -262,8 +297,13 @@ def final_fit(
     device: torch.device,
     on_epoch: EpochCallback | None = None,
     show_progress: bool = True,
+    extend: ExtendCrops | None = None,
 ) -> tuple[CellClassifier, Normalisation]:
-    """The model on all of ``data`` for ``options.epochs`` (no validation, so no early stopping)."""
+    """The model on all of ``data`` for ``options.epochs`` (no validation, so no early stopping).
+
+    ``extend`` appends the fit's counterfactuals, made from ``data`` as each fold's are."""
+    if extend is not None:
+        data = extend(data, options.seed)
     seed_everything(options.seed)
     normalisation = Normalisation.fit(data.images)
     model = spec.build(normalisation)
@@ -301,10 +341,23 @@ def write_run_file(path: Path, run_id: str, experiment_id: str, mlflow: MlflowPa
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
-def write_cv_reports(cv: CVResult, folder: Path, backbone: str) -> tuple[Path, Path]:
+def write_cv_reports(
+    cv: CVResult, folder: Path, backbone: str, counting: CountChoice | None = None
+) -> tuple[Path, Path]:
+    """``<backbone>.json`` (the CV summary, with ``count_threshold`` and ``count_oof_mae`` when
+    ``counting`` is given) and ``<backbone>_oof.csv``."""
     folder.mkdir(parents=True, exist_ok=True)
     metrics_path = backbone_report(folder, backbone)
-    metrics_path.write_text(json.dumps(cv.summary(), indent=1) + "\n")
+    summary = cv.summary()
+    if counting is not None:
+        summary.update(
+            count_threshold=counting.threshold,
+            count_oof_mae=counting.mae,
+            count_oof_mae_at_operating=counting.mae_at_operating,
+            count_oof_mae_at_half=counting.mae_at_half,
+            count_patients=counting.n_patients,
+        )
+    metrics_path.write_text(json.dumps(summary, indent=1) + "\n")
     oof_path = backbone_oof(folder, backbone)
     cv.oof.to_csv(oof_path, index=False, float_format="%.6g")
     return metrics_path, oof_path

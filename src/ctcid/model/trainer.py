@@ -13,18 +13,20 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ctcid.config.train import SiteShift, TrainParams
 from ctcid.contracts import Negatives
 from ctcid.errors import CtcidError
-from ctcid.model.dataset import CropBatches, LabelledCrops
+from ctcid.model.dataset import CellFacts, CropBatches, LabelledCrops
 from ctcid.model.shift import DEFAULT_CHANNELS, NO_SITE_SHIFT
 from ctcid.parallel import progress_bar
 
@@ -118,6 +120,8 @@ class FitOptions:
     # channel of the crops (params.channels), which it needs to know DAPI, CEP8 and CD45 apart
     site_shift: SiteShift = NO_SITE_SHIFT
     channels: tuple[str, ...] = DEFAULT_CHANNELS
+    # weight of the auxiliary heads' loss (CEP8 copies, CD45 status); 0 = none (train.aux_weight)
+    aux_weight: float = 0.0
 
     @classmethod
     def from_params(
@@ -138,6 +142,7 @@ class FitOptions:
             # nothing, so a model of counts (train.standardise: false) trains as before it existed
             site_shift=config.site_shift if config.standardise else NO_SITE_SHIFT,
             channels=tuple(channels),
+            aux_weight=config.aux_weight,
         )
 
 
@@ -159,7 +164,7 @@ def fit(
     step = _TrainingStep.for_fit(model, train, options, device)
     best = _BestEpoch()
     history: list[EpochMetrics] = []
-    with progress_bar(disable=not show_progress) as progress:
+    with progress_bar(disable=not show_progress) as progress, step.heads_attached():
         task = progress.add_task(description, total=len(step.batches))
         for epoch in range(1, options.epochs + 1):
             label = f"{description} epoch {epoch}/{options.epochs}"
@@ -191,6 +196,39 @@ def fit(
     return FitResult(model, best.epoch, history, best.scores)
 
 
+class AuxiliaryHeads(nn.Module):
+    """CEP8 copy number and CD45 status predicted from the classifier's pooled features.
+
+    A multi-task loss: the network must represent the two facts the criterion is made of, so its
+    CTC call cannot rest on nuclear size alone. The heads read the input of the model's last
+    linear layer through a hook and live only during training: the saved model is the classifier.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        # the pooled features: a fusion model's feature head, else the last linear layer's input
+        final = getattr(model, "head", None) or [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        self.head = nn.Linear(final.in_features, 2)
+        self._features: Tensor | None = None
+        self._hook = final.register_forward_pre_hook(self._capture)
+
+    def _capture(self, _module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        self._features = args[0]
+
+    def loss(self, facts: CellFacts) -> Tensor:
+        """Smooth-L1 on copies (in units of the diploid 2) plus CD45 cross-entropy, last forward pass."""
+        if self._features is None:
+            raise RuntimeError("the auxiliary heads need a forward pass of the model first")
+        out = self.head(self._features.float())
+        copies = F.smooth_l1_loss(out[:, 0], facts.copies / 2.0)
+        cd45 = F.binary_cross_entropy_with_logits(out[:, 1], facts.cd45_positive)
+        return copies + cd45
+
+    def detach_hook(self) -> None:
+        self._hook.remove()
+        self._features = None
+
+
 @dataclass
 class _TrainingStep:
     """What one fit steps with: shuffled, augmented batches, the loss, AdamW and its schedule."""
@@ -200,6 +238,17 @@ class _TrainingStep:
     optimiser: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     schedule: torch.optim.lr_scheduler.LRScheduler
+    heads: AuxiliaryHeads | None = None
+    aux_weight: float = 0.0
+
+    @contextlib.contextmanager
+    def heads_attached(self) -> Iterator[None]:
+        """The auxiliary heads' hook for the fit only: evaluation and the saved model never see it."""
+        try:
+            yield
+        finally:
+            if self.heads is not None:
+                self.heads.detach_hook()
 
     @classmethod
     def for_fit(
@@ -215,26 +264,37 @@ class _TrainingStep:
             rebalance=options.negatives == "resample",
             site_shift=options.site_shift,
             channels=options.channels,
+            hard=options.negatives == "hard",
         )
         weight = None
         if options.negatives == "class_weight":
             weight = torch.tensor(balanced_weights(train.labels), dtype=torch.float32, device=device)
-        optimiser = torch.optim.AdamW(
-            model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
-        )
+        heads = None
+        groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+        if options.aux_weight > 0:
+            if train.facts is None:
+                raise CtcidError("train.aux_weight > 0 needs the crops' CEP8 and CD45 facts; none loaded")
+            heads = AuxiliaryHeads(model).to(device)
+            groups.append({"params": list(heads.parameters())})
+        optimiser = torch.optim.AdamW(groups, lr=options.learning_rate, weight_decay=options.weight_decay)
         # float16 gradients underflow without loss scaling; bfloat16 (and float32) need none
         scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
         schedule = warmup_cosine(optimiser, len(batches), options.epochs * len(batches))
-        return cls(batches, nn.CrossEntropyLoss(weight=weight), optimiser, scaler, schedule)
+        criterion = nn.CrossEntropyLoss(weight=weight)
+        return cls(batches, criterion, optimiser, scaler, schedule, heads, options.aux_weight)
 
     def run_epoch(self, model: nn.Module, device: torch.device, advance: Callable[[], None]) -> float:
-        """One pass over the batches; returns the mean training loss."""
+        """One pass over the batches; returns the mean training loss (with the auxiliary heads' share)."""
         model.train()
         total, count = 0.0, 0
-        for images, labels in self.batches:
+        facts = self.batches.data.facts
+        for rows, images, labels in self.batches.with_rows():
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with _autocast(device):
                 loss = self.criterion(model(images), labels)
+                if self.heads is not None and facts is not None:
+                    aux = self.heads.loss(facts.take(rows).to(device))
+                    loss = loss + self.aux_weight * aux
             self.optimiser.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimiser)

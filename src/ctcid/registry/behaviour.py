@@ -9,7 +9,8 @@ and its probe crops, returning a :class:`Behaviour`:
 * extra CEP8 spots raise the score of a CD45-negative cell with two (aneuploidy is the signal).
 
 The promotion gate runs them on probes made from the current test crops (:func:`probes_from_crops`):
-real cells, changed in one property only, at intensities measured on the same data. The tests run
+real cells, changed in one property only, at intensities measured on the same data (drawn with
+:mod:`ctcid.model.drawing`, as the training counterfactuals are). The tests run
 them on synthetic probes from the test-data factory. The directional checks ask for a real effect,
 not just a sign, so a model that ignores the marker fails them.
 """
@@ -22,14 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ctcid.model.drawing import nuclear_radii, ring_image, signal_level, spot_image
+
 Scorer = Callable[[np.ndarray], np.ndarray]  # raw crops N x C x S x S -> CTC scores (N,)
 
 # Fewest probe pairs a directional check is decided on; with fewer it is reported, not decided.
 MIN_PROBES = 8
-# The membrane ring the segment stage measures CD45 in: gap and width from the nuclear edge, px.
-RING_GAP, RING_WIDTH = 1.0, 5.0
-SPOT_SIGMA = 1.0  # px, an in-focus FISH spot after the optical blur
-SPOT_REACH = 0.6  # added spots fall within this share of the nuclear radius
 ADDED_SPOTS = 2  # a diploid cell (2 copies) becomes a 4-copy, CTC-like one
 SPOT_CHECK = "more CEP8 spots raise the score"
 
@@ -128,15 +127,28 @@ def check_more_spots_raise_score(
     return check_direction(SPOT_CHECK, score, two_spots, more_spots, +1, **limits)
 
 
-def check_all(score: Scorer, probes: dict[str, np.ndarray], **limits: float) -> list[Behaviour]:
+def check_all(
+    score: Scorer,
+    probes: dict[str, np.ndarray],
+    *,
+    spot_min_shift: float | None = None,
+    spot_min_share: float | None = None,
+    **limits: float,
+) -> list[Behaviour]:
     """Every check on one scorer; probes keyed as :func:`probes_from_crops` makes them.
 
-    ``limits`` (``min_mean_shift``, ``min_share``) apply to the two directional checks.
+    ``limits`` (``min_mean_shift``, ``min_share``) apply to the two directional checks;
+    ``spot_min_shift`` and ``spot_min_share``, when given, replace them for the spot check alone.
     """
+    spot_limits = dict(limits)
+    if spot_min_shift is not None:
+        spot_limits["min_mean_shift"] = spot_min_shift
+    if spot_min_share is not None:
+        spot_limits["min_share"] = spot_min_share
     return [
         check_dihedral_invariance(score, probes["mixed"]),
         check_cd45_ring_lowers_score(score, probes["without_ring"], probes["with_ring"], **limits),
-        check_more_spots_raise_score(score, probes["two_spots"], probes["more_spots"], **limits),
+        check_more_spots_raise_score(score, probes["two_spots"], probes["more_spots"], **spot_limits),
     ]
 
 
@@ -178,18 +190,18 @@ def probes_from_crops(
     def read(rows: pd.DataFrame) -> np.ndarray:
         return np.asarray(crops[rows["crop_index"].to_numpy()], dtype=np.float32)
 
-    ring_level = _signal_level(read(pick(~negative)), cd45)
-    spot_level = _signal_level(read(pick(spots >= 1)), cep8)
+    ring_level = signal_level(read(pick(~negative)), cd45)
+    spot_level = signal_level(read(pick(spots >= 1)), cep8)
     area = cells["area"].to_numpy()
     ctc_like_mask = negative & (spots >= 3)
     ctc_sized = area >= (np.percentile(area[ctc_like_mask], 25) if ctc_like_mask.any() else 0.0)
     ctc_like, diploid = pick(ctc_like_mask), pick(negative & (spots <= 2) & ctc_sized)
     without_ring, two_spots = read(ctc_like), read(diploid)
     with_ring, more_spots = without_ring.copy(), two_spots.copy()
-    for crop, radius in zip(with_ring, _radii(ctc_like), strict=True):
-        crop[cd45] += ring_level * _ring(crop.shape[-1], radius)
-    for crop, radius in zip(more_spots, _radii(diploid), strict=True):
-        crop[cep8] += spot_level * _spots(crop.shape[-1], radius, ADDED_SPOTS, rng)
+    for crop, radius in zip(with_ring, nuclear_radii(ctc_like), strict=True):
+        crop[cd45] += ring_level * ring_image(crop.shape[-1], radius)
+    for crop, radius in zip(more_spots, nuclear_radii(diploid), strict=True):
+        crop[cep8] += spot_level * spot_image(crop.shape[-1], radius, ADDED_SPOTS, rng)
     return {
         "mixed": read(pick(np.ones(len(cells), dtype=bool))),
         "without_ring": without_ring,
@@ -197,41 +209,3 @@ def probes_from_crops(
         "two_spots": two_spots,
         "more_spots": more_spots,
     }
-
-
-def _signal_level(crops: np.ndarray, channel: int) -> float:
-    """Typical marker signal above background: median over crops of (99th percentile - median)."""
-    if len(crops) == 0:
-        return 0.0
-    values = crops[:, channel].reshape(len(crops), -1)
-    return float(np.median(np.percentile(values, 99, axis=1) - np.median(values, axis=1)))
-
-
-def _radii(cells: pd.DataFrame) -> np.ndarray:
-    return np.sqrt(cells["area"].to_numpy(dtype=np.float64) / np.pi)
-
-
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel offsets from the crop centre, where the segment stage puts the nucleus."""
-    centre = (size - 1) / 2
-    yy, xx = np.mgrid[0:size, 0:size]
-    return yy - centre, xx - centre
-
-
-def _ring(size: int, radius: float) -> np.ndarray:
-    """A soft-edged membrane annulus around a nucleus of ``radius``, peak 1."""
-    yy, xx = _grid(size)
-    distance = np.hypot(yy, xx) - radius - RING_GAP
-    inside = (distance >= 0) & (distance <= RING_WIDTH)
-    return np.where(inside, 1.0, np.exp(-(np.minimum(np.abs(distance), np.abs(distance - RING_WIDTH)) ** 2)))
-
-
-def _spots(size: int, radius: float, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` Gaussian spots of peak 1 at random places within :data:`SPOT_REACH` of the radius."""
-    yy, xx = _grid(size)
-    image = np.zeros((size, size))
-    for _ in range(count):
-        angle, reach = rng.uniform(0, 2 * np.pi), rng.uniform(0, SPOT_REACH) * radius
-        cy, cx = reach * np.sin(angle), reach * np.cos(angle)
-        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * SPOT_SIGMA**2))
-    return image

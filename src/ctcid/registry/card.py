@@ -20,6 +20,7 @@ GALLERY = "disagreements.png"  # beside the card: under reports/, and in the run
 
 def render(facts: VersionFacts, gallery: Path | None) -> str:
     info, test, cohort = facts.info, facts.test, facts.cohort
+    chosen = "prior-corrected" if info.count_threshold is None else "fewest out-of-fold count errors"
     commit = facts.lineage.get("git_commit", "unknown (not a git checkout)")
     lines = [
         f"# Model card: ctcid {facts.backbone} CTC classifier",
@@ -36,7 +37,7 @@ def render(facts: VersionFacts, gallery: Path | None) -> str:
         f"(crops of {facts.crop_size} px resized), channels {', '.join(info.channels)}",
         f"- operating threshold {info.threshold:.4g}, chosen on out-of-fold predictions for "
         f"sensitivity {info.target_sensitivity:.2f}; counting threshold "
-        f"{_num(test.get('count_threshold'))} (prior-corrected, for per-patient counts)",
+        f"{_num(facts.counting_threshold)} ({chosen}, for per-patient counts)",
         f"- final fit {info.epochs} epochs, seed {info.seed}; training run `{facts.run_id}`",
         f"- model file sha256 `{facts.model_sha256}`",
         "",

@@ -60,6 +60,11 @@ class VersionFacts:
     lineage: dict[str, str] = field(default_factory=dict)
     params_sha256: str = ""
 
+    @property
+    def counting_threshold(self) -> float:
+        """The threshold its per-patient counts are counted at: see :func:`counting_threshold`."""
+        return _counting(self.metrics, self.info, self.test)
+
     def tags(self) -> dict[str, str]:
         """Version tags: flat, string-valued, searchable in the UI and by ``ctcid models``."""
         operating, intervals = self.metrics["operating"], self.metrics.get("ci95", {})
@@ -70,7 +75,7 @@ class VersionFacts:
             "crop_size": str(self.crop_size),
             "channels": ",".join(self.info.channels),
             "operating_threshold": _fmt(self.info.threshold),
-            "counting_threshold": _fmt(self.test.get("count_threshold")),
+            "counting_threshold": _fmt(self.counting_threshold),
             "training_run_id": self.run_id,
             "model_sha256": self.model_sha256,
             "params_sha256": self.params_sha256,
@@ -141,6 +146,27 @@ def collect(
         lineage=lineage_tags(),
         params_sha256=params_hash(params),
     )
+
+
+def counting_threshold(report: dict[str, Any], backbone: str, info: ModelInfo | None = None) -> float:
+    """The per-patient counting threshold of ``backbone`` in ``reports/metrics.json``.
+
+    What evaluate counted its test patients at (``models.<backbone>.counting_threshold``: its own,
+    chosen on out-of-fold counts), else the model's own (``info``), else the test summary's
+    prior-corrected one (reports written before models had their own), else 0.5.
+    """
+    return _counting(report.get("models", {}).get(backbone, {}), info, report.get("test", {}))
+
+
+def _counting(metrics: dict[str, Any], info: ModelInfo | None, test: dict[str, Any]) -> float:
+    for value in (
+        metrics.get("counting_threshold"),
+        None if info is None else info.count_threshold,
+        test.get("count_threshold"),
+    ):
+        if value is not None:
+            return float(value)
+    return 0.5
 
 
 def read_metrics(path: Path) -> dict[str, Any]:

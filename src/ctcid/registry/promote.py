@@ -5,6 +5,9 @@ set (a champion's stored numbers may come from older data), then applies ``param
 
 * guard-rails on the challenger at its operating threshold: sensitivity, specificity, and the
   per-patient count error;
+* the rule floor: on the same test patients, a per-patient count MAE no worse than the three-line
+  rule's (``max_mae_over_rule``) and no more CTC-free patients called positive than the rule calls
+  (``max_blank_positive_over_rule``): a model that counts worse than the rule is no champion;
 * the worst-site guard-rail: its specificity on every external cohort (``external.cohorts``, as
   ``ctcid external-cohort`` prepared them under ``data/external``) at ``min_site_specificity``, so
   a model that wins at home and collapses at another site never becomes champion;
@@ -47,6 +50,7 @@ from ctcid.evaluation.report import ModelEvaluation, json_safe
 from ctcid.evaluation.tables import fmt_p
 from ctcid.intensity import Levels, manifest_levels, model_input, standardise
 from ctcid.metrics import BinaryMetrics, binary_metrics
+from ctcid.model.count_threshold import model_count_threshold
 from ctcid.paths import EXTERNAL_DIR, StageInputs, cohort_inputs
 from ctcid.registry.behaviour import SPOT_CHECK, check_all, probes_from_crops
 from ctcid.registry.store import PREVIOUS_TAG, ROLLED_BACK_TAG, Registry
@@ -160,7 +164,7 @@ class GateData:
     """The current test set and the external cohorts, read once and shared by both assessments."""
 
     tests: TestSet
-    count_threshold: float
+    count_threshold: float  # the split's prior-corrected one: for versions saved without their own
     inputs: dict[bool, ModelInputs]  # by "standardised": a version reads counts or standardised crops
     sites: dict[str, SiteCells | str]  # cohort -> its cells, or why they cannot be read
 
@@ -308,6 +312,8 @@ def assess(registry: Registry, version: ModelVersion, params: PromoteConfig, dat
     model = registry.load(version)
     served = model.unwrap_python_model()
     threshold = float(served.threshold)
+    # its own counting threshold; versions saved before ctcid chose one count at the split's
+    counting = model_count_threshold(served, data.count_threshold)
     # versions registered before ctcid standardised crops read counts
     standardised = bool(getattr(served, "standardise", False))
     inputs = data.inputs[standardised]
@@ -327,17 +333,22 @@ def assess(registry: Registry, version: ModelVersion, params: PromoteConfig, dat
 
     scores = score(inputs.detections)
     evaluation = evaluate_scores(
-        f"v{version.version}", scores, data.tests, threshold, data.count_threshold,
+        f"v{version.version}", scores, data.tests, threshold, counting,
         params.train.bootstrap, params.seed,
     )
     behaviours: dict[str, bool | None] = {}
     numbers: dict[str, dict[str, float]] = {}
     if inputs.probes is not None:
-        limits = {
-            "min_mean_shift": params.registry.behaviour_min_shift,
-            "min_share": params.registry.behaviour_min_share,
-        }
-        for outcome in check_all(score, inputs.probes, **limits):
+        policy = params.registry
+        outcomes = check_all(
+            score,
+            inputs.probes,
+            min_mean_shift=policy.behaviour_min_shift,
+            min_share=policy.behaviour_min_share,
+            spot_min_shift=policy.spot_min_shift,  # the spot check's own, higher bar
+            spot_min_share=policy.spot_min_share,
+        )
+        for outcome in outcomes:
             behaviours[outcome.name], numbers[outcome.name] = outcome.passed, outcome.measured
     sites: dict[str, BinaryMetrics | str] = {}
     for name, cells in data.sites.items():
@@ -396,6 +407,7 @@ def judge(
             _at_least(-(mae(mine) or math.inf), -policy.max_patient_mae),
         ),
     ]
+    criteria += _rule_floor(policy, mine, other)
     if primary != "auc":
         criteria.insert(1, Criterion("auc", metric(mine, "auc"), metric(other, "auc"), None))
     for name, passed in ours.behaviours.items():
@@ -414,6 +426,79 @@ def judge(
     if rolled_back:
         criteria.append(Criterion("not rolled back before", "rolled back", None, False))
     return criteria
+
+
+def _rule_floor(
+    policy: RegistryParams, mine: ModelEvaluation, other: ModelEvaluation | None
+) -> list[Criterion]:
+    """The three-line rule is the floor: the challenger must count no worse than it per patient.
+
+    On the same test patients: the count MAE minus the rule's (the paired difference's point
+    estimate, ``max_mae_over_rule``) and the share of CTC-free patients called positive at >= 1 CTC
+    against the rule's (``max_blank_positive_over_rule``). Either margin null turns its line off.
+    """
+    criteria = []
+    if policy.max_mae_over_rule is not None:
+        margin = policy.max_mae_over_rule
+        difference = None if mine.versus_rule is None else mine.versus_rule.mae.difference
+        passed = _at_least(None if difference is None else -difference, -margin)
+        text = _mae_over_rule(mine)
+        if not passed:
+            text += (
+                f": counts worse per patient than the rule by more than {margin:g} CTC; not a champion. "
+                "Retrain it (docs/registry.md#the-rule-floor) or override: ctcid promote --force --reason ..."
+            )
+        champion = None if other is None else _mae_over_rule(other)
+        criteria.append(Criterion(f"rule floor: count MAE - rule's <= {margin:g}", text, champion, passed))
+    if policy.max_blank_positive_over_rule is not None:
+        margin = policy.max_blank_positive_over_rule
+        shares = _blank_positive(mine)
+        decided: bool | None
+        if shares is None:
+            text, decided = "not measured: no per-patient counts paired with the rule", False
+        elif shares[2] == 0:  # no CTC-free test patient: nothing to call a false positive on
+            text, decided = "undecided: no CTC-free test patient", None
+        else:
+            ours, rule, blanks = shares
+            text = f"{ours:.2f} vs rule's {rule:.2f} of {blanks} CTC-free"
+            decided = _at_least(rule + margin - ours, 0.0)
+            if not decided:
+                text += (
+                    ": calls more CTC-free patients positive than the rule; not a champion. Retrain it "
+                    "for specificity (docs/registry.md#the-rule-floor) or override: ctcid promote --force "
+                    "--reason ..."
+                )
+        champion = None
+        if other is not None and (theirs := _blank_positive(other)) is not None and theirs[2]:
+            champion = f"{theirs[0]:.2f} vs rule's {theirs[1]:.2f}"
+        label = f"rule floor: CTC-free called positive - rule's <= {margin:g}"
+        criteria.append(Criterion(label, text, champion, decided))
+    return criteria
+
+
+def _mae_over_rule(evaluation: ModelEvaluation) -> str:
+    """The per-patient count MAE against the rule's: both, their paired difference, its interval and p."""
+    versus = evaluation.versus_rule
+    if versus is None:
+        return "not measured: no per-patient counts paired with the rule"
+    mae = versus.mae
+    ours = math.nan if evaluation.endpoints is None else evaluation.endpoints.values.get("mae", math.nan)
+    return (
+        f"{ours:.2f} vs rule's {versus.rule.get('mae', math.nan):.2f}: {mae.difference:+.2f} "
+        f"[{mae.low:+.2f}, {mae.high:+.2f}], p {fmt_p(mae.p_value)}"
+    )
+
+
+def _blank_positive(evaluation: ModelEvaluation) -> tuple[float, float, int] | None:
+    """The scorer's and the rule's share of CTC-free patients called positive, and how many there are."""
+    if evaluation.versus_rule is None or evaluation.endpoints is None:
+        return None
+    blanks = int((evaluation.endpoints.table["true_count"] == 0).sum())
+    return (
+        float(evaluation.endpoints.values.get("blank_positive_share", math.nan)),
+        float(evaluation.versus_rule.rule.get("blank_positive_share", math.nan)),
+        blanks,
+    )
 
 
 def _patient_criteria(

@@ -51,6 +51,11 @@ class CtcClassifier(mlflow.pyfunc.PythonModel):
         return self.loaded.info.threshold
 
     @property
+    def count_threshold(self) -> float | None:
+        """Its counting threshold (chosen on out-of-fold counts); None for models saved before it."""
+        return self.loaded.info.count_threshold
+
+    @property
     def standardise(self) -> bool:
         """Its input: crops standardised by their field's levels (ctcid.intensity), or raw counts."""
         return self.loaded.info.standardise

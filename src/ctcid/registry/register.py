@@ -32,7 +32,7 @@ from ctcid.contracts import open_crops, read_manifest
 from ctcid.errors import CtcidError
 from ctcid.evaluation.drift import read_reference
 from ctcid.intensity import manifest_levels, model_input
-from ctcid.model.predict import load_model
+from ctcid.model.predict import ModelInfo, load_model
 from ctcid.paths import (
     CARD_FILE,
     DRIFT_REFERENCE_FILE,
@@ -144,7 +144,7 @@ def register_selected(
         card_path,
         picture,
         example,
-        serving_metadata(params, report, reports_dir / DRIFT_REFERENCE_FILE),
+        serving_metadata(params, report, reports_dir / DRIFT_REFERENCE_FILE, loaded.info),
     )
     registry.set_alias(CHALLENGER, version)
     registration = Registration(
@@ -153,14 +153,17 @@ def register_selected(
     return _recorded(registration, reports_dir)
 
 
-def serving_metadata(params: RegisterConfig, report: dict[str, Any], drift_reference: Path) -> dict[str, Any]:
+def serving_metadata(
+    params: RegisterConfig, report: dict[str, Any], drift_reference: Path, info: ModelInfo | None = None
+) -> dict[str, Any]:
     """What the service needs beside the network: the segmentation that made its training crops
-    (a field must be cut the same way), the per-patient counting threshold and where the training
-    fields lie (to flag a field unlike them; evaluate's reference, absent without raw fields)."""
+    (a field must be cut the same way), the selected model's own per-patient counting threshold (the
+    one evaluate counted its test patients at, :func:`.metadata.counting_threshold`) and where the
+    training fields lie (to flag a field unlike them; evaluate's reference, absent without raw fields)."""
     values: dict[str, Any] = {
         "segment": params.segment.model_dump(mode="json"),
         "channels": list(params.channels),
-        "counting_threshold": float(report["test"].get("count_threshold", 0.5)),
+        "counting_threshold": metadata.counting_threshold(report, report["selected"], info),
     }
     reference = read_reference(drift_reference) if drift_reference.is_file() else None
     if reference is not None:

@@ -20,12 +20,16 @@ import optuna
 import pandas as pd
 import torch
 
+from ctcid.config.train import TrainParams
 from ctcid.config.tune import Dimension
+from ctcid.contracts import open_crops
 from ctcid.intensity import Levels
-from ctcid.model.backbones import ModelSpec
-from ctcid.model.cv import FoldResult, cross_validate, cv_objective
+from ctcid.model.backbones import ModelSpec, spot_config
+from ctcid.model.counterfactual import counterfactual_source
+from ctcid.model.cv import ExtendCrops, FoldResult, cross_validate, cv_objective
 from ctcid.model.dataset import LabelledCrops, load_labelled_crops
 from ctcid.model.run_log import MlflowFoldLogger
+from ctcid.model.train import read_size
 from ctcid.model.trainer import EpochMetrics, FitOptions
 from ctcid.split import Split
 from ctcid.tuning.run_log import StudyRunLog
@@ -45,13 +49,19 @@ class TrialData:
     manifest: pd.DataFrame
     split: Split
     levels: Levels | None = None  # the crops' field levels when train.standardise (fixed, not searched)
+    cd45_threshold: float | None = None  # segment.cd45_threshold: the crops' CellFacts (for hard negatives)
     _loaded: dict[int, LabelledCrops] = field(default_factory=dict)
+
+    def counterfactuals(self, params: TuneConfig, config: TrainParams) -> ExtendCrops | None:
+        """A trial's counterfactual maker (``train.counterfactuals``), None when it asks for none."""
+        return counterfactual_source(open_crops(self.crops), self.manifest, self.levels, params, config)
 
     def at(self, input_size: int) -> LabelledCrops:
         if input_size not in self._loaded:
             split = self.split
             self._loaded[input_size] = load_labelled_crops(
-                self.crops, self.manifest, split.train, split.label_source, input_size, self.levels
+                self.crops, self.manifest, split.train, split.label_source, input_size, self.levels,
+                self.cd45_threshold,
             )
         return self._loaded[input_size]
 
@@ -71,8 +81,9 @@ class Objective:
         started = time.perf_counter()
         config = apply(self.params.train, suggest(trial, self.space), self.params.segment.crop_size)
         spec = ModelSpec(
-            self.backbone, config.init, config.input_size, config.weights_dir,
-            self.start_from if config.init == "registry" else None,
+            self.backbone, config.init, read_size(config, self.params), config.weights_dir,
+            self.start_from if config.init == "registry" else None, config.stem,
+            spot_config(self.params.channels, self.params.segment, config.spot_features, config.input_size),
         )
         options = FitOptions.from_params(config, self.params.seed, self.params.channels)
         values = config.model_dump(exclude={"backbones", "bootstrap"})
@@ -86,8 +97,9 @@ class Objective:
             with self.log.fold_logger(run_id, trial.number) as folds:
                 watcher.folds = folds
                 cv = cross_validate(
-                    self.data.at(config.input_size), self.data.split.folds, spec, options,
+                    self.data.at(read_size(config, self.params)), self.data.split.folds, spec, options,
                     config.target_sensitivity, observer=watcher, device=self.device, show_progress=False,
+                    extend=self.data.counterfactuals(self.params, config),
                 )
         except optuna.TrialPruned as stop:
             reason = "budget" if isinstance(stop, BudgetSpent) else "pruner"

@@ -74,8 +74,9 @@ def tune_backbone(
         tags = {"optuna.storage": redact_url(tune.storage), "tune.objective": tune.objective}
         with StudyRunLog.open(params.mlflow, study, backbone, tags, created) as log:
             levels = input_levels(manifest, params.channels, params.train.standardise)
+            data = TrialData(inputs.crops, manifest, split, levels, params.segment.cd45_threshold)
             objective = Objective(
-                params, backbone, space, TrialData(inputs.crops, manifest, split, levels), log,
+                params, backbone, space, data, log,
                 deadline=deadline, device=device, start_from=str(champion.path) if champion else None,
             )
             run_trials(study, objective, tune.n_trials, deadline, on_trial)
