@@ -150,8 +150,9 @@ class CellClassifier(nn.Module):
         """A new fusion model starts as the rule on the crop (the floor every champion must clear).
 
         The spot head gives the rule's call RULE_PRIOR logits either way and the CNN's logits enter
-        scaled by ``cnn_gain``, which starts at 0 (ReZero: Bachlechner et al., 2020): the fit begins
-        at the rule and the CNN adds only what lowers the loss. Started from nothing, or with the
+        squashed (tanh) and scaled by ``cnn_gain``, which starts at 0 (ReZero: Bachlechner et al.,
+        2020): the fit begins at the rule and the CNN adds only what lowers the loss, never more
+        than ``|cnn_gain|`` logits. Started from nothing, or with the
         CNN at full weight, the fusion ended worse than the rule per patient out of fold: the CNN
         moved look-alikes and leukocytes it could not tell apart (docs/results.md#levers-issue-29).
         """
@@ -168,7 +169,9 @@ class CellClassifier(nn.Module):
             size = (self.cnn_size, self.cnn_size)
             small = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         features = self.backbone(self.normalise(small))
-        return self.cnn_gain * self.head(features) + self.spot_head(self.spots(x).to(features.dtype))
+        # bounded: a diverging backbone (VGG without BatchNorm) cannot outvote the criterion's features
+        residual = self.cnn_gain * torch.tanh(self.head(features))
+        return residual + self.spot_head(self.spots(x).to(features.dtype))
 
 
 def _drop_final_linear(backbone: nn.Module) -> int:

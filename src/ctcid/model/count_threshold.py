@@ -40,6 +40,14 @@ class CountChoice:
         return asdict(self)
 
 
+# Thresholds whose out-of-fold count error is within this many CTCs per patient of the least are as
+# good: a patient bootstrap interval of the MAE is some 0.3 wide. Of those, the widest plateau wins.
+# Without it a fusion model (docs/training.md#spot-features-the-fusion-model) counted at 0.0025, deep
+# in the tail of near-certain negatives, where fold models and the final model order cells
+# differently: the final VGG16 then counted 68 CTCs per patient on the test set.
+SLACK_PER_PATIENT = 0.05
+
+
 def count_threshold(
     oof: pd.DataFrame,
     patients: np.ndarray | pd.Series,
@@ -62,7 +70,9 @@ def count_threshold(
     cells in decreasing score order: a patient's next counted cell adds 1 to its error once its count
     has reached its true count and takes 1 off before. Of the intervals with the least error, runs
     of adjacent ones merge into plateaus; the threshold is the middle of the widest plateau (the
-    lowest of equally wide ones), so it never sits on a score where the error jumps.
+    lowest of equally wide ones), so it never sits on a score where the error jumps. "Least" admits
+    :data:`SLACK_PER_PATIENT` CTCs per patient, so a wide, stable plateau beats a narrow one a few
+    cells better on these folds.
     ``operating`` (the model's operating threshold) is only scored, for comparison.
     """
     scores = np.asarray(oof["y_score"], dtype=np.float64)
@@ -94,9 +104,8 @@ def count_threshold(
     if highs.size == 0 or highs[0] < 1.0:  # (highest score, 1]: nothing counted
         top = highs[0] if highs.size else 0.0
         highs, lows, totals = np.append(1.0, highs), np.append(top, lows), np.append(errors[0], totals)
-    threshold = _plateau_middle(highs[::-1], lows[::-1], totals[::-1])
-
     n = len(labels)
+    threshold = _plateau_middle(highs[::-1], lows[::-1], totals[::-1], slack=SLACK_PER_PATIENT * n)
 
     def mae(t: float) -> float:
         counted = np.bincount(patient[scores >= t], minlength=n)
@@ -124,9 +133,10 @@ def _true_counts(
     return truth
 
 
-def _plateau_middle(highs: np.ndarray, lows: np.ndarray, totals: np.ndarray) -> float:
-    """Middle of the widest run of adjacent least-error intervals ``(low, high]`` (ascending)."""
-    best = totals == totals.min()
+def _plateau_middle(highs: np.ndarray, lows: np.ndarray, totals: np.ndarray, slack: float = 0.0) -> float:
+    """Middle of the widest run of adjacent intervals ``(low, high]`` (ascending) whose summed error
+    is within ``slack`` of the least."""
+    best = totals <= totals.min() + slack + 1e-9
     # runs of consecutive best intervals: starts where a best one follows a worse one
     edges = np.diff(np.concatenate([[0], best.astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
