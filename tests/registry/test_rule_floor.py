@@ -116,6 +116,9 @@ def test_the_margin_holds_and_a_challenger_that_ties_or_beats_the_rule_passes(te
     assert tie[BLANK_LINE].passed is True
     perfect = judged(tests_set.y_true.astype(np.float64), tests_set)
     assert perfect[MAE_LINE].passed is True
+    # a perfect count is no missing count: the guard-rail passes it (it once read 0.0 as "none")
+    assert perfect["patient count MAE <= 3"].challenger == 0.0
+    assert perfect["patient count MAE <= 3"].passed is True
     assert perfect[MAE_LINE].challenger.startswith("0.00 vs rule's 0.33: -0.33")
 
 

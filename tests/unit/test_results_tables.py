@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -27,6 +28,8 @@ def model(mae: float, label: str | None = None, versus: bool = True) -> dict:
     values = {"endpoints": {"mae": mae, "sensitivity_ge1": 0.9, "prevalence_ge1": 0.6, "lob": 1.0},
               "endpoints_ci95": {"mae": {"low": mae - 0.1, "high": mae + 0.2}},
               "review": {"patients": 3.0, "detections_median": 100.0, "flagged_median": 4.0}}
+    values["operating"] = {"sensitivity": 0.98, "specificity": 0.995, "threshold": 0.5}
+    values["ci95"] = {"sensitivity": {"low": 0.9, "high": 1.0}, "specificity": {"low": 0.99, "high": 0.999}}
     if versus:
         values["versus_rule"] = {"mae_difference": mae - 0.5, "mae_difference_p": 0.04}
     if label:
@@ -55,6 +58,17 @@ def project(tmp_path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content))
         outs.append({"path": name, "md5": hashlib.md5(path.read_bytes()).hexdigest()})
+    # the test detections' scores: of the 4 CTC-sized CD45-negative diploid cells, 1 is called
+    predictions = tmp_path / "reports/test_predictions.csv"
+    predictions.write_text("crop_index,resnet18\n0,0.9\n1,0.2\n2,0.6\n3,0.1\n4,0.3\n5,0.1\n")
+    digest = hashlib.md5(predictions.read_bytes()).hexdigest()
+    outs.append({"path": "reports/test_predictions.csv", "md5": digest})
+    (tmp_path / "data/segment").mkdir(parents=True)
+    pd.DataFrame({
+        "crop_index": range(6),
+        "true_cell_type": ["ctc"] + ["diploid_cd45neg"] * 4 + ["ctc"],
+        "area": [300.0, 300.0, 310.0, 320.0, 330.0, 300.0],
+    }).to_parquet(tmp_path / "data/segment/manifest.parquet")
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"all": {"outs": outs}}}))
     for target in ("README.md", "docs/results.md"):
         (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
@@ -94,3 +108,12 @@ def test_reports_from_two_commits_are_refused(project: Path, capsys) -> None:
     (project / "dvc.lock").write_text(yaml.safe_dump(lock))
     assert script.main(["--root", str(project)]) == 1
     assert "different commits" in capsys.readouterr().err
+
+
+def test_the_targets_are_each_met_or_missed_from_the_same_reports(project: Path) -> None:
+    block = load_script().render(project)
+    assert "| test sensitivity >= 0.97 (`resnet18`) | 0.980 [0.900, 1.000] | met |" in block
+    assert "diploid test cells called CTC <= 10 % | 0.250 of 4 | **missed** |" in block
+    # the champion counts 1.25 per patient against the rule's 0.5 on the sealed cohort
+    assert "| holdout (sealed): patient MAE <= rule's" in block and "MAE 1.25 vs 0.50" in block
+    assert block.count("**missed**, met |") >= 2

@@ -404,7 +404,8 @@ def judge(
             f"patient count MAE <= {policy.max_patient_mae:g}",
             mae(mine),
             mae(other),
-            _at_least(-(mae(mine) or math.inf), -policy.max_patient_mae),
+            # a perfect count (MAE 0.0) passes: only a missing one counts as infinitely wrong
+            _at_least(-(math.inf if mae(mine) is None else mae(mine)), -policy.max_patient_mae),
         ),
     ]
     criteria += _rule_floor(policy, mine, other)
