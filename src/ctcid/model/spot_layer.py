@@ -85,10 +85,6 @@ class SpotCounts(nn.Module):
         score = float(cd45_ring_score(crop[self.cd45], labels, centre, self.segment)[0])
         return min(len(spots.rows), MAX_COUNT), score if np.isfinite(score) else 0.0
 
-    def count(self, crop: np.ndarray) -> int:
-        """CEP8 spots of the centre nucleus of one crop, as the segment step counts them."""
-        return self.measure(crop)[0]
-
     def _nucleus(self, dapi: np.ndarray) -> np.ndarray:
         size = dapi.shape[-1]
         low, high = size // 2 - CENTRE_PX, size // 2 + CENTRE_PX
