@@ -1,36 +1,51 @@
 """Paper-scale training and inference throughput of each backbone on a GPU, and what a CV trial costs.
 
-At the settings of ``configs/paper.yaml`` (synthetic 48-px uint16 crops resized once to 224 px by
-``dataset.read_crops``, batch 64), for every backbone and batch size, on ``--device`` (auto: CUDA
-when present), in one run:
+At the settings of ``configs/paper.yaml`` (synthetic 48-px uint16 crops, input 224 px, batch 64),
+for every backbone, batch size and ``--deterministic`` mode, on ``--device`` (auto: CUDA when
+present), in one run:
 
-* **ctcid train**: crops in host memory as ``read_crops`` leaves them, ``trainer.fit`` for one
-  epoch: shuffling and augmentation on the CPU, the copy of each batch to the device, the
-  trainer's autocast (bfloat16 on CUDA), loss bookkeeping (one ``loss.item()`` per step), the
-  learning-rate schedule. ``seed_everything`` first, as ``cv`` and ``train`` call it before every
-  fit: deterministic algorithms, ``cudnn.benchmark`` off;
+* **ctcid train**: the path ``cv`` and ``train`` take. The crops stay in a ``.npy`` opened
+  memory-mapped (``contracts.open_crops``), wrapped as ``LabelledCrops(CropPixels.stored(...))``
+  with per-crop field levels (``intensity.Levels``), so every batch is gathered, standardised,
+  resized to the input size and augmented (flips, quarter turns, gain, and the site shift,
+  ``SiteShift(prob=0.8)``) as it is drawn: on CUDA on the device, from crops uploaded once as
+  uint16 when they fit (``held``). ``seed_everything(0, deterministic)``, then ``trainer.fit`` for
+  one epoch (AdamW, warm-up/cosine schedule, the trainer's autocast: bfloat16 on CUDA, the loss
+  summed on the device). crops/s are of the epoch as ``fit`` times it (``EpochMetrics.seconds``,
+  ending with the loss read back); the rest of the call (optimiser, the crops' upload), which a
+  real fit pays once and not every epoch, is ``set-up s``. A short fit on the first batches
+  precedes it, so that kernel selection (and cuDNN's benchmark search when not deterministic) is
+  out of the timed epoch, as it is out of every epoch after a real fit's first;
 * **bare train**: the same model, AdamW and autocast in a minimal loop (forward, cross-entropy,
-  backward, step) over shuffled crops already on the device, timed before and after the ctcid
-  epoch; ``ratio`` = ctcid / bare is what the data path costs;
-* **bench train** (CUDA only): the bare loop once more with ``cudnn.benchmark`` on and
-  deterministic algorithms off, which the trainer does not use (``seed_everything`` turns
-  benchmark off): ``x`` = bench / bare is what the trainer's determinism costs on this GPU;
-* **inference**: ``trainer.predict_scores`` (which ``cv`` scores each fold's held-out cells with,
-  at the training batch size, and ``predict`` scores crops with) at the training batch and at
-  ``--infer-batch``, and a bare no-grad forward with the same autocast over the on-device crops;
-* **peak GiB** (CUDA only): ``torch.cuda.max_memory_allocated`` during the ctcid epoch, reset per
-  backbone and batch size, less the bare loop's on-device crops: model, gradients, AdamW state,
-  activations and the batch.
+  backward, step) over crops already on the device at the input size (read, standardised and
+  resized beforehand by ``dataset.read_crops``, shuffled once), under the same ``seed_everything``,
+  timed before and after the ctcid epoch; ``ratio`` = ctcid / bare is what the data path,
+  augmentation included, costs (target >= 0.8);
+* **deterministic** on / off (``train.deterministic``; default both on CUDA): each backbone is
+  measured under each, every backbone with it on first (so a tight ``--budget-s`` drops off rows,
+  not backbones); ``off/on`` = ctcid crops/s without deterministic kernels (and with
+  ``cudnn.benchmark``) / with them, what the setting costs;
+* **inference**: ``trainer.score`` on the memory-mapped crops (``cv`` scores held-out cells with it
+  at the training batch; ``predict`` and the service at theirs) at the training batch and at
+  ``--infer-batch``, against a bare no-grad forward and softmax with the same autocast over the
+  on-device crops at ``--infer-batch``; ``ratio@L`` = ctcid / bare there (target >= 0.8);
+* **held**: whether the fit's crops were held on the device (``PixelReader.held``), else read per
+  batch from the memory map (on CUDA into pinned memory);
+* **peak GiB** (CUDA only): ``torch.cuda.max_memory_allocated`` during the timed ``fit`` call, less
+  the bare loop's on-device crops: model, gradients, AdamW state, activations, the held uint16
+  crops and the batch;
+* **host RSS**: the process's peak resident memory (``getrusage ru_maxrss``) after the set-up and
+  at the end; the set-up includes the bare loop's crops (on CPU they stay in host memory).
 
-Every timed pass is preceded by a warm-up (kernel selection, allocations) and bracketed by
-``torch.cuda.synchronize()``. Each epoch has ``--n`` crops (rounded down to whole batches).
+Every timed pass is preceded by a warm-up and bracketed by ``torch.cuda.synchronize()``. Each
+epoch has ``--n`` crops (rounded down to whole batches).
 
 **Estimates** (printed as such: arithmetic on the measured throughput, not measured runs): one
 5-fold CV trial at paper scale = ``n_folds x epochs x rows_per_fold / ctcid train crops/s``, and a
 study of ``tune.n_trials`` such trials, against ``tune.timeout_s``. A second figure adds what a
-trial also does, at the measured ``predict_scores`` rate at the training batch: each epoch scores
-the fold's balanced validation rows (``rows_per_fold / (n_folds - 1)``), and each fold scores
-every training cell of its validation patients. Both assume every fold runs all its epochs; early
+trial also does, at the measured ``score`` rate at the training batch: each epoch scores the
+fold's balanced validation rows (``rows_per_fold / (n_folds - 1)``), and each fold scores every
+training cell of its validation patients. Both assume every fold runs all its epochs; early
 stopping (``train.patience``) can only shorten them, and tuned trials that draw fewer epochs,
 smaller inputs or bigger batches are cheaper, ``negatives: class_weight`` ones dearer (every
 negative of the fold's patients: about 10 times the rows).
@@ -42,12 +57,12 @@ negatives ``downsample``: as many negatives as CTCs) = 9,833 rows. It assumes ev
 is segmented and labelled, and ignores the cap on the burden (ctc_burden_max) and how unevenly
 the negative-binomial burden falls on the folds. ``--rows-per-fold`` overrides it.
 
-Usage (the defaults took 84 s on one NVIDIA H200, docs/benchmarks.md; tiny settings for a CPU check;
-``PYTHONPATH=src python3 bench/bench_gpu.py`` where ctcid is not installed)::
+Usage (the defaults measure all five backbones in both modes, ``--budget-s`` permitting; a tiny
+CPU check below; ``PYTHONPATH=src python3 bench/bench_gpu.py`` where ctcid is not installed)::
 
     .venv/bin/python bench/bench_gpu.py [--json out.json] [--batch-sizes 64 128] [--n 4096]
-    .venv/bin/python bench/bench_gpu.py --device cpu --n 64 --input-size 64 --threads 1 \\
-        --backbones resnet18 alexnet
+    .venv/bin/python bench/bench_gpu.py --device cpu --n 128 --input-size 64 \\
+        --backbones alexnet resnet18 --budget-s 120
 """
 
 from __future__ import annotations
@@ -55,9 +70,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,27 +84,46 @@ from torch import nn
 
 from ctcid.config.loader import load_params
 from ctcid.config.params import Params
+from ctcid.config.train import SiteShift, TrainParams
 from ctcid.contracts import BACKBONES, open_crops
+from ctcid.intensity import Levels
 from ctcid.model.backbones import build_classifier
-from ctcid.model.dataset import LabelledCrops, Normalisation, read_crops
+from ctcid.model.dataset import LabelledCrops, Normalisation, fit_normalisation, read_crops
+from ctcid.model.pixels import CropPixels, PixelReader
 
 # _autocast is the trainer's own, so that the bare loop runs in exactly the trainer's precision
 from ctcid.model.trainer import (
     FitOptions,
     _autocast,
     fit,
-    predict_scores,
+    flush_denormals,
     resolve_device,
+    score,
     seed_everything,
 )
 
 GIB = 2**30
+MIB = 2**20
 WARMUP_BATCHES = 3
+# The bare loop's crops are prepared this many at a time, so that the set-up's host memory stays
+# small next to what it measures (the whole set as float32 at 224 px is 2.3 GiB).
+PREPARE_CHUNK = 256
+# Field levels of the synthetic crops, per channel (DAPI, CEP8, CD45): background at their noise
+# floor (bench_train.synthetic_crops: ~300 counts), scales of a simulated field; every crop gets
+# its own, within 10 %, as if each came from another field, so standardising is a real gather.
+BACKGROUND = (300.0, 300.0, 300.0)
+SCALE = (4000.0, 1300.0, 1950.0)
+SITE_SHIFT = SiteShift(prob=0.8)  # the project default
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
 @dataclass(frozen=True)
@@ -98,7 +133,7 @@ class Scale:
     rows_per_fold: float  # balanced training rows of one fold
     val_rows: float  # balanced validation rows of one fold, scored every epoch
     val_all: float  # every training cell of a fold's validation patients, scored once per fold
-    train_cells: float  # every training cell: what ctcid keeps in host memory during CV
+    train_cells: float  # every training cell: the crops.npy rows CV reads
     n_folds: int
     epochs: int
     n_trials: int
@@ -124,25 +159,70 @@ class Scale:
         )
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What every measurement reads: the same crops as ctcid stores them and as the bare loop does."""
+
+    data: LabelledCrops  # memory-mapped uint16 crops with per-crop levels: ctcid's input
+    images: torch.Tensor  # the same crops as model input (float32, standardised, resized), on the device
+    labels: torch.Tensor  # of ``images``, on the device
+    normalisation: Normalisation
+    options: FitOptions
+    input_size: int
+    infer_batch: int
+    device: torch.device
+
+
 @dataclass
 class Result:
     backbone: str
     batch_size: int
+    deterministic: bool  # seed_everything(0, deterministic) before the model, both loops and inference
     n: int  # crops per timed training epoch
-    ctcid_train: float  # crops/s
+    held: bool  # the fit's crops were held on the device (PixelReader.held)
+    ctcid_train: float  # crops/s of the epoch as fit times it
+    fit_setup_s: float  # the rest of the fit call: optimiser, CropBatches (the crops' upload when held)
     bare_before: float
     bare_after: float
-    bench_train: float | None  # bare loop with cudnn.benchmark, not deterministic (CUDA only)
-    ctcid_infer: float  # predict_scores at the training batch size
-    ctcid_infer_large: float  # predict_scores at --infer-batch
+    ctcid_infer: float  # score at the training batch size
+    ctcid_infer_large: float  # score at --infer-batch
     bare_infer_large: float
     infer_batch: int
     peak_gib: float | None
-    seconds: float  # wall-clock of this backbone and batch size, warm-ups and model build included
+    seconds: float  # wall-clock of this measurement, warm-ups and model build included
 
     @property
     def bare(self) -> float:
         return (self.bare_before + self.bare_after) / 2
+
+    def ratios(self) -> dict[str, float]:
+        return {
+            "bare_train": self.bare,
+            "train_ratio": self.ctcid_train / self.bare,
+            "infer_ratio": self.ctcid_infer_large / self.bare_infer_large,
+        }
+
+
+def synthetic_levels(n: int) -> Levels:
+    """Per-crop field levels around :data:`BACKGROUND` and :data:`SCALE` (seeded)."""
+    rng = np.random.default_rng(1)
+    jitter = rng.uniform(0.9, 1.1, size=(2, n, len(SCALE)))
+    return Levels(
+        (np.asarray(BACKGROUND) * jitter[0]).astype(np.float32),
+        (np.asarray(SCALE) * jitter[1]).astype(np.float32),
+    )
+
+
+def on_device_crops(
+    crops: np.ndarray, rows: np.ndarray, size: int, levels: Levels, device: torch.device
+) -> torch.Tensor:
+    """Rows ``rows`` of ``crops`` as model input on ``device``, prepared a chunk at a time on the host."""
+    out = torch.empty((len(rows), crops.shape[1], size, size), dtype=torch.float32, device=device)
+    for start in range(0, len(rows), PREPARE_CHUNK):
+        chunk = rows[start : start + PREPARE_CHUNK]
+        out[start : start + len(chunk)] = read_crops(crops, chunk, size, levels).to(device)
+    sync(device)
+    return out
 
 
 def bare_train(
@@ -182,87 +262,96 @@ def bare_infer(model: nn.Module, images: torch.Tensor, batch: int) -> float:
     return time.perf_counter() - started
 
 
-def timed_predict(model: nn.Module, images: torch.Tensor, batch: int, device: torch.device) -> float:
-    """crops/s of ``predict_scores`` after a warm-up on its first batches."""
-    predict_scores(model, images[: WARMUP_BATCHES * batch], batch, device)
-    sync(device)
-    started = time.perf_counter()
-    predict_scores(model, images, batch, device)
-    sync(device)
-    return len(images) / (time.perf_counter() - started)
+def first(data: LabelledCrops, n: int) -> LabelledCrops:
+    return data.take(torch.arange(min(n, len(data))))
 
 
-def measure(
-    backbone: str,
-    batch: int,
-    host: LabelledCrops,
-    on_device: tuple[torch.Tensor, torch.Tensor],
-    normalisation: Normalisation,
-    options: FitOptions,
-    input_size: int,
-    infer_batch: int,
-    device: torch.device,
-) -> Result:
-    started = time.perf_counter()
-    n = len(host) // batch * batch
-    data = LabelledCrops(host.images[:n], host.labels[:n], host.crop_index[:n])
-    images, labels = on_device[0][:n], on_device[1][:n]
-    options = replace(options, epochs=1, batch_size=batch)
-    cuda = device.type == "cuda"
+def timed_fit(
+    model: nn.Module, data: LabelledCrops, options: FitOptions, work: Workload
+) -> tuple[float, float, float | None]:
+    """(seconds of the epoch as ``fit`` times it, of the whole ``fit`` call, and its peak device GiB
+    less the bare loop's crops) of one ctcid epoch on ``data``.
 
-    seed_everything(0)  # as cv and train before every fit: deterministic, cudnn.benchmark off
-    model = build_classifier(backbone, normalisation, input_size=input_size).to(device)
-    warm = WARMUP_BATCHES * batch
-    bare_train(model, images[:warm], labels[:warm], batch, options)
-    bare_before = bare_train(model, images, labels, batch, options)
-
+    The epoch's own time (``EpochMetrics.seconds``, which ends with the loss read back) leaves out
+    the fit's set-up (optimiser, the crops' upload), which a real fit pays once, not every epoch.
+    """
+    device = work.device
+    # warm-up: the reader's, augmentation's and model's kernels, cuDNN's search when benchmarking
+    warm = first(data, WARMUP_BATCHES * options.batch_size)
+    fit(model, warm, None, options, device=device, show_progress=False)
     model.zero_grad(set_to_none=True)
-    peak = None
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
-    fit_started = time.perf_counter()
-    fit(model, data, None, options, device=device, show_progress=False)
+    started = time.perf_counter()
+    fitted = fit(model, data, None, options, device=device, show_progress=False)
     sync(device)
-    ctcid_seconds = time.perf_counter() - fit_started
-    if cuda:
-        resident = on_device[0].element_size() * on_device[0].nelement() + on_device[1].nelement() * 8
-        peak = (torch.cuda.max_memory_allocated(device) - resident) / GIB
+    seconds = time.perf_counter() - started
+    epoch = fitted.history[0].seconds
+    if device.type != "cuda":
+        return epoch, seconds, None
+    resident = work.images.nbytes + work.labels.nbytes
+    return epoch, seconds, (torch.cuda.max_memory_allocated(device) - resident) / GIB
+
+
+def timed_score(model: nn.Module, data: LabelledCrops, batch: int, device: torch.device) -> float:
+    """crops/s of ``trainer.score`` after a warm-up on its first batches."""
+    score(model, first(data, WARMUP_BATCHES * batch), batch, device)
+    sync(device)
+    started = time.perf_counter()
+    score(model, data, batch, device)  # returns numpy: the scores are on the host
+    return len(data) / (time.perf_counter() - started)
+
+
+def is_held(data: LabelledCrops, device: torch.device) -> bool:
+    """Whether a fit of ``data`` holds its crops on ``device`` (the reader the fit builds decides alike)."""
+    reader = PixelReader(data.pixels, device)
+    held = reader.held
+    del reader
+    return held
+
+
+def measure(backbone: str, batch: int, deterministic: bool, work: Workload) -> Result:
+    started = time.perf_counter()
+    device = work.device
+    n = len(work.data) // batch * batch
+    data = first(work.data, n)
+    images, labels = work.images[:n], work.labels[:n]
+    options = replace(work.options, epochs=1, batch_size=batch, deterministic=deterministic)
+    warm = WARMUP_BATCHES * batch
+
+    seed_everything(0, deterministic)  # as cv and train before every fit
+    model = build_classifier(backbone, work.normalisation, input_size=work.input_size).to(device)
+    bare_train(model, images[:warm], labels[:warm], batch, options)  # kernel selection, allocations
+    bare_before = bare_train(model, images, labels, batch, options)
+    held = is_held(data, device)
+    ctcid_seconds, fit_seconds, peak = timed_fit(model, data, options, work)
     bare_after = bare_train(model, images, labels, batch, options)
 
-    bench = None
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.use_deterministic_algorithms(False)
-        try:
-            bare_train(model, images[:warm], labels[:warm], batch, options)  # autotuning
-            bench = n / bare_train(model, images, labels, batch, options)
-        finally:
-            torch.backends.cudnn.benchmark = False
-            torch.use_deterministic_algorithms(True, warn_only=True)
-
-    ctcid_infer = timed_predict(model, data.images, batch, device)
-    n_large = len(host) // infer_batch * infer_batch or len(host)
-    ctcid_infer_large = timed_predict(model, host.images[:n_large], infer_batch, device)
-    bare_infer(model, on_device[0][: WARMUP_BATCHES * infer_batch], infer_batch)
-    bare_infer_large = n_large / bare_infer(model, on_device[0][:n_large], infer_batch)
+    ctcid_infer = timed_score(model, data, batch, device)
+    n_large = len(work.data) // work.infer_batch * work.infer_batch or len(work.data)
+    ctcid_infer_large = timed_score(model, first(work.data, n_large), work.infer_batch, device)
+    bare_infer(model, work.images[: WARMUP_BATCHES * work.infer_batch], work.infer_batch)
+    bare_infer_large = n_large / bare_infer(model, work.images[:n_large], work.infer_batch)
 
     del model
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.empty_cache()
     return Result(
         backbone=backbone,
         batch_size=batch,
+        deterministic=deterministic,
         n=n,
+        held=held,
         ctcid_train=n / ctcid_seconds,
+        fit_setup_s=fit_seconds - ctcid_seconds,
         bare_before=n / bare_before,
         bare_after=n / bare_after,
-        bench_train=bench,
         ctcid_infer=ctcid_infer,
         ctcid_infer_large=ctcid_infer_large,
         bare_infer_large=bare_infer_large,
-        infer_batch=infer_batch,
+        infer_batch=work.infer_batch,
         peak_gib=peak,
         seconds=time.perf_counter() - started,
     )
@@ -283,6 +372,10 @@ def estimate(result: Result, scale: Scale) -> dict[str, float | None]:
 
 def hours(seconds: float) -> str:
     return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)"
+
+
+def mode(deterministic: bool) -> str:
+    return "on" if deterministic else "off"
 
 
 def amp_name(device: torch.device) -> str:
@@ -314,25 +407,31 @@ def device_info(device: torch.device) -> dict[str, Any]:
 
 
 HEADER = (
-    f"{'backbone':<9} {'batch':>5} {'ctcid tr/s':>10} {'bare tr/s':>10} {'ratio':>5} {'bench tr/s':>10} "
-    f"{'x':>5} {'infer@b/s':>9} {'infer@L/s':>9} {'bare@L/s':>9} {'peak GiB':>8} {'s':>5}"
+    f"{'backbone':<9} {'batch':>5} {'det':>3} {'ctcid tr/s':>10} {'bare tr/s':>10} {'ratio':>5} "
+    f"{'off/on':>6} {'held':>4} {'infer@b/s':>9} {'infer@L/s':>9} {'bare@L/s':>9} {'ratio@L':>7} "
+    f"{'peak GiB':>8} {'set-up s':>8} {'s':>5}"
 )
 
 
-def row_line(r: Result) -> str:
+def row_line(r: Result, deterministic_rate: float | None = None) -> str:
+    """One table row; ``deterministic_rate``: ctcid crops/s of the same backbone and batch with
+    deterministic on, for an off row's ``off/on``."""
     dash = "-"
-    bench = f"{dash:>10} {dash:>5}"
-    if r.bench_train is not None:
-        bench = f"{r.bench_train:>10.0f} {r.bench_train / r.bare:>5.2f}"
+    cost = f"{dash:>6}"
+    if deterministic_rate and not r.deterministic:
+        cost = f"{r.ctcid_train / deterministic_rate:>6.2f}"
     peak = f"{r.peak_gib:>8.2f}" if r.peak_gib is not None else f"{dash:>8}"
+    ratios = r.ratios()
     return (
-        f"{r.backbone:<9} {r.batch_size:>5} {r.ctcid_train:>10.0f} {r.bare:>10.0f} "
-        f"{r.ctcid_train / r.bare:>5.2f} {bench} {r.ctcid_infer:>9.0f} {r.ctcid_infer_large:>9.0f} "
-        f"{r.bare_infer_large:>9.0f} {peak} {r.seconds:>5.1f}  ({r.bare_before:.0f}/{r.bare_after:.0f})"
+        f"{r.backbone:<9} {r.batch_size:>5} {mode(r.deterministic):>3} {r.ctcid_train:>10.0f} "
+        f"{r.bare:>10.0f} {ratios['train_ratio']:>5.2f} {cost} {'yes' if r.held else 'no':>4} "
+        f"{r.ctcid_infer:>9.0f} {r.ctcid_infer_large:>9.0f} {r.bare_infer_large:>9.0f} "
+        f"{ratios['infer_ratio']:>7.2f} {peak} {r.fit_setup_s:>8.3f} {r.seconds:>5.1f}  "
+        f"({r.bare_before:.0f}/{r.bare_after:.0f})"
     )
 
 
-def print_estimates(results: list[Result], scale: Scale, input_size: int) -> None:
+def print_estimates(results: list[Result], scale: Scale) -> None:
     print(
         f"\nESTIMATES from the measured ctcid crops/s above, not measured runs. One {scale.n_folds}-fold CV "
         f"trial = {scale.n_folds} folds x {scale.epochs} epochs x {scale.rows_per_fold:,.0f} training rows\n"
@@ -342,27 +441,79 @@ def print_estimates(results: list[Result], scale: Scale, input_size: int) -> Non
     timeout = f"{scale.timeout_s:,.0f} s" if scale.timeout_s else "none"
     study = f"study of {scale.n_trials} trials"
     print(
-        f"{'backbone':<9} {'batch':>5} {'trial (train only)':>20} {'trial + scoring':>20} {study:>22}"
-        f"  trials in tune.timeout_s ({timeout})"
+        f"{'backbone':<9} {'batch':>5} {'det':>3} {'trial (train only)':>20} {'trial + scoring':>20} "
+        f"{study:>22}  trials in tune.timeout_s ({timeout})"
     )
     for r in results:
         e = estimate(r, scale)
         fits = f"{e['trials_in_timeout']:.1f}" if e["trials_in_timeout"] is not None else "-"
         print(
-            f"{r.backbone:<9} {r.batch_size:>5} {hours(e['trial_train_s']):>20} {hours(e['trial_s']):>20} "
-            f"{hours(e['study_s']):>22}  {fits}"
+            f"{r.backbone:<9} {r.batch_size:>5} {mode(r.deterministic):>3} {hours(e['trial_train_s']):>20} "
+            f"{hours(e['trial_s']):>20} {hours(e['study_s']):>22}  {fits}"
         )
-    crop_bytes = 3 * input_size * input_size * 4
-    total = scale.train_cells * crop_bytes / GIB
+
+
+def print_memory_estimate(scale: Scale, crop_shape: tuple[int, ...]) -> None:
+    """Memory of paper-scale CV under this data path: the crops stay uint16 at crop size."""
+    crop = int(np.prod(crop_shape)) * 2  # bytes of one uint16 crop
+    cohort = scale.train_cells * crop / GIB
+    fit_mib = scale.rows_per_fold * crop / MIB
     print(
-        f"Host memory: during CV ctcid holds every training cell's crop as float32 at {input_size} px: "
-        f"{scale.train_cells:,.0f} cells x {crop_bytes / 2**10:,.0f} KiB = {total:,.1f} GiB, plus each "
-        "fold's subsets."
+        "Memory, also ESTIMATES: ctcid copies no crop into host memory; crops.npy's "
+        f"{scale.train_cells:,.0f} training cells at {crop_shape[-1]} px uint16 ({crop / 2**10:.1f} KiB "
+        f"each) are {cohort:.1f} GiB,\n"
+        f"memory-mapped (page cache); per crop the host keeps 34 bytes (levels, index). On CUDA a fit holds "
+        f"its crops on the device: {scale.rows_per_fold:,.0f} rows = {fit_mib:,.0f} MiB with negatives: "
+        "downsample,\nabout 10 times that with class_weight or resample, when within 25 % of free device "
+        "memory (else read per batch)."
     )
 
 
-def main() -> None:
-    started = time.perf_counter()
+def fit_options(params: Params) -> FitOptions:
+    """``train.*`` of the config with augmentation, field standardisation and the site shift on."""
+    forced = {"augment": True, "standardise": True, "site_shift": SITE_SHIFT.model_dump()}
+    train = TrainParams.model_validate(params.train.model_dump() | forced)
+    return FitOptions.from_params(train, seed=0, channels=params.channels)
+
+
+def prepare(
+    args: argparse.Namespace, tmp: Path, settings: dict[str, Any], options: FitOptions, device: torch.device
+) -> tuple[Workload, dict[str, Any]]:
+    """Synthetic crops memory-mapped for ctcid, the same crops on the device for the bare loops."""
+    input_size = settings["input_size"]
+    crops = open_crops(synthetic_crops(tmp / "crops.npy", args.n, settings["crop_size"]))
+    rows = np.arange(args.n)
+    levels = synthetic_levels(args.n)
+    labels = torch.as_tensor(rows % 2, dtype=torch.int64)
+    data = LabelledCrops(CropPixels.stored(crops, rows, input_size, levels), labels, rows)
+    normalisation = fit_normalisation(data, device)  # its statistics are irrelevant to speed
+
+    sync(device)
+    upload_started = time.perf_counter()
+    held = is_held(data, device)  # the upload a fit of every crop would make, timed
+    sync(device)
+    upload_seconds = time.perf_counter() - upload_started
+
+    # the bare loops' crops: shuffled once and on the device, so that they cost nothing per step
+    order = torch.randperm(args.n, generator=torch.Generator().manual_seed(0))
+    load_started = time.perf_counter()
+    images = on_device_crops(crops, rows[order.numpy()], input_size, levels, device)
+    load_seconds = time.perf_counter() - load_started
+    work = Workload(
+        data, images, labels[order].to(device), normalisation, options, input_size, args.infer_batch, device
+    )
+    setup = {
+        "crops_mib": crops.nbytes / MIB,
+        "crops_held": held,
+        "hold_seconds": upload_seconds,
+        "bare_crops_gib": images.nbytes / GIB,
+        "bare_prepare_seconds": load_seconds,
+        "rss_after_setup_gib": peak_rss_gib(),
+    }
+    return work, setup
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -377,98 +528,136 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, help="(default: train.input_size, 224)")
     parser.add_argument("--crop-size", type=int, help="synthetic crop side (default: segment.crop_size, 48)")
     parser.add_argument("--infer-batch", type=int, default=512, help="large inference batch (default 512)")
+    parser.add_argument(
+        "--deterministic", choices=["on", "off", "both"],
+        help="seed_everything's deterministic kernels (train.deterministic); "
+        "default: both on CUDA, on on CPU",
+    )
     parser.add_argument("--rows-per-fold", type=float, help="(default: derived from --config, as above)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument(
         "--budget-s", type=float, default=240.0,
-        help="start no new backbone or batch size after this many seconds (default 240)",
+        help="start no new measurement (backbone, batch size, mode) after this many seconds (default 240)",
     )
-    parser.add_argument("--json", type=Path, help="write the results here (after every backbone)")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="write the results here (after every measurement)")
+    return parser.parse_args()
 
-    params = load_params(args.config)
-    train = params.train
-    input_size = args.input_size or train.input_size
-    crop_size = args.crop_size or params.segment.crop_size
-    batch_sizes = args.batch_sizes or [train.batch_size]
-    if args.n < max(batch_sizes):
-        parser.error(f"--n {args.n} must hold at least one batch of {max(batch_sizes)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    scale = Scale.from_params(params, args.rows_per_fold)
-    options = FitOptions.from_params(train, seed=0)
-    info = device_info(device)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        crops = open_crops(synthetic_crops(Path(tmp) / "crops.npy", args.n, crop_size))
-        rows = np.arange(args.n)
-        load_started = time.perf_counter()
-        images = read_crops(crops, rows, input_size)
-        load_seconds = time.perf_counter() - load_started
-        del crops
-    host = LabelledCrops(images, torch.as_tensor(rows % 2, dtype=torch.int64), rows)
-    normalisation = Normalisation.fit(images[:512])  # its statistics are irrelevant to speed
-    # the bare loops' crops: shuffled once and on the device, so that they cost nothing per step
-    order = torch.randperm(args.n, generator=torch.Generator().manual_seed(0))
-    on_device = (torch.empty_like(images, device=device), host.labels[order].to(device))
-    for start in range(0, args.n, 512):
-        on_device[0][start : start + 512] = images[order[start : start + 512]].to(device)
-    sync(device)
+@dataclass
+class Report:
+    """What the run found so far; written as JSON after every measurement, so a cut-off run keeps it."""
 
-    memory = f", {info['memory_gib']} GiB, sm {info['capability']}" if device.type == "cuda" else ""
+    path: Path | None
+    info: dict[str, Any]
+    settings: dict[str, Any]
+    scale: Scale
+    started: float = field(default_factory=time.perf_counter)
+    setup: dict[str, Any] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        report = {
+            "info": self.info,
+            "settings": self.settings,
+            "setup": self.setup,
+            "scale": asdict(self.scale),
+            "results": [asdict(r) | r.ratios() | {"estimate": estimate(r, self.scale)} for r in self.results],
+            "skipped": self.skipped,
+            "wall_s": time.perf_counter() - self.started,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_setup(report: Report, work: Workload) -> None:
+    info, setup, settings, options = report.info, report.setup, report.settings, work.options
+    memory = f", {info['memory_gib']} GiB, sm {info['capability']}" if work.device.type == "cuda" else ""
     print(
         f"device {info['name']} ({info['device']}{memory}); torch {info['torch']}, CUDA {info['cuda']}, "
         f"cuDNN {info['cudnn']}, Python {info['python']}, {info['cpu_threads']} CPU threads"
     )
+    held = "read per batch from the memory map"
+    if setup["crops_held"]:
+        held = f"held on the device (uploaded in {setup['hold_seconds']:.2f} s)"
     print(
-        f"{args.n} synthetic {crop_size}-px crops -> {input_size} px read in {load_seconds:.1f} s "
-        f"({images.nelement() * 4 / GIB:.2f} GiB float32); autocast {info['autocast']}; "
-        f"lr {train.learning_rate}, augment {train.augment}; config {args.config}"
+        f"ctcid: {settings['n']} synthetic {settings['crop_size']}-px uint16 crops ({setup['crops_mib']:.1f} "
+        f"MiB) memory-mapped, {held};\nper batch standardised by per-crop levels, resized to "
+        f"{work.input_size} px, augmented (jitter {options.intensity_jitter}, site shift prob "
+        f"{options.site_shift.prob}).\nbare: the same crops prepared beforehand, "
+        f"{setup['bare_crops_gib']:.2f} GiB float32 on {info['device']} "
+        f"(in {setup['bare_prepare_seconds']:.1f} s). autocast "
+        f"{info['autocast']}; lr {options.learning_rate}; config {settings['config']}"
     )
     print(
-        "\ncrops/s (tr: training; infer@b: predict_scores at the training batch, @L: at --infer-batch "
-        f"{args.infer_batch}); x = bench / bare; bare before/after in brackets"
+        "\ncrops/s (tr: training; infer@b: trainer.score at the training batch, @L: at --infer-batch "
+        f"{work.infer_batch}); det: seed_everything's deterministic;\nratio = ctcid / bare (target >= 0.8); "
+        "off/on = ctcid tr/s deterministic off / on;\nset-up s: the timed fit call less its epoch "
+        "(optimiser, the crops' upload); bare before/after in brackets"
     )
     print(HEADER)
 
-    results: list[Result] = []
-    skipped: list[str] = []
 
-    def dump() -> None:
-        if args.json is None:
-            return
-        settings = {
-            "config": str(args.config), "input_size": input_size, "crop_size": crop_size, "n": args.n,
-            "batch_sizes": batch_sizes, "infer_batch": args.infer_batch,
-        }
-        report = {
-            "info": info,
-            "settings": settings,
-            "scale": asdict(scale),
-            "results": [asdict(r) | {"estimate": estimate(r, scale)} for r in results],
-            "skipped": skipped,
-            "wall_s": time.perf_counter() - started,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+def run_all(report: Report, work: Workload, backbones: list[str], modes: list[bool], budget_s: float) -> None:
+    """Every mode, backbone and batch size until ``budget_s`` has passed; the JSON after each.
 
-    for backbone in args.backbones:
-        for batch in batch_sizes:
-            if time.perf_counter() - started > args.budget_s:
-                skipped.append(f"{backbone}@{batch}")
-                continue
-            result = measure(
-                backbone, batch, host, on_device, normalisation, options, input_size, args.infer_batch, device
-            )
-            results.append(result)
-            print(row_line(result))
-            dump()
-    if skipped:
-        print(f"skipped after --budget-s {args.budget_s:.0f} s: {', '.join(skipped)}")
-    print_estimates(results, scale, input_size)
-    print(f"\nwall time {time.perf_counter() - started:.1f} s")
-    dump()
+    Deterministic on (the default of ``train.deterministic``) goes first for every backbone, so a
+    tight budget drops the off rows, not backbones.
+    """
+    deterministic_rates: dict[tuple[str, int], float] = {}
+    for deterministic in modes:
+        for backbone in backbones:
+            for batch in report.settings["batch_sizes"]:
+                if time.perf_counter() - report.started > budget_s:
+                    report.skipped.append(f"{backbone}@{batch}/det-{mode(deterministic)}")
+                    continue
+                result = measure(backbone, batch, deterministic, work)
+                if deterministic:
+                    deterministic_rates[backbone, batch] = result.ctcid_train
+                report.results.append(result)
+                print(row_line(result, deterministic_rates.get((backbone, batch))), flush=True)
+                report.write()
+
+
+def main() -> None:
+    started = time.perf_counter()
+    args = parse_args()
+    params = load_params(args.config)
+    batch_sizes = args.batch_sizes or [params.train.batch_size]
+    if args.n < max(batch_sizes):
+        raise SystemExit(f"--n {args.n} must hold at least one batch of {max(batch_sizes)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    chosen = args.deterministic or ("both" if device.type == "cuda" else "on")
+    modes = {"on": [True], "off": [False], "both": [True, False]}[chosen]
+    settings = {
+        "config": str(args.config), "input_size": args.input_size or params.train.input_size,
+        "crop_size": args.crop_size or params.segment.crop_size, "n": args.n, "batch_sizes": batch_sizes,
+        "infer_batch": args.infer_batch, "deterministic": chosen, "site_shift_prob": SITE_SHIFT.prob,
+    }
+    report = Report(args.json, device_info(device), settings, Scale.from_params(params, args.rows_per_fold),
+                    started=started)
+    # The trainer flushes subnormals (3-4x faster VGG epochs on CPU); the bare loop gets the same.
+    flush_denormals()
+
+    with tempfile.TemporaryDirectory() as tmp:  # the memory map lives as long as the measurements
+        work, report.setup = prepare(args, Path(tmp), settings, fit_options(params), device)
+        print_setup(report, work)
+        run_all(report, work, args.backbones, modes, args.budget_s)
+        crop_shape = work.data.pixels.shape
+    if report.skipped:
+        print(f"skipped after --budget-s {args.budget_s:.0f} s: {', '.join(report.skipped)}")
+    print_estimates(report.results, report.scale)
+    print_memory_estimate(report.scale, crop_shape)
+    report.setup["rss_end_gib"] = peak_rss_gib()
+    print(
+        f"\nhost peak RSS {report.setup['rss_after_setup_gib']:.2f} GiB after the set-up, "
+        f"{report.setup['rss_end_gib']:.2f} GiB at the end; wall time {time.perf_counter() - started:.1f} s"
+    )
+    report.write()
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 For every backbone, in one run and on one machine:
 
-* ``ctcid``: crops read from a memory-mapped crops.npy, resized once (``dataset.read_crops``),
-  then ``trainer.fit`` for one epoch: shuffling, augmentation, loss bookkeeping, callbacks;
-* ``bare``: the same model, batch size and optimiser in a minimal loop over pre-sliced batches
-  (forward, cross-entropy, backward, AdamW step), timed before and after the ctcid run so that
-  drift on a shared machine shows up in the spread.
+* ``ctcid``: ``trainer.fit`` for one epoch on crops left in the memory-mapped crops.npy: each
+  batch read, resized and augmented as it is drawn (``dataset.CropBatches``), shuffling, loss
+  bookkeeping, callbacks;
+* ``bare``: the same model, batch size and optimiser in a minimal loop over batches resized and
+  sliced in memory beforehand (forward, cross-entropy, backward, AdamW step), timed before and
+  after the ctcid run so that drift on a shared machine shows up in the spread.
 
 It prints crops/s of both and their ratio (target >= 0.8). Usage::
 
@@ -28,7 +29,8 @@ from torch import nn
 from ctcid.config.train import TrainParams
 from ctcid.contracts import BACKBONES, open_crops
 from ctcid.model.backbones import build_classifier
-from ctcid.model.dataset import LabelledCrops, Normalisation, read_crops
+from ctcid.model.dataset import LabelledCrops, fit_normalisation, read_crops
+from ctcid.model.pixels import CropPixels
 from ctcid.model.trainer import FitOptions, fit, flush_denormals, seed_everything
 
 
@@ -55,14 +57,16 @@ def bare_loop(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]
     return time.perf_counter() - started
 
 
-def measure(backbone: str, data: LabelledCrops, config: TrainParams) -> tuple[float, float, float]:
-    """(ctcid crops/s, bare crops/s before, bare crops/s after)."""
-    normalisation = Normalisation.fit(data.images)
+def measure(
+    backbone: str, data: LabelledCrops, images: torch.Tensor, config: TrainParams
+) -> tuple[float, float, float]:
+    """(ctcid crops/s, bare crops/s before, bare crops/s after); ``images``: ``data`` in memory."""
+    normalisation = fit_normalisation(data)
     seed_everything(0)
     model = build_classifier(backbone, normalisation, input_size=config.input_size)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     batches = [
-        (data.images[order[i : i + config.batch_size]], data.labels[order[i : i + config.batch_size]])
+        (images[order[i : i + config.batch_size]], data.labels[order[i : i + config.batch_size]])
         for i in range(0, len(data), config.batch_size)
     ]
     batches = [batch for batch in batches if len(batch[1]) > 1]  # as the trainer: no 1-crop batch
@@ -97,21 +101,24 @@ def main() -> None:
         crops = open_crops(path)
         rows = np.arange(min(args.n, len(crops)))
         started = time.perf_counter()
-        images = read_crops(crops, rows, args.input_size)
+        images = read_crops(crops, rows, args.input_size)  # the bare loop's batches, in memory
         load_seconds = time.perf_counter() - started
-    labels = torch.as_tensor(rows % 2, dtype=torch.int64)
-    data = LabelledCrops(images, labels, rows)
-    config = TrainParams(input_size=args.input_size, batch_size=args.batch_size)
+        labels = torch.as_tensor(rows % 2, dtype=torch.int64)
+        data = LabelledCrops(CropPixels.stored(crops, rows, args.input_size), labels, rows)
+        config = TrainParams(input_size=args.input_size, batch_size=args.batch_size)
 
-    print(
-        f"{len(data)} crops of {crops.shape[-1]} px -> {args.input_size} px read in {load_seconds:.2f} s; "
-        f"batch {args.batch_size}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
-    print(f"{'backbone':<10} {'ctcid crops/s':>14} {'bare crops/s':>13} {'ratio':>6}  (bare before/after)")
-    for backbone in args.backbones:
-        ctcid, before, after = measure(backbone, data, config)
-        bare = (before + after) / 2
-        print(f"{backbone:<10} {ctcid:>14.1f} {bare:>13.1f} {ctcid / bare:>6.2f}  ({before:.1f}/{after:.1f})")
+        print(
+            f"{len(data)} crops of {crops.shape[-1]} px -> {args.input_size} px (bare loop: read in "
+            f"{load_seconds:.2f} s); batch {args.batch_size}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}"
+        )
+        header = f"{'backbone':<10} {'ctcid crops/s':>14} {'bare crops/s':>13} {'ratio':>6}"
+        print(f"{header}  (bare before/after)")
+        for backbone in args.backbones:
+            ctcid, before, after = measure(backbone, data, images, config)
+            bare = (before + after) / 2
+            row = f"{backbone:<10} {ctcid:>14.1f} {bare:>13.1f} {ctcid / bare:>6.2f}"
+            print(f"{row}  ({before:.1f}/{after:.1f})")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 from ctcid.model.backbones import ModelSpec
 from ctcid.model.counterfactual import CounterfactualSource
 from ctcid.model.dataset import LabelledCrops, Normalisation, cell_facts, resize_crops
+from ctcid.model.pixels import CropPixels
 from ctcid.model.trainer import FitOptions, fit, predict_scores, seed_everything
 from ctcid.registry.behaviour import (
     Scorer,
@@ -86,7 +87,7 @@ def trained(options: FitOptions, counterfactuals: float) -> Scorer:
     rows = np.arange(len(manifest))
     labels = manifest["true_label"].to_numpy(dtype=np.int64)
     data = LabelledCrops(
-        resize_crops(crops, INPUT_SIZE), torch.as_tensor(labels), rows,
+        CropPixels.stored(crops, rows, INPUT_SIZE), torch.as_tensor(labels), rows,
         cell_facts(manifest, rows, labels, THRESHOLD),
     )
     if counterfactuals:

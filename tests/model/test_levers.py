@@ -40,6 +40,7 @@ from ctcid.model.dataset import (
     load_labelled_crops,
     read_crops,
 )
+from ctcid.model.pixels import CropPixels
 from ctcid.model.trainer import AuxiliaryHeads, FitOptions, fit, seed_everything
 from ctcid.split import Fold
 from factory import CROP_SIZE, INPUT_SIZE, draw_cells, draw_crops, make_manifest, tiny_params
@@ -61,8 +62,8 @@ def labelled(crops: np.ndarray, manifest: pd.DataFrame, rows: np.ndarray, levels
     """The crops of manifest ``rows`` as a fit gets them: resized, labelled, with their facts."""
     rows = np.asarray(rows, dtype=np.int64)
     labels = manifest["true_label"].to_numpy(dtype=np.int64)[rows]
-    images = read_crops(crops, rows, INPUT_SIZE, levels)
-    return LabelledCrops(images, torch.as_tensor(labels), rows, cell_facts(manifest, rows, labels, THRESHOLD))
+    pixels = CropPixels.stored(crops, rows, INPUT_SIZE, levels)
+    return LabelledCrops(pixels, torch.as_tensor(labels), rows, cell_facts(manifest, rows, labels, THRESHOLD))
 
 
 def options(**changes: object) -> FitOptions:
@@ -134,7 +135,7 @@ def test_facts_follow_the_rows_asked_for_and_travel_with_the_crops(facts_manifes
     joined = data.extended(subset)
     assert len(joined) == 8 and joined.crop_index.tolist()[-2:] == [15, 10]
     assert torch.equal(joined.facts.hard, torch.cat([full.hard, full.hard[[5, 0]]]))  # type: ignore[union-attr]
-    bare = LabelledCrops(data.images, data.labels, data.crop_index)
+    bare = LabelledCrops(data.pixels, data.labels, data.crop_index)
     with pytest.raises(ValueError, match="facts"):
         data.extended(bare)
 
@@ -221,7 +222,7 @@ def test_hard_epochs_repeat_with_the_seed() -> None:
 
 def test_hard_negatives_need_the_facts_and_training_batches() -> None:
     data = hard_data(positives=4, hard=2, others=6)
-    bare = LabelledCrops(data.images, data.labels, data.crop_index)
+    bare = LabelledCrops(data.pixels, data.labels, data.crop_index)
     with pytest.raises(ValueError, match="facts"):
         hard_batches(bare, seed=0)
     with pytest.raises(ValueError, match="only training batches"):
@@ -279,7 +280,7 @@ def test_the_heads_hook_goes_even_when_the_fit_fails(small_data: LabelledCrops) 
 
 
 def test_auxiliary_heads_need_the_facts(small_data: LabelledCrops) -> None:
-    bare = LabelledCrops(small_data.images, small_data.labels, small_data.crop_index)
+    bare = LabelledCrops(small_data.pixels, small_data.labels, small_data.crop_index)
     model = build_classifier("resnet18", Normalisation.fit(bare.images), input_size=INPUT_SIZE)
     with pytest.raises(CtcidError, match="aux_weight"):
         fit(model, bare, None, options(aux_weight=0.5), show_progress=False)
@@ -445,7 +446,7 @@ def test_without_sources_the_crops_come_back_as_given(cohort) -> None:
 
 
 def test_crops_loaded_without_facts_can_be_extended(cohort, train) -> None:
-    bare = LabelledCrops(train.images, train.labels, train.crop_index)
+    bare = LabelledCrops(train.pixels, train.labels, train.crop_index)
     assert len(source_for(cohort)(bare, seed=3)) == len(train) + 24
 
 

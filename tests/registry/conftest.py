@@ -78,7 +78,7 @@ def bad_model(
     data = load_labelled_crops(stage_inputs.crops, manifest, split.train_balanced, "truth", INPUT_SIZE)
     # flipped labels: on crops this easy even shuffled labels can leave a network that separates
     # the classes by chance; a network taught the opposite is worse for certain
-    data = LabelledCrops(data.images, 1 - data.labels, data.crop_index)
+    data = LabelledCrops(data.pixels, 1 - data.labels, data.crop_index)
     seed_everything(0)
     normalisation = Normalisation.fit(data.images)
     spec = ModelSpec(BACKBONE, input_size=INPUT_SIZE)

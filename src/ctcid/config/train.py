@@ -92,6 +92,9 @@ class TrainParams(Section):
     bootstrap: Annotated[int, Field(ge=0, le=100_000)] = 1000
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 = torch default
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
+    # CUDA: deterministic kernels, no cuDNN benchmark search (slower; docs/benchmarks.md#gpu).
+    # CPU runs are deterministic either way.
+    deterministic: bool = True
 
     @field_validator("backbones")
     @classmethod

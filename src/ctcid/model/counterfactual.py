@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctcid.intensity import Levels, standardise
+from ctcid.intensity import Levels
 from ctcid.model.backbones import model_input_size
-from ctcid.model.dataset import MAX_COPIES, CellFacts, LabelledCrops, cell_facts, resize_crops
+from ctcid.model.dataset import MAX_COPIES, CellFacts, LabelledCrops, cell_facts
 from ctcid.model.drawing import nuclear_radii, ring_image, signal_level, spot_image
+from ctcid.model.pixels import CropPixels
 
 CTC_COPIES = 3  # the criterion: at least this many CEP8 copies (and CD45-negative, DAPI+)
 NEW_COPIES = (3, 5)  # copies after adding spots, drawn uniformly (inclusive)
@@ -204,7 +205,7 @@ class CounterfactualSource:
         labels = train.labels.numpy()
         if facts is None:
             facts = cell_facts(self.manifest, train.crop_index, labels, self.cd45_threshold)
-            train = LabelledCrops(train.images, train.labels, train.crop_index, facts)
+            train = LabelledCrops(train.pixels, train.labels, train.crop_index, facts)
         cells = self.manifest.iloc[train.crop_index].assign(
             label=labels, copies=facts.copies.numpy(), cd45_positive=facts.cd45_positive.numpy()
         )
@@ -212,18 +213,28 @@ class CounterfactualSource:
         made = make_counterfactuals(self.crops, cells, self.channels, self.cd45_threshold, n, seed)
         if len(made) == 0:
             return train
-        raw = made.crops
-        if self.levels is not None:
-            raw = standardise(raw, self.levels.rows(made.source_rows))
         made_facts = CellFacts(
             torch.from_numpy(np.minimum(made.copies, MAX_COPIES)),
             torch.from_numpy(made.cd45_positive),
             torch.from_numpy(made.labels == 0),
         )
-        extra = LabelledCrops(
-            resize_crops(raw, self.input_size), torch.from_numpy(made.labels), made.source_rows, made_facts
-        )
+        levels = None if self.levels is None else self.levels.rows(made.source_rows)
+        pixels = CropPixels.held(as_stored(made.crops, self.crops.dtype), self.input_size, levels)
+        extra = LabelledCrops(pixels, torch.from_numpy(made.labels), made.source_rows, made_facts)
         return train.extended(extra)
+
+
+def as_stored(crops: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Made crops in the stored crops' type: integer counts are rounded and clipped as a camera's.
+
+    Then they join the real crops' batches as the same kind of pixels (``uint16`` on a GPU, read
+    and standardised there); half a count of rounding is far below any crop's noise.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "ui":
+        return crops.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(crops), info.min, info.max).astype(dtype)
 
 
 def counterfactual_source(

@@ -22,8 +22,16 @@ import torch
 
 from ctcid.metrics import METRIC_NAMES, BinaryMetrics, binary_metrics, threshold_for_sensitivity
 from ctcid.model.backbones import ModelSpec
-from ctcid.model.dataset import LabelledCrops, Normalisation
-from ctcid.model.trainer import EpochMetrics, FitOptions, FitResult, fit, predict_scores, seed_everything
+from ctcid.model.dataset import LabelledCrops, fit_normalisation
+from ctcid.model.trainer import (
+    EpochMetrics,
+    FitOptions,
+    FitResult,
+    default_device,
+    fit,
+    score,
+    seed_everything,
+)
 from ctcid.split import Fold
 
 # What tuning maximises and model selection compares (tune.objective).
@@ -175,13 +183,14 @@ def fit_fold(
 ) -> tuple[FitResult, FoldResult]:
     """Fold ``number``: the fitted model (best epoch) and its scores of every validation-patient cell."""
     seed = options.seed + number
+    device = device or default_device()
     train, val = data.subset(fold_training_rows(fold, options.negatives)), data.subset(fold.val)
     if extend is not None:
         train = extend(train, seed)
     if observer is not None:
         observer.fold_started(number, len(train), len(val))
-    seed_everything(seed)
-    model = spec.build(Normalisation.fit(train.images))
+    seed_everything(seed, options.deterministic)
+    model = spec.build(fit_normalisation(train, device))
 
     def report(metrics: EpochMetrics) -> None:
         if observer is not None:
@@ -199,7 +208,7 @@ def fit_fold(
     )
     held_out = data.subset(fold.val_all)
     y_true = held_out.labels.numpy()
-    y_score = predict_scores(fitted.model, held_out.images, options.batch_size, device)
+    y_score = score(fitted.model, held_out, options.batch_size, device)
     result = FoldResult(
         fold=number,
         best_epoch=fitted.best_epoch,

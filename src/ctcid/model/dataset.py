@@ -1,10 +1,12 @@
-"""Single-cell crops in memory, per-channel normalisation, and tensor augmentation for training.
+"""Labelled single-cell crops, per-channel normalisation, and batches for training and scoring.
 
-Crops are read once from the memory-mapped ``crops.npy`` (only the requested rows), standardised
-by their field's intensity levels (:mod:`ctcid.intensity`, ``train.standardise``), resized once
-to ``train.input_size`` and kept as float32 tensors: a few thousand 32 px crops take a few MB, so
-no epoch ever decodes or resizes again. Normalisation is a layer of the model
-(:class:`ChannelNormalise`) whose statistics come from the training crops only, so a saved model
+A :class:`LabelledCrops` holds labels and where each crop's pixels are
+(:class:`~ctcid.model.pixels.CropPixels`), never the pixels: every batch is read from the
+memory-mapped ``crops.npy``, standardised by its fields' intensity levels (:mod:`ctcid.intensity`,
+``train.standardise``), resized to the side the model reads and augmented as it is drawn, on the
+fit's device (:class:`CropBatches`). Memory so grows with the batch, not the cohort
+(docs/benchmarks.md#memory). Normalisation is a layer of the model (:class:`ChannelNormalise`)
+whose statistics come from the training crops only (:func:`fit_normalisation`), so a saved model
 carries its own preprocessing and augmentation acts on field-standardised intensities.
 """
 
@@ -17,18 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctcid.config.train import SiteShift
 from ctcid.contracts import cell_labels, open_crops
 from ctcid.errors import CtcidError
-from ctcid.intensity import Levels, manifest_levels, standardise
+from ctcid.intensity import Levels, manifest_levels
+from ctcid.model.pixels import CropPixels, PixelReader, resize
 from ctcid.model.shift import DEFAULT_CHANNELS, site_shift
-from ctcid.paths import CROPS_NAME
 
-# Rows read from the memory map per step: bounds the uint16 -> float32 copy to ~20 MB at 40 px.
-_READ_CHUNK = 1024
+# Crops whose statistics give a model's channel normalisation: all of them up to this many, else this
+# many spread evenly over the training set (the mean and SD are then exact to ~1 %, and the pass costs
+# the same on any cohort).
+NORMALISATION_CROPS = 20_000
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,10 @@ class ChannelNormalise(nn.Module):
         return (x - self.mean) / self.std
 
 
-def resize_crops(crops: np.ndarray, input_size: int) -> Tensor:
-    """float32 ``N x C x input_size x input_size``; anti-aliased so small FISH spots survive shrinking."""
-    images = torch.from_numpy(np.asarray(crops, dtype=np.float32))
-    if images.shape[-1] == input_size:
-        return images
-    return F.interpolate(
-        images, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True
-    )
+def resize_crops(crops: np.ndarray | Tensor, input_size: int) -> Tensor:
+    """float32 ``N x C x input_size x input_size`` of crops in memory (anti-aliased, as batches are)."""
+    images = crops if isinstance(crops, Tensor) else torch.from_numpy(np.asarray(crops, dtype=np.float32))
+    return resize(images.to(torch.float32), input_size)
 
 
 def input_levels(manifest: pd.DataFrame, channels: Sequence[str], standardised: bool) -> Levels | None:
@@ -79,27 +78,13 @@ def input_levels(manifest: pd.DataFrame, channels: Sequence[str], standardised: 
 def read_crops(
     crops: np.ndarray, crop_index: np.ndarray, input_size: int, levels: Levels | None = None
 ) -> Tensor:
-    """Rows ``crop_index`` of a (memory-mapped) crops array, resized, in the order asked for.
+    """Rows ``crop_index`` of a (memory-mapped) crops array as model input, all in memory, in order.
 
-    ``levels`` (one row per row of ``crops``) standardises each crop before resizing; None keeps the
-    values as they are (raw counts, or crops already standardised).
+    ``levels`` (one row per row of ``crops``) standardises each crop; None keeps the values. For
+    tests and benches on a few crops: training and scoring read a batch at a time (:class:`CropBatches`).
     """
-    crop_index = np.asarray(crop_index, dtype=np.int64)
-    if crop_index.size and (crop_index.min() < 0 or crop_index.max() >= len(crops)):
-        raise CtcidError(
-            f"crop index {int(crop_index.max())} outside {CROPS_NAME} ({len(crops)} rows): the split or "
-            "manifest is out of date; re-run 'ctcid segment' and 'ctcid split' (dvc repro)"
-        )
-    out = torch.empty((len(crop_index), crops.shape[1], input_size, input_size), dtype=torch.float32)
-    # Sorted reads touch the memory map sequentially; results go back to the requested order.
-    order = np.argsort(crop_index, kind="stable")
-    for start in range(0, len(order), _READ_CHUNK):
-        rows = order[start : start + _READ_CHUNK]
-        chunk = crops[crop_index[rows]]
-        if levels is not None:
-            chunk = standardise(chunk, levels.rows(crop_index[rows]))
-        out[torch.from_numpy(rows)] = resize_crops(chunk, input_size)
-    return out
+    pixels = CropPixels.stored(crops, crop_index, input_size, levels)
+    return PixelReader(pixels)(torch.arange(len(pixels)))
 
 
 # Copy numbers above this are clipped for the auxiliary head: 3 vs 2 is the criterion, 9 vs 8 is not.
@@ -156,19 +141,42 @@ def cell_facts(
 
 @dataclass(frozen=True)
 class LabelledCrops:
-    """Images (raw intensity scale, resized), 0/1 labels, the crops.npy row of each, and their facts.
+    """Where the crops' pixels are, their 0/1 labels, the crops.npy row of each, and their facts.
 
-    ``facts`` is None where nobody asked for it (scoring); training with auxiliary heads or hard
-    negatives needs it. Counterfactual crops carry the row of the crop they were made from.
+    ``pixels`` may be given as an ``N x C x S x S`` tensor of crops already in memory (tests,
+    benches, the service's uploads). ``facts`` is None where nobody asked for it (scoring); training
+    with auxiliary heads or hard negatives needs it. Counterfactual crops carry the row of the crop
+    they were made from.
     """
 
-    images: Tensor
+    pixels: CropPixels
     labels: Tensor
     crop_index: np.ndarray
     facts: CellFacts | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.pixels, Tensor):
+            object.__setattr__(self, "pixels", CropPixels.held(self.pixels.to(torch.float32)))
+        if len(self.pixels) != len(self.labels):
+            raise ValueError(f"{len(self.pixels)} crops for {len(self.labels)} labels")
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def size(self) -> int:
+        """The side the model reads."""
+        return self.pixels.size
+
+    @property
+    def images(self) -> Tensor:
+        """Every crop as model input, in memory (CPU): for tests and small sets only; training and
+        scoring read a batch at a time."""
+        return PixelReader(self.pixels)(torch.arange(len(self)))
+
+    def resized(self, size: int) -> LabelledCrops:
+        """The same crops, read at side ``size``."""
+        return LabelledCrops(self.pixels.resized(size), self.labels, self.crop_index, self.facts)
 
     def subset(self, crop_index: Sequence[int] | np.ndarray) -> LabelledCrops:
         """The crops with these crops.npy rows, in the order given."""
@@ -181,7 +189,9 @@ class LabelledCrops:
     def take(self, rows: Tensor) -> LabelledCrops:
         """The crops at these positions."""
         facts = None if self.facts is None else self.facts.take(rows)
-        return LabelledCrops(self.images[rows], self.labels[rows], self.crop_index[rows.numpy()], facts)
+        positions = rows.numpy()
+        pixels = self.pixels.take(positions)
+        return LabelledCrops(pixels, self.labels[rows], self.crop_index[positions], facts)
 
     def extended(self, more: LabelledCrops) -> LabelledCrops:
         """These crops followed by ``more`` (both with facts, or both without)."""
@@ -189,7 +199,7 @@ class LabelledCrops:
             raise ValueError("cannot join crops with facts to crops without")
         facts = None if self.facts is None else CellFacts.join([self.facts, more.facts])  # type: ignore[list-item]
         return LabelledCrops(
-            torch.cat([self.images, more.images]),
+            self.pixels.join(more.pixels),
             torch.cat([self.labels, more.labels]),
             np.concatenate([self.crop_index, more.crop_index]),
             facts,
@@ -205,10 +215,11 @@ def load_labelled_crops(
     levels: Levels | None = None,
     cd45_threshold: float | None = None,
 ) -> LabelledCrops:
-    """Crops and labels of the manifest rows ``crop_index`` (labels from ``label_source``).
+    """Labels of the manifest rows ``crop_index`` (from ``label_source``) and where their crops are.
 
     ``levels`` (:func:`input_levels`) standardises the crops; None keeps raw counts.
     ``cd45_threshold`` (``segment.cd45_threshold``) attaches each crop's :class:`CellFacts`.
+    No pixel is read here: the crops stay in the memory-mapped file until a batch needs them.
     """
     crop_index = np.asarray(crop_index, dtype=np.int64)
     if crop_index.size and crop_index.max() >= len(manifest):
@@ -216,10 +227,48 @@ def load_labelled_crops(
     labels = cell_labels(manifest, label_source).iloc[crop_index]
     if labels.isna().any():
         raise CtcidError("the split names unlabelled manifest rows; re-run 'ctcid split' (dvc repro)")
-    images = read_crops(open_crops(crops_path), crop_index, input_size, levels)
+    pixels = CropPixels.stored(open_crops(crops_path), crop_index, input_size, levels)
     classes = labels.to_numpy(dtype=np.int64)
     facts = None if cd45_threshold is None else cell_facts(manifest, crop_index, classes, cd45_threshold)
-    return LabelledCrops(images, torch.as_tensor(classes), crop_index, facts)
+    return LabelledCrops(pixels, torch.as_tensor(classes), crop_index, facts)
+
+
+def fit_normalisation(
+    data: LabelledCrops, device: torch.device | None = None, batch_size: int = 256
+) -> Normalisation:
+    """:class:`Normalisation` of ``data`` as the model reads it, a batch at a time.
+
+    At most :data:`NORMALISATION_CROPS` crops, spread evenly over ``data`` (no random draw: the
+    same crops give the same statistics on every machine). Per-batch means and sums of squares are
+    pooled in float64 (Chan et al.), so the result is the two-pass figure of all the crops used.
+    """
+    if len(data) > NORMALISATION_CROPS:
+        spread = np.linspace(0, len(data) - 1, NORMALISATION_CROPS).astype(np.int64)
+        data = data.take(torch.from_numpy(spread))
+    device = device or torch.device("cpu")
+    count, mean, squares = 0, None, None
+    for images, _ in CropBatches(data, batch_size, device=device):
+        flat = images.transpose(0, 1).reshape(images.shape[1], -1).double()
+        n = flat.shape[1]
+        batch_mean = flat.mean(dim=1)
+        batch_squares = ((flat - batch_mean[:, None]) ** 2).sum(dim=1)
+        if mean is None or squares is None:
+            count, mean, squares = n, batch_mean, batch_squares
+            continue
+        delta = batch_mean - mean
+        total = count + n
+        squares = squares + batch_squares + delta**2 * count * n / total
+        mean = mean + delta * n / total
+        count = total
+    if mean is None or squares is None:
+        raise CtcidError("no training crops to normalise by")
+    std = (squares / max(count - 1, 1)).sqrt().clamp_min(1e-6)
+    return Normalisation(tuple(mean.cpu().tolist()), tuple(std.cpu().tolist()))
+
+
+def _draw(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    """Uniform [0, 1) from ``generator`` on its device, then on ``like``'s device."""
+    return torch.rand(shape, generator=generator, device=generator.device).to(like.device)
 
 
 def augment(
@@ -235,34 +284,37 @@ def augment(
     exactly and need no interpolation that could blur a FISH spot away; the gain in
     ``[1 - j, 1 + j]`` mimics exposure and staining differences between fields without turning a
     CD45+ cell into a CD45- one at the default 10 %. :func:`~ctcid.model.shift.site_shift` then
-    imitates another site's optics and camera (``channels``: the stain of each channel).
+    imitates another site's optics and camera (``channels``: the stain of each channel). Whole-batch
+    selects, no boolean indexing: nothing waits for the device (``generator`` may live on it).
     """
     n = images.shape[0]
-    quarter_turns = torch.randint(0, 4, (n,), generator=generator)
-    mirrored = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(images)
-    for turns in range(4):
-        chosen = quarter_turns == turns
-        if chosen.any():
-            out[chosen] = torch.rot90(images[chosen], turns, dims=(2, 3))
+    quarter_turns = torch.randint(0, 4, (n,), generator=generator, device=generator.device).to(images.device)
+    mirrored = _draw((n,), generator, images) < 0.5
+    out = images
+    for turns in range(1, 4):
+        chosen = (quarter_turns == turns).view(-1, 1, 1, 1)
+        out = torch.where(chosen, torch.rot90(images, turns, dims=(2, 3)), out)
     out = torch.where(mirrored.view(-1, 1, 1, 1), out.flip(3), out)
-    gain = 1.0 + intensity_jitter * (2.0 * torch.rand((n, images.shape[1], 1, 1), generator=generator) - 1.0)
+    gain = 1.0 + intensity_jitter * (2.0 * _draw((n, images.shape[1], 1, 1), generator, images) - 1.0)
     out = out * gain
     return out if shift is None else site_shift(out, generator, shift, channels)
 
 
 class CropBatches:
-    """Mini-batches straight from the in-memory tensors (no per-sample collation).
+    """Mini-batches of model input on ``device``, read per batch (:class:`~ctcid.model.pixels.PixelReader`).
 
     ``training=True`` shuffles and augments with ``generator`` (so runs are reproducible) and drops
     a trailing batch of one crop, which BatchNorm cannot normalise on a 1x1 feature map.
+    ``augment_generator`` draws the augmentation (default: ``generator``; on CUDA a generator on
+    the device, so augmentation never waits for the host).
     ``rebalance=True`` makes every epoch a fresh balanced draw: all of the minority class and as
     many majority-class crops drawn anew, so over the epochs the network sees many more distinct
     negatives than one down-sampling keeps, at the cost of a balanced epoch. ``hard=True`` (needs
     ``data.facts``) makes every epoch all CTCs, every hard negative and a fresh draw of as many
     other negatives as there are CTCs: the look-alikes a balanced draw keeps a few of are all seen.
     ``site_shift`` (with ``channels``, the stain of each channel) shifts augmented training batches
-    after flips and gain.
+    after flips and gain. Labels (and facts) move to the device once; batches yield them there.
+    ``hold``: :class:`PixelReader`'s.
     """
 
     def __init__(
@@ -277,6 +329,9 @@ class CropBatches:
         site_shift: SiteShift | None = None,
         channels: Sequence[str] = DEFAULT_CHANNELS,
         hard: bool = False,
+        device: torch.device | str | None = None,
+        augment_generator: torch.Generator | None = None,
+        hold: bool | None = None,
     ) -> None:
         if training and generator is None:
             raise ValueError("training batches need a seeded generator")
@@ -288,12 +343,16 @@ class CropBatches:
         self.batch_size = batch_size
         self.training = training
         self.generator = generator
+        self.augment_generator = augment_generator or generator
         self.intensity_jitter = intensity_jitter
         self.augmented = augmented
         self.rebalance = rebalance
         self.site_shift = site_shift
         self.channels = tuple(channels)
         self.hard = hard
+        self.device = torch.device(device or "cpu")
+        self.reader = PixelReader(data.pixels, self.device, hold)
+        self.labels = data.labels.to(self.device)
         positive = data.labels == 1
         self._classes = (torch.nonzero(positive).flatten(), torch.nonzero(~positive).flatten())
         self._epoch_size = 2 * min(len(c) for c in self._classes) if rebalance else len(data)
@@ -327,16 +386,19 @@ class CropBatches:
             yield images, labels
 
     def with_rows(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """As iterating, with each batch's positions in ``data`` first (to look up its facts)."""
+        """As iterating, with each batch's positions in ``data`` first (on the device; to look up facts)."""
         order = self._order()
+        # one copy of the epoch's order to the device; batches slice it there
+        on_device = order.to(self.device, non_blocking=True) if self.device.type != "cpu" else order
         n = len(order)
         for start in range(0, n, self.batch_size):
             rows = order[start : start + self.batch_size]
             if self.training and len(rows) == 1 and n > 1:
                 continue
-            images = self.data.images[rows]
+            placed = on_device[start : start + self.batch_size]
+            images = self.reader(placed if self.reader.held else rows)
             if self.training and self.augmented:
                 images = augment(
-                    images, self.generator, self.intensity_jitter, self.site_shift, self.channels
+                    images, self.augment_generator, self.intensity_jitter, self.site_shift, self.channels
                 )
-            yield rows, images, self.data.labels[rows]
+            yield placed, images, self.labels.index_select(0, placed)

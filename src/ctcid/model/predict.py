@@ -5,8 +5,8 @@ code): ``format``, ``state_dict`` of a :class:`CellClassifier` and ``metadata`` 
 input size, channel order, normalisation statistics, operating threshold, CV summary, and whether
 it reads field-standardised crops). Inputs are crops as ``crops.npy`` holds them (``N x C x S x S``
 counts, channels in the metadata's order) with their fields' intensity levels, or crops already
-standardised by :func:`ctcid.intensity.standardise`; resizing and normalisation happen here and in
-the model, exactly as in training.
+standardised by :func:`ctcid.intensity.standardise`; they are read, standardised and resized a batch
+at a time on the model's device, by the path training takes (:class:`~ctcid.model.dataset.CropBatches`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ import torch
 from ctcid.errors import CtcidError
 from ctcid.intensity import Levels
 from ctcid.model.backbones import CellClassifier, build_classifier
-from ctcid.model.dataset import Normalisation, read_crops
-from ctcid.model.trainer import predict_scores
+from ctcid.model.dataset import LabelledCrops, Normalisation
+from ctcid.model.pixels import CropPixels
+from ctcid.model.trainer import score
 
 MODEL_FORMAT = 1
-# Crops resized per step when scoring: bounds memory whatever the number of detections.
-_SCORE_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -127,13 +126,8 @@ def score_crops(
     levels = levels if loaded.info.standardise else None
     if levels is not None and len(levels) != len(crops):
         raise CtcidError(f"{len(levels)} rows of intensity levels for {len(crops)} crops")
-    scores = [
-        predict_scores(
-            loaded.model,
-            read_crops(crops, rows[start : start + _SCORE_CHUNK], loaded.info.input_size, levels),
-            batch_size,
-            loaded.device,
-        )
-        for start in range(0, len(rows), _SCORE_CHUNK)
-    ]
-    return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
+    if not len(rows):
+        return np.empty(0, dtype=np.float32)
+    pixels = CropPixels.stored(crops, rows, loaded.info.input_size, levels)
+    unlabelled = LabelledCrops(pixels, torch.zeros(len(rows), dtype=torch.int64), rows)
+    return score(loaded.model, unlabelled, batch_size, loaded.device)

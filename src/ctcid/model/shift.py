@@ -8,7 +8,9 @@ strength); this module shows the network what is left, on the fly and on the sta
 :mod:`ctcid.raw.simulate.optics`: bleed-through, channel gain and offset, blur, channel
 misregistration, then camera noise. Each crop is shifted with probability ``SiteShift.prob`` and
 draws its own values, all from one ``torch.Generator`` (reproducible). Every step works on the
-whole batch at once (one depthwise convolution, one ``grid_sample``); no per-crop Python loop.
+whole batch at once (one depthwise convolution, one ``grid_sample``); no per-crop Python loop, and
+no step whose shape depends on a draw: every crop is shifted and the chosen ones kept, so on a GPU
+nothing waits for the host (a boolean index or a ``.max()`` read back would).
 """
 
 from __future__ import annotations
@@ -34,23 +36,18 @@ def site_shift(
     """``N x C x H x W`` standardised crops, each shifted to another site with probability ``shift.prob``.
 
     ``channels`` names the stain of each channel (``params.channels``). Crops not chosen come back
-    bit for bit unchanged; the result is a new tensor unless no crop was chosen.
+    bit for bit unchanged; the result is a new tensor when ``shift.prob`` is above 0.
     """
     dapi, cep8, cd45 = _indices(channels, images.shape[1])
     if shift.prob <= 0:  # draws nothing: the generator goes on as without a site shift
         return images
-    chosen = (_draw(generator, (images.shape[0],), images) < shift.prob).nonzero().flatten()
-    if not len(chosen):
-        return images
-    x = images[chosen]
-    x = _bleed_through(x, generator, shift.bleed_through, dapi, cep8, cd45)
+    chosen = (_draw(generator, (images.shape[0],), images) < shift.prob).view(-1, 1, 1, 1)
+    x = _bleed_through(images, generator, shift.bleed_through, dapi, cep8, cd45)
     x = _stain_and_background(x, generator, shift, cep8)
     x = _blur(x, generator, shift.blur_sigma)
     x = _misregister(x, generator, shift.misregistration_px, (cep8, cd45))
     x = _camera_noise(x, generator, shift.read_noise, shift.shot_noise)
-    out = images.clone()
-    out[chosen] = x
-    return out
+    return torch.where(chosen, x, images)
 
 
 def _indices(channels: Sequence[str], n_channels: int) -> tuple[int, int, int]:
@@ -99,12 +96,12 @@ def _stain_and_background(x: Tensor, generator: torch.Generator, shift: SiteShif
 def _blur(x: Tensor, generator: torch.Generator, bounds: tuple[float, float]) -> Tensor:
     """Another objective, focus or pixel size: an extra Gaussian blur of per-crop sigma (0 = none).
 
-    One depthwise convolution (a kernel per crop and channel, radius ceil(3 max sigma)); edges
-    repeat the crop's border, which is background.
+    One depthwise convolution (a kernel per crop and channel, radius ceil(3 x the largest sigma
+    allowed: fixed, so no draw is read back); edges repeat the crop's border, which is background.
     """
     n, c, h, w = x.shape
     sigma = _uniform(generator, bounds, (n,), x)
-    radius = math.ceil(3.0 * float(sigma.max()))
+    radius = math.ceil(3.0 * max(bounds))
     if radius == 0:
         return x
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)

@@ -40,7 +40,13 @@ from ctcid.model.backbones import CellClassifier, ModelSpec, model_input_size, s
 from ctcid.model.count_threshold import CountChoice, count_threshold
 from ctcid.model.counterfactual import counterfactual_source
 from ctcid.model.cv import CVResult, ExtendCrops, FoldResult, cross_validate
-from ctcid.model.dataset import LabelledCrops, Normalisation, input_levels, load_labelled_crops
+from ctcid.model.dataset import (
+    LabelledCrops,
+    Normalisation,
+    fit_normalisation,
+    input_levels,
+    load_labelled_crops,
+)
 from ctcid.model.predict import ModelInfo, save_model
 from ctcid.model.run_log import TrainRunLog
 from ctcid.model.spot_layer import SPOT_KEYS
@@ -304,8 +310,8 @@ def final_fit(
     ``extend`` appends the fit's counterfactuals, made from ``data`` as each fold's are."""
     if extend is not None:
         data = extend(data, options.seed)
-    seed_everything(options.seed)
-    normalisation = Normalisation.fit(data.images)
+    seed_everything(options.seed, options.deterministic)
+    normalisation = fit_normalisation(data, device)
     model = spec.build(normalisation)
     fitted = fit(
         model, data, None, options,

@@ -1,9 +1,11 @@
 """The training loop: short and explicit, in the style of torchvision's reference scripts.
 
 Seeded and deterministic on CPU; AdamW; cross-entropy with optional class weights; early
-stopping on validation AUC (ties broken by validation loss) with patience; autocast only on
-CUDA. Per-epoch numbers go to an ``on_epoch`` callback so that tracking (MLflow, Optuna pruning)
-stays out of the loop.
+stopping on validation AUC (ties broken by validation loss) with patience; autocast (bfloat16)
+only on CUDA. Per-epoch numbers go to an ``on_epoch`` callback so that tracking (MLflow, Optuna
+pruning) stays out of the loop. Nothing in a step waits for the device: batches are read,
+standardised, resized and augmented on it (:class:`~ctcid.model.dataset.CropBatches`), the loss is
+summed there and read once per epoch.
 """
 
 from __future__ import annotations
@@ -55,17 +57,20 @@ class FitResult:
 EpochCallback = Callable[[EpochMetrics], None]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed every generator a run touches and ask for deterministic kernels.
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed every generator a run touches and choose the kernels (``train.deterministic``).
 
-    On CPU this makes two runs with the same seed and thread count bit-identical. On CUDA a few
-    kernels have no deterministic variant; ``warn_only`` keeps them usable rather than failing.
+    On CPU two runs with the same seed and thread count are bit-identical either way. On CUDA
+    ``deterministic`` asks for deterministic kernels (a few have no deterministic variant;
+    ``warn_only`` keeps them usable rather than failing) and turns off cuDNN's benchmark search;
+    False lets cuDNN pick the fastest kernel per shape, which differs between runs
+    (what it costs: docs/benchmarks.md#gpu).
     """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def flush_denormals() -> None:
@@ -122,6 +127,8 @@ class FitOptions:
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     # weight of the auxiliary heads' loss (CEP8 copies, CD45 status); 0 = none (train.aux_weight)
     aux_weight: float = 0.0
+    # train.deterministic: deterministic CUDA kernels (CPU runs are deterministic either way)
+    deterministic: bool = True
 
     @classmethod
     def from_params(
@@ -143,6 +150,7 @@ class FitOptions:
             site_shift=config.site_shift if config.standardise else NO_SITE_SHIFT,
             channels=tuple(channels),
             aux_weight=config.aux_weight,
+            deterministic=config.deterministic,
         )
 
 
@@ -162,6 +170,8 @@ def fit(
     flush_denormals()
     model.to(device)
     step = _TrainingStep.for_fit(model, train, options, device)
+    # made once: on a GPU the validation crops move there once, not every epoch
+    val_batches = None if val is None else CropBatches(val, options.batch_size, device=device)
     best = _BestEpoch()
     history: list[EpochMetrics] = []
     with progress_bar(disable=not show_progress) as progress, step.heads_attached():
@@ -171,10 +181,10 @@ def fit(
             progress.reset(task, total=len(step.batches), description=label)
             started = time.perf_counter()
             train_loss = step.run_epoch(model, device, lambda: progress.advance(task))
-            if val is None:
+            if val is None or val_batches is None:
                 metrics = EpochMetrics(epoch, train_loss, seconds=time.perf_counter() - started)
             else:
-                scores, val_loss = _evaluate(model, val, options.batch_size, step.criterion, device)
+                scores, val_loss = _evaluate(model, val_batches, step.criterion, device)
                 auc = _auc(val.labels.numpy(), scores)
                 metrics = EpochMetrics(epoch, train_loss, val_loss, auc, time.perf_counter() - started)
                 best.offer(epoch, auc, val_loss, scores, model)
@@ -259,6 +269,11 @@ class _TrainingStep:
             options.batch_size,
             training=True,
             generator=torch.Generator().manual_seed(options.seed),
+            # on CUDA the augmentation draws on the device: no host round trip per batch
+            augment_generator=(
+                torch.Generator(device=device).manual_seed(options.seed) if device.type == "cuda" else None
+            ),
+            device=device,
             intensity_jitter=options.intensity_jitter,
             augmented=options.augment,
             rebalance=options.negatives == "resample",
@@ -284,26 +299,30 @@ class _TrainingStep:
         return cls(batches, criterion, optimiser, scaler, schedule, heads, options.aux_weight)
 
     def run_epoch(self, model: nn.Module, device: torch.device, advance: Callable[[], None]) -> float:
-        """One pass over the batches; returns the mean training loss (with the auxiliary heads' share)."""
+        """One pass over the batches; returns the mean training loss (with the auxiliary heads' share).
+
+        The loss is summed on the device and read once, at the end: a ``.item()`` per step would
+        make the host wait for every step's kernels before queueing the next.
+        """
         model.train()
-        total, count = 0.0, 0
-        facts = self.batches.data.facts
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        facts = None if self.batches.data.facts is None else self.batches.data.facts.to(device)
         for rows, images, labels in self.batches.with_rows():
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with _autocast(device):
                 loss = self.criterion(model(images), labels)
                 if self.heads is not None and facts is not None:
-                    aux = self.heads.loss(facts.take(rows).to(device))
+                    aux = self.heads.loss(facts.take(rows))
                     loss = loss + self.aux_weight * aux
             self.optimiser.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimiser)
             self.scaler.update()
             self.schedule.step()
-            total += loss.item() * len(labels)
+            total += loss.detach().double() * len(labels)
             count += len(labels)
             advance()
-        return total / max(count, 1)
+        return float(total) / max(count, 1)
 
 
 @dataclass
@@ -348,23 +367,37 @@ def warmup_cosine(
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, data: LabelledCrops, batch_size: int, criterion: nn.Module, device: torch.device
+    model: nn.Module, batches: CropBatches, criterion: nn.Module, device: torch.device
 ) -> tuple[np.ndarray, float]:
-    logits = _logits(model, CropBatches(data, batch_size), device)
-    loss = criterion(logits, data.labels.to(device)).item()
+    logits = _logits(model, batches, device)
+    loss = criterion(logits, batches.labels).item()
     return torch.softmax(logits, dim=1)[:, 1].cpu().numpy(), loss
 
 
 @torch.no_grad()
+def score(
+    model: nn.Module,
+    data: LabelledCrops,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """CTC probability (softmax of the 2-class logits) of each crop of ``data``, shape ``(N,)``.
+
+    Read, standardised and resized a batch at a time on ``device`` (default: the model's), the
+    path training takes.
+    """
+    device = device or next(model.parameters()).device
+    flush_denormals()
+    logits = _logits(model, CropBatches(data, batch_size, device=device), device)
+    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+
+
 def predict_scores(
     model: nn.Module, images: Tensor, batch_size: int = 256, device: torch.device | None = None
 ) -> np.ndarray:
-    """CTC probability (softmax of the 2-class logits) of each image, shape ``(N,)``, in [0, 1]."""
-    device = device or next(model.parameters()).device
-    flush_denormals()
-    data = LabelledCrops(images, torch.zeros(len(images), dtype=torch.int64), np.arange(len(images)))
-    logits = _logits(model, CropBatches(data, batch_size), device)
-    return torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+    """:func:`score` of images already in memory (model input: standardised, resized)."""
+    unlabelled = LabelledCrops(images, torch.zeros(len(images), dtype=torch.int64), np.arange(len(images)))
+    return score(model, unlabelled, batch_size, device)
 
 
 def _logits(model: nn.Module, batches: CropBatches, device: torch.device) -> Tensor:
@@ -372,7 +405,7 @@ def _logits(model: nn.Module, batches: CropBatches, device: torch.device) -> Ten
     outputs = []
     for images, _ in batches:
         with _autocast(device):
-            outputs.append(model(images.to(device, non_blocking=True)).float())
+            outputs.append(model(images).float())
     return torch.cat(outputs) if outputs else torch.empty((0, 2), device=device)
 
 

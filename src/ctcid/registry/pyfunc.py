@@ -43,8 +43,10 @@ class CtcClassifier(mlflow.pyfunc.PythonModel):
     # per process ("Add type hints to the `predict` method"), inside its own warning filter.
     def load_context(self, context):  # noqa: ANN001
         from ctcid.model.predict import load_model
+        from ctcid.model.trainer import default_device
 
-        self.loaded = load_model(context.artifacts[MODEL_ARTIFACT])
+        # CUDA when present: the service and 'ctcid predict' score on the GPU as training does
+        self.loaded = load_model(context.artifacts[MODEL_ARTIFACT], default_device())
 
     @property
     def threshold(self) -> float:

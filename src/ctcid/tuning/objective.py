@@ -43,27 +43,28 @@ class BudgetSpent(optuna.TrialPruned):
 
 @dataclass
 class TrialData:
-    """Every training crop, loaded once per input size a study tries."""
+    """Every training crop's label, facts and place in crops.npy, loaded once; pixels are read per batch."""
 
     crops: Path
     manifest: pd.DataFrame
     split: Split
     levels: Levels | None = None  # the crops' field levels when train.standardise (fixed, not searched)
     cd45_threshold: float | None = None  # segment.cd45_threshold: the crops' CellFacts (for hard negatives)
-    _loaded: dict[int, LabelledCrops] = field(default_factory=dict)
+    _loaded: LabelledCrops | None = None
 
     def counterfactuals(self, params: TuneConfig, config: TrainParams) -> ExtendCrops | None:
         """A trial's counterfactual maker (``train.counterfactuals``), None when it asks for none."""
         return counterfactual_source(open_crops(self.crops), self.manifest, self.levels, params, config)
 
     def at(self, input_size: int) -> LabelledCrops:
-        if input_size not in self._loaded:
+        """The training crops read at ``input_size`` (a trial's; the memory does not depend on it)."""
+        if self._loaded is None:
             split = self.split
-            self._loaded[input_size] = load_labelled_crops(
+            self._loaded = load_labelled_crops(
                 self.crops, self.manifest, split.train, split.label_source, input_size, self.levels,
                 self.cd45_threshold,
             )
-        return self._loaded[input_size]
+        return self._loaded.resized(input_size)
 
 
 @dataclass
