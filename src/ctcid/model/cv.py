@@ -59,6 +59,12 @@ class FoldResult:
     y_score: np.ndarray
 
 
+# How out-of-fold scores are written (tune and train reports): 9 significant digits give a float32
+# score back exactly, so a CV read back (train reusing the best trial's) picks the same threshold and
+# objective as the one in memory; at 6 digits ties appeared and the objective moved.
+OOF_FLOAT_FORMAT = "%.9g"
+
+
 @dataclass(frozen=True)
 class CVResult:
     backbone: str

@@ -39,7 +39,7 @@ from ctcid.metrics import binary_metrics
 from ctcid.model.backbones import CellClassifier, ModelSpec, model_input_size, spot_config
 from ctcid.model.count_threshold import CountChoice, count_threshold
 from ctcid.model.counterfactual import counterfactual_source
-from ctcid.model.cv import CVResult, ExtendCrops, FoldResult, cross_validate
+from ctcid.model.cv import OOF_FLOAT_FORMAT, CVResult, ExtendCrops, FoldResult, cross_validate
 from ctcid.model.dataset import (
     LabelledCrops,
     Normalisation,
@@ -365,5 +365,5 @@ def write_cv_reports(
         )
     metrics_path.write_text(json.dumps(summary, indent=1) + "\n")
     oof_path = backbone_oof(folder, backbone)
-    cv.oof.to_csv(oof_path, index=False, float_format="%.6g")
+    cv.oof.to_csv(oof_path, index=False, float_format=OOF_FLOAT_FORMAT)
     return metrics_path, oof_path

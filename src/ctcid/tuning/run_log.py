@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ctcid.config.mlflow import MlflowParams
-from ctcid.model.cv import CVResult
+from ctcid.model.cv import OOF_FLOAT_FORMAT, CVResult
 from ctcid.model.run_log import MlflowFoldLogger
 from ctcid.tracking import (
     PARENT_TAG,
@@ -140,7 +140,7 @@ class StudyRunLog:
                 summary = Path(tmp) / SUMMARY_FILE
                 summary.write_text(json.dumps(cv.summary(), indent=1) + "\n")
                 oof = Path(tmp) / OOF_FILE
-                cv.oof.to_csv(oof, index=False, float_format="%.6g")
+                cv.oof.to_csv(oof, index=False, float_format=OOF_FLOAT_FORMAT)
                 log_artifacts(self.client, trial_run_id, [summary, oof], CV_FOLDER)
         log_metrics(self.client, trial_run_id, metrics)
         self.client.set_tag(trial_run_id, "optuna.state", state)
