@@ -82,7 +82,7 @@ import torch
 from bench_train import synthetic_crops  # same synthetic crops as the CPU bench (bench/ is on sys.path)
 from torch import nn
 
-from ctcid.config.loader import load_params
+from ctcid.config.loader import merge_overlay, parse_params, read_raw
 from ctcid.config.params import Params
 from ctcid.config.train import SiteShift, TrainParams
 from ctcid.contracts import BACKBONES, open_crops
@@ -519,8 +519,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--config", type=Path, default=Path("configs/paper.yaml"),
-        help="params whose train, simulate, split and tune settings set the scale (default: %(default)s)",
+        help="overlay on --base whose train, simulate, split and tune settings set the scale "
+        "(default: %(default)s)",
     )
+    parser.add_argument("--base", type=Path, default=Path("params.yaml"), help="(default: %(default)s)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="(default: train.batch_size, 64)")
@@ -624,7 +626,8 @@ def run_all(report: Report, work: Workload, backbones: list[str], modes: list[bo
 def main() -> None:
     started = time.perf_counter()
     args = parse_args()
-    params = load_params(args.config)
+    raw = merge_overlay(read_raw(args.base), read_raw(args.config))  # as 'ctcid show-params --over'
+    params = parse_params(raw, f"{args.base} with {args.config}")
     batch_sizes = args.batch_sizes or [params.train.batch_size]
     if args.n < max(batch_sizes):
         raise SystemExit(f"--n {args.n} must hold at least one batch of {max(batch_sizes)}")

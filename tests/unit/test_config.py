@@ -218,9 +218,11 @@ def test_show_params_never_prints_an_override(tmp_path: Path) -> None:
 
 def test_team_profile_validates_and_keeps_secrets_out() -> None:
     path = ROOT / "configs" / "team.yaml"
-    result = CliRunner().invoke(app, ["show-params", "-p", str(path)])
+    result = CliRunner().invoke(app, ["show-params", "-p", str(ROOT / "params.yaml"), "--over", str(path)])
     assert result.exit_code == 0, result.output
-    team = load_params(path, {})
+    team = parse_params(yaml.safe_load(result.output), "team profile")
+    assert team.external.cohorts == load_params(ROOT / "params.yaml", {}).external.cohorts  # kept
+    assert load_params(path, {}).tune.storage == team.tune.storage  # the file alone still validates
     assert team.mlflow.tracking_uri.startswith("http://")
     assert team.tune.storage.startswith("postgresql+psycopg://")
     assert team.serving.host == "0.0.0.0"
