@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ctcid.config.train import SiteShift
+from ctcid.contracts import open_crops
 from ctcid.intensity import Levels, standardise
 from ctcid.model import dataset
 from ctcid.model.backbones import build_classifier
@@ -194,3 +197,30 @@ def test_resized_reads_the_same_crops_at_another_side(crops) -> None:
     assert data.resized(CROP_SIZE).images.shape[-1] == CROP_SIZE
     expected = up_front(crops, np.arange(len(crops)), CROP_SIZE, None)
     torch.testing.assert_close(data.resized(CROP_SIZE).images, expected)
+
+
+def mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_a_crops_file_is_read_without_its_pages_counting_as_the_process_memory(tmp_path, crops) -> None:
+    path = tmp_path / "crops.npy"
+    np.save(path, np.concatenate([crops] * 20))
+    mapped = open_crops(path)
+    rows = np.array([3, 4, 5, 9, 0, 799, 798, 4, 400])
+    pixels = CropPixels.stored(mapped, rows, CROP_SIZE)
+    np.testing.assert_array_equal(pixels.read(np.arange(len(rows))), np.load(path)[rows])
+    everything = CropPixels.stored(mapped, np.arange(len(mapped)), CROP_SIZE)
+    assert everything.read(np.arange(len(mapped))).sum() > 0
+    assert mapped_kib(path.resolve()) == 0  # read through pread, not the mapping
+    view = mapped[10:]  # a view of the map is read through it, correctly
+    read = CropPixels.stored(view, [0, 2], CROP_SIZE).read(np.arange(2))
+    np.testing.assert_array_equal(read, crops[[10, 12]])

@@ -5,6 +5,9 @@ Training and scoring never hold their crops. A :class:`CropPixels` names, for ea
 such as counterfactuals) and its row there, with the field levels that standardise it and the side
 the model reads. Memory grows with the batch, not with the cohort: 24 bytes of levels and 10 of
 index per crop, however large the crops or the model's input (docs/benchmarks.md#memory).
+A whole memory-mapped file is read with ``pread`` rather than through the mapping: its pages stay
+in the kernel's page cache, shared and dropped under pressure, and never count as the process's
+resident memory, which a mapping's touched pages would, up to the whole file over an epoch.
 
 A :class:`PixelReader` turns positions into model input on a device: gather, standardise
 (``(x - background) / scale``, :func:`ctcid.intensity.standardise` in torch), resize. On CPU each
@@ -17,6 +20,7 @@ and copied asynchronously.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -129,8 +133,32 @@ class CropPixels:
             chosen = np.flatnonzero(parts == number) if len(self.arrays) > 1 else np.arange(len(positions))
             if chosen.size:
                 order = np.argsort(rows[chosen], kind="stable")
-                out[chosen[order]] = array[rows[chosen][order]]
+                out[chosen[order]] = _read_rows(array, rows[chosen][order])
         return out
+
+
+def _read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` (rows sorted); a whole memory-mapped ``.npy`` is read with ``pread``."""
+    path = getattr(array, "filename", None)
+    offset = getattr(array, "offset", None)
+    whole = (
+        isinstance(array, np.memmap) and path is not None and offset is not None
+        and array.flags.c_contiguous and os.path.getsize(path) == offset + array.nbytes
+    )
+    if not whole or not len(rows):  # a view of a map, or crops in memory
+        return array[rows]
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
+    row_bytes = out[0].nbytes
+    target = memoryview(out).cast("B")
+    # consecutive rows are one read: a chunk of a sorted full pass reads the file in a few calls
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+    ends = np.append(starts[1:], len(rows))
+    with open(path, "rb", buffering=0) as file:
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            wanted = target[start * row_bytes : end * row_bytes]
+            if os.preadv(file.fileno(), [wanted], offset + int(rows[start]) * row_bytes) != len(wanted):
+                raise CtcidError(f"{path}: shorter than its header says; re-run 'ctcid segment'")
+    return out
 
 
 def resize(images: Tensor, size: int) -> Tensor:
