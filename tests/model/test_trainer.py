@@ -115,3 +115,15 @@ def test_training_batches_never_hold_a_single_crop(n: int, batches: int) -> None
     sizes = [len(y) for _, y in loader]
     assert len(sizes) == len(loader) == batches
     assert min(sizes) > 1
+
+
+def test_train_deterministic_false_frees_the_kernels_on_cuda_only() -> None:
+    try:
+        seed_everything(0, deterministic=False, device=torch.device("cpu"))
+        assert torch.are_deterministic_algorithms_enabled()  # CPU runs repeat whatever it says
+        seed_everything(0, deterministic=False, device=torch.device("cuda"))
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark
+    finally:
+        seed_everything(0)
+    assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark

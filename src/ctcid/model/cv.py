@@ -195,7 +195,7 @@ def fit_fold(
         train = extend(train, seed)
     if observer is not None:
         observer.fold_started(number, len(train), len(val))
-    seed_everything(seed, options.deterministic)
+    seed_everything(seed, options.deterministic, device)
     model = spec.build(fit_normalisation(train, device))
 
     def report(metrics: EpochMetrics) -> None:

@@ -5,7 +5,7 @@ A :class:`LabelledCrops` holds labels and where each crop's pixels are
 memory-mapped ``crops.npy``, standardised by its fields' intensity levels (:mod:`ctcid.intensity`,
 ``train.standardise``), resized to the side the model reads and augmented as it is drawn, on the
 fit's device (:class:`CropBatches`). Memory so grows with the batch, not the cohort
-(docs/benchmarks.md#memory). Normalisation is a layer of the model (:class:`ChannelNormalise`)
+(docs/benchmarks.md, "Memory"). Normalisation is a layer of the model (:class:`ChannelNormalise`)
 whose statistics come from the training crops only (:func:`fit_normalisation`), so a saved model
 carries its own preprocessing and augmentation acts on field-standardised intensities.
 """

@@ -4,7 +4,7 @@ Training and scoring never hold their crops. A :class:`CropPixels` names, for ea
 (``crops.npy`` memory-mapped as segmentation stored it, ``uint16`` counts, or crops made in memory
 such as counterfactuals) and its row there, with the field levels that standardise it and the side
 the model reads. Memory grows with the batch, not with the cohort: 24 bytes of levels and 10 of
-index per crop, however large the crops or the model's input (docs/benchmarks.md#memory).
+index per crop, however large the crops or the model's input (docs/benchmarks.md, "Memory").
 A whole memory-mapped file is read with ``pread`` rather than through the mapping: its pages stay
 in the kernel's page cache, shared and dropped under pressure, and never count as the process's
 resident memory, which a mapping's touched pages would, up to the whole file over an epoch.

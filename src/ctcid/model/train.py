@@ -310,7 +310,7 @@ def final_fit(
     ``extend`` appends the fit's counterfactuals, made from ``data`` as each fold's are."""
     if extend is not None:
         data = extend(data, options.seed)
-    seed_everything(options.seed, options.deterministic)
+    seed_everything(options.seed, options.deterministic, device)
     normalisation = fit_normalisation(data, device)
     model = spec.build(normalisation)
     fitted = fit(

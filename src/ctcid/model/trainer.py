@@ -57,20 +57,21 @@ class FitResult:
 EpochCallback = Callable[[EpochMetrics], None]
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
+def seed_everything(seed: int, deterministic: bool = True, device: torch.device | None = None) -> None:
     """Seed every generator a run touches and choose the kernels (``train.deterministic``).
 
-    On CPU two runs with the same seed and thread count are bit-identical either way. On CUDA
-    ``deterministic`` asks for deterministic kernels (a few have no deterministic variant;
-    ``warn_only`` keeps them usable rather than failing) and turns off cuDNN's benchmark search;
-    False lets cuDNN pick the fastest kernel per shape, which differs between runs
-    (what it costs: docs/benchmarks.md#gpu).
+    ``deterministic`` asks for deterministic kernels (a few CUDA ones have no deterministic
+    variant; ``warn_only`` keeps them usable rather than failing) and turns off cuDNN's benchmark
+    search. False lets cuDNN pick the fastest kernel per shape, which differs between runs (what it
+    costs: docs/benchmarks.md, GPU); it applies to CUDA ``device`` only, so two CPU runs with the
+    same seed and thread count stay bit-identical whatever it says.
     """
+    strict = deterministic or (device is not None and device.type != "cuda")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(strict, warn_only=True)
+    torch.backends.cudnn.benchmark = not strict
 
 
 def flush_denormals() -> None:
