@@ -353,6 +353,7 @@ class CropBatches:
         self.device = torch.device(device or "cpu")
         self.reader = PixelReader(data.pixels, self.device, hold)
         self.labels = data.labels.to(self.device)
+        self.facts = None if data.facts is None else data.facts.to(self.device)
         positive = data.labels == 1
         self._classes = (torch.nonzero(positive).flatten(), torch.nonzero(~positive).flatten())
         self._epoch_size = 2 * min(len(c) for c in self._classes) if rebalance else len(data)

@@ -308,7 +308,7 @@ class _TrainingStep:
         model.train()
         total = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
-        facts = None if self.batches.data.facts is None else self.batches.data.facts.to(device)
+        facts = self.batches.facts  # on the device, moved there once
         for rows, images, labels in self.batches.with_rows():
             with _autocast(device):
                 loss = self.criterion(model(images), labels)
