@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ctcid.config.train import SiteShift
 from ctcid.contracts import open_crops
+from ctcid.errors import CtcidError
 from ctcid.intensity import Levels, standardise
 from ctcid.model import dataset
 from ctcid.model.backbones import build_classifier
@@ -224,3 +225,9 @@ def test_a_crops_file_is_read_without_its_pages_counting_as_the_process_memory(t
     view = mapped[10:]  # a view of the map is read through it, correctly
     read = CropPixels.stored(view, [0, 2], CROP_SIZE).read(np.arange(2))
     np.testing.assert_array_equal(read, crops[[10, 12]])
+
+
+def test_normalising_no_crops_is_a_clear_error(crops) -> None:
+    empty = data_of(crops).take(torch.arange(0))
+    with pytest.raises(CtcidError, match="no training crops"):
+        fit_normalisation(empty)
