@@ -26,7 +26,7 @@ from ctcid.contracts import cell_labels, open_crops
 from ctcid.errors import CtcidError
 from ctcid.intensity import Levels, manifest_levels
 from ctcid.model.pixels import CropPixels, PixelReader, resize
-from ctcid.model.shift import DEFAULT_CHANNELS, site_shift
+from ctcid.model.shift import DEFAULT_CHANNELS, draw, site_shift
 
 # Crops whose statistics give a model's channel normalisation: all of them up to this many, else this
 # many spread evenly over the training set (the mean and SD are then exact to ~1 %, and the pass costs
@@ -266,11 +266,6 @@ def fit_normalisation(
     return Normalisation(tuple(mean.cpu().tolist()), tuple(std.cpu().tolist()))
 
 
-def _draw(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
-    """Uniform [0, 1) from ``generator`` on its device, then on ``like``'s device."""
-    return torch.rand(shape, generator=generator, device=generator.device).to(like.device)
-
-
 def augment(
     images: Tensor,
     generator: torch.Generator,
@@ -289,13 +284,13 @@ def augment(
     """
     n = images.shape[0]
     quarter_turns = torch.randint(0, 4, (n,), generator=generator, device=generator.device).to(images.device)
-    mirrored = _draw((n,), generator, images) < 0.5
+    mirrored = draw(generator, (n,), images) < 0.5
     out = images
     for turns in range(1, 4):
         chosen = (quarter_turns == turns).view(-1, 1, 1, 1)
         out = torch.where(chosen, torch.rot90(images, turns, dims=(2, 3)), out)
     out = torch.where(mirrored.view(-1, 1, 1, 1), out.flip(3), out)
-    gain = 1.0 + intensity_jitter * (2.0 * _draw((n, images.shape[1], 1, 1), generator, images) - 1.0)
+    gain = 1.0 + intensity_jitter * (2.0 * draw(generator, (n, images.shape[1], 1, 1), images) - 1.0)
     out = out * gain
     return out if shift is None else site_shift(out, generator, shift, channels)
 

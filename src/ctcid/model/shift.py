@@ -41,7 +41,7 @@ def site_shift(
     dapi, cep8, cd45 = _indices(channels, images.shape[1])
     if shift.prob <= 0:  # draws nothing: the generator goes on as without a site shift
         return images
-    chosen = (_draw(generator, (images.shape[0],), images) < shift.prob).view(-1, 1, 1, 1)
+    chosen = (draw(generator, (images.shape[0],), images) < shift.prob).view(-1, 1, 1, 1)
     x = _bleed_through(images, generator, shift.bleed_through, dapi, cep8, cd45)
     x = _stain_and_background(x, generator, shift, cep8)
     x = _blur(x, generator, shift.blur_sigma)
@@ -57,8 +57,11 @@ def _indices(channels: Sequence[str], n_channels: int) -> tuple[int, int, int]:
     return names.index("DAPI"), names.index("CEP8"), names.index("CD45")
 
 
-def _draw(generator: torch.Generator, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Uniform [0, 1) numbers from ``generator`` (on its device), as ``like``'s dtype and device."""
+def draw(generator: torch.Generator, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Uniform [0, 1) numbers from ``generator`` (on its device), as ``like``'s dtype and device.
+
+    Augmentation (:func:`ctcid.model.dataset.augment`) draws with it too: one generator, any device.
+    """
     return torch.rand(shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
 
 
@@ -66,7 +69,7 @@ def _uniform(
     generator: torch.Generator, bounds: tuple[float, float], shape: tuple[int, ...], like: Tensor
 ) -> Tensor:
     low, high = bounds
-    return low + (high - low) * _draw(generator, shape, like)
+    return low + (high - low) * draw(generator, shape, like)
 
 
 def _bleed_through(
@@ -123,8 +126,8 @@ def _misregister(x: Tensor, generator: torch.Generator, most_px: float, moved: t
         return x
     n, _, h, w = x.shape
     k = len(moved)
-    radius = most_px * _draw(generator, (n * k,), x).sqrt()
-    angle = 2.0 * math.pi * _draw(generator, (n * k,), x)
+    radius = most_px * draw(generator, (n * k,), x).sqrt()
+    angle = 2.0 * math.pi * draw(generator, (n * k,), x)
     theta = torch.zeros((n * k, 2, 3), dtype=x.dtype, device=x.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     # content moves by +dx px when each output pixel samples dx px to its left: -2 dx / W normalised
