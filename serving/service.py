@@ -37,6 +37,7 @@ from ctcid.serving.counting import (
 from ctcid.serving.forms import form_specs
 from ctcid.serving.guard import RequestGuard
 from ctcid.serving.http import field_name, rejection, upload_name
+from ctcid.serving.index_page import OfflineIndex
 from ctcid.serving.served import ServedModel
 from ctcid.serving.uploads import read_crops_file
 
@@ -215,6 +216,8 @@ class CtcService:
         return self.served
 
 
+# the Swagger UI at / without BentoML's Google Tag Manager: the page loads nothing from outside
+CtcService.add_asgi_middleware(OfflineIndex)
 # every request is checked against its endpoint's form before BentoML parses it (guard.py)
 CtcService.add_asgi_middleware(
     RequestGuard,

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from ctcid import paths
-from ctcid.config.base import ConfigError
+from ctcid.config.base import ConfigError, redact_url
 from ctcid.config.loader import DEFAULT_PARAMS, load_params
 from ctcid.config.params import Params
 from ctcid.contracts import BACKBONES
@@ -777,3 +777,56 @@ def retrain_command(
     Console().print(Markdown(summary.read_text()))
     console.print(f"summary: {summary}; record: {record}", highlight=False)
     raise typer.Exit(result.exit_status)
+
+
+HostOption = Annotated[str, typer.Option(help="Interface to listen on (loopback: no login).")]
+
+
+@app.command("ui")
+@reports_errors
+def ui_command(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Start the MLflow UI on the tracking database and print where the runs and the model are.
+
+    The links open the 'ctcid' experiment's runs table in MLflow's training view (MLflow 3 would
+    otherwise open its GenAI overview) and the registered model with its champion. With a tracking
+    server (mlflow.tracking_uri http://...) nothing is started: the links point at the server.
+    """
+    from ctcid import pages
+
+    config = read_params(params)
+    links = pages.mlflow_links(config.mlflow, host, port)
+    console.print(f"MLflow UI ({redact_url(config.mlflow.tracking_uri)}):\n{links.lines()}", highlight=False)
+    if pages.is_server(config.mlflow.tracking_uri):
+        return
+    console.print("starting mlflow ui; Ctrl+C stops it", highlight=False)
+    pages.exec_server(pages.mlflow_ui_command(config.mlflow, host, port))
+
+
+@app.command("dashboard")
+@reports_errors
+def dashboard_command(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of optuna-dashboard.")] = 8080,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """List the Optuna studies of tune.storage, then open them in optuna-dashboard on loopback.
+
+    One study per backbone, data and search configuration; the table marks the studies the
+    current tune reports name (docs/tuning.md#storage-study-names-and-resumption).
+    """
+    from ctcid import pages
+
+    config = read_params(params)
+    command = pages.dashboard_command(config.tune.storage, host, port)
+    rows = pages.studies(config.tune.storage, config.tune.study_prefix)
+    if rows:
+        Console().print(pages.study_table(rows))
+    else:
+        storage = redact_url(config.tune.storage)
+        console.print(f"no study in {storage} yet: run 'dvc repro' (tune)", highlight=False)
+    console.print(f"optuna-dashboard: http://{host}:{port}/dashboard ; Ctrl+C stops it", highlight=False)
+    pages.exec_server(command)

@@ -154,6 +154,17 @@ def test_classify_answers_the_same_for_crops_imaged_at_another_exposure(
     assert answers[1]["ctc"] == answers[0]["ctc"]
 
 
+def test_the_swagger_page_loads_only_from_the_service(service: Server) -> None:
+    from ctcid.serving.index_page import CONTENT_SECURITY_POLICY
+
+    page = requests.get(f"{service.url}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "swagger-ui" in page.text and "googletagmanager" not in page.text
+    assert requests.get(f"{service.url}/static_content/swagger-ui-bundle.js", timeout=10).status_code == 200
+    assert requests.head(f"{service.url}/", timeout=10).status_code == 200
+
+
 def test_bentoml_endpoints_stay_on_and_document_every_route(service: Server) -> None:
     assert requests.get(f"{service.url}/livez", timeout=10).status_code == 200
     assert requests.get(f"{service.url}/readyz", timeout=10).status_code == 200

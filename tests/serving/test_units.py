@@ -53,3 +53,21 @@ def test_a_version_without_segmentation_settings_is_refused() -> None:
     version = SimpleNamespace(name="m", version="4", tags={}, run_id="r")
     with pytest.raises(CtcidError, match="version 4 of 'm' was registered without its segmentation"):
         ServedModel.from_version(version, "champion", {"backbone": "alexnet"})  # type: ignore[arg-type]
+
+
+def test_the_swagger_page_loses_bentomls_tag_manager_and_nothing_else() -> None:
+    from ctcid.serving.index_page import bentoml_index, offline_page
+
+    original = bentoml_index().read_text()
+    assert "googletagmanager" in original  # what BentoML 1.4 ships, and why the middleware exists
+    page = offline_page(original)
+    assert "googletagmanager" not in page and "GTM-" not in page
+    for kept in ('<div id="swagger-ui">', "./static_content/swagger-ui-bundle.js", "swagger-initializer.js"):
+        assert kept in page
+
+
+def test_a_swagger_page_with_another_remote_script_is_refused() -> None:
+    from ctcid.serving.index_page import offline_page
+
+    with pytest.raises(CtcidError, match="https://cdn.example.org/x.js"):
+        offline_page('<html><head><script src="https://cdn.example.org/x.js"></script></head></html>')

@@ -30,6 +30,7 @@ from ctcid.errors import CtcidError
 from ctcid.paths import VALIDATION_FILE
 from ctcid.quality.crop_table import crop_array_table, crop_table, pixel_table_blocker
 from ctcid.quality.expectations import TABLES, GateConfig, build_suites, positives_needed, suite_name
+from ctcid.quality.offline_docs import make_offline
 from ctcid.quality.summaries import field_table, label_table, missing_columns, sample_table
 from ctcid.quarantine import QuarantineEntry, read_quarantine
 
@@ -150,7 +151,10 @@ def validate_tables(
             failures += [_failure(table, r, frame) for r in failed]
     for table, reason in skipped.items():
         failures.append(Failure(table, "not evaluated", "", None, reason))
-    index = docs_dir / "index.html" if docs_dir is not None else None
+    index = None
+    if docs_dir is not None:
+        make_offline(docs_dir)  # GX links its CSS and JS from CDNs: ship them with the site
+        index = docs_dir / "index.html"
     return GateReport(not failures, evaluated, failures, gate_stats(tables, params), index)
 
 

@@ -1,5 +1,10 @@
-"""Helpers of the end-to-end tests: the tiny project (params-tiny.yaml, `dvc repro` in a fresh git
-repository), commands run in it, and its registry."""
+"""The tiny project of the end-to-end and browser tests (tests/e2e/params-tiny.yaml, `dvc repro` in a
+fresh git repository), built once per `make test` for every worker; commands run in it; its registry.
+
+Under pytest-xdist the workers share it: the first to ask builds it under a file lock, the others
+wait for it and use it. The build also leaves a pristine copy for the retrain rehearsal, which
+changes its project, so that it never copies one that a test on another worker is using.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from filelock import FileLock
+
 from ctcid.contracts import BACKBONES as CONTRACT_BACKBONES
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = Path(__file__).with_name("params-tiny.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "e2e" / "params-tiny.yaml"
 BACKBONES = list(CONTRACT_BACKBONES)
 
 
@@ -39,6 +47,29 @@ def run_failing(cwd: Path, *args: str) -> str:
     result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
     assert result.returncode != 0, f"{' '.join(args)} succeeded:\n{result.stdout[-2000:]}"
     return result.stdout + result.stderr
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    # every xdist worker's basetemp lies in the run's own folder; without xdist there is one process
+    root = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "ctcid-e2e"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def shared_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder holding ``project`` (as `make run` leaves it) and ``pristine`` (a copy), built once."""
+    root = _shared_root(tmp_path_factory)
+    done = root / "built"
+    with FileLock(root / "build.lock"):
+        if not done.exists():
+            for name in ("project", "project-remote", "pristine"):  # what a failed build left
+                shutil.rmtree(root / name, ignore_errors=True)
+            (root / "project").mkdir()
+            build_project(root / "project")
+            copy_project(root / "project", root / "pristine")
+            done.touch()
+    return root
 
 
 def build_project(repo: Path) -> Path:
