@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint retrain clean-outputs
+.PHONY: run test install browser lint retrain mlflow dashboard clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,20 @@ install: $(STAMP)
 run: install
 	bash scripts/run_pipeline.sh
 
-test: install
+test: install browser
 	bash scripts/run_tests.sh
+
+# Debian's Chromium, which the browser tests (tests/ui) drive with Playwright
+browser:
+	bash scripts/install_browser.sh
+
+# The pages of a finished run, on loopback (docs/pages.md): MLflow on the ctcid experiment's runs
+# and the registered model (http://127.0.0.1:5000), the Optuna studies (http://127.0.0.1:8080)
+mlflow: install
+	$(BIN)/ctcid ui
+
+dashboard: install
+	$(BIN)/ctcid dashboard
 
 # scripts/retrain.sh exits 0 promoted, 3 champion kept, 1 failed; make turns any failure into 2, so
 # CI (.github/workflows/retrain.yml) calls the script itself.

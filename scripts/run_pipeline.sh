@@ -63,6 +63,8 @@ else:
     print(f"the gate refused challenger v{decision['challenger']}: {'; '.join(decision['failed'])}")
     print(f"{name}@champion stays {decision['champion_before'] or 'unset'}; see reports/promotion.json")
 PY
+say "Pages (docs/pages.md)"
+ctcid ui --links
 say "Service"
 python - <<'PY'
 import json
@@ -74,7 +76,8 @@ cat <<MSG
 Outputs:
   data/raw/                  raw fields (DVC-tracked: data/raw.dvc)
   data/segment/              crops.npy + manifest.parquet
-  reports/                   metrics, plots, segmentation overlay, data docs (reports/data_docs/index.html)
+  reports/                   metrics, plots, segmentation overlay, Data Docs (reports/data_docs/index.html,
+                             self-contained: opens offline)
   models/<backbone>/         trained models
   reports/model_card.md      the registered version's model card; reports/promotion.json: the gate's decision
   reports/external.md        the champion, every backbone, the GBM and the rule on cohorts never trained on:
@@ -83,8 +86,10 @@ Outputs:
                              (docs/evaluation.md#what-each-cohort-may-influence)
 
 Registry:    .venv/bin/ctcid models     (promote: ctcid promote; undo: ctcid rollback; docs/registry.md)
-MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000;
-             the 'Models' tab shows ctcid-classifier with its champion and challenger)
+MLflow UI:   make mlflow      (ctcid ui: mlflow ui on mlflow.db, http://127.0.0.1:5000; open the links above:
+             the ctcid experiment's runs, and ctcid-classifier with its champion and challenger)
+Optuna:      make dashboard   (ctcid dashboard: optuna-dashboard on optuna.db, http://127.0.0.1:8080/dashboard;
+             one study per backbone, named <prefix>-<backbone>-data<hash>-cfg<hash>)
 Metrics:     .venv/bin/dvc metrics show      Plots: .venv/bin/dvc plots show
 Service:     .venv/bin/ctcid serve           (http://127.0.0.1:3000, Swagger UI at /; docs/serving.md)
              curl -F field=@data/raw/S0000/f000.tif http://127.0.0.1:3000/count_field

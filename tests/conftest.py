@@ -32,13 +32,14 @@ os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="ctcid-test-bentom
 # `make test` runs on one pytest-xdist worker per core (scripts/run_tests.sh). A worker builds its
 # own session and module fixtures, so the tests that share an expensive one run on one worker: each
 # folder below as a whole (the served Bento of serving/, the registry's trained models and MLflow
-# server), every other module as a whole. The tiny DVC project of e2e/ is built once for all workers
-# (tests/e2e/conftest.py). Work units are handed out in collection order, so the order is set here:
-# the longest chain first (the retrain rehearsal, which builds that project, minutes, then retrains a
-# copy); then the units that start servers or stages, largest first; the pipeline tests, which only
-# use the built project, last, so that no worker waits for the build while there is other work.
-SHARED_FIXTURE_FOLDERS = ("serving", "registry")
-FIRST, LAST = "tests/e2e/test_retrain.py", "tests/e2e/test_pipeline.py"
+# server, the browser and servers of ui/), every other module as a whole. The tiny DVC project of
+# e2e/ is built once for all workers (tests/e2e_support.py). Work units are handed out in collection
+# order, so the order is set here: the longest chain first (the retrain rehearsal, which builds that
+# project, minutes, then retrains a copy); then the units that start servers or stages, largest
+# first; the units that only use the built project (the browser tests, then the pipeline tests)
+# last, so that no worker waits for the build while there is other work.
+SHARED_FIXTURE_FOLDERS = ("serving", "registry", "ui")
+FIRST, LAST = "tests/e2e/test_retrain.py", ("tests/ui", "tests/e2e/test_pipeline.py")
 STARTS_PROCESSES = {"markers": {"slow", "service"}, "fixtures": {"postgres_database", "mlflow_server"}}
 
 
@@ -60,8 +61,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         units.setdefault(work_unit(item.nodeid), []).append(item)
 
     def rank(unit: str) -> tuple[int, int]:
-        if unit in (FIRST, LAST):
-            return (0 if unit == FIRST else 3, 0)
+        if unit == FIRST:
+            return (0, 0)
+        if unit in LAST:
+            return (3, LAST.index(unit))
         heavy = any(_starts_processes(item) for item in units[unit])
         return (1 if heavy else 2, -len(units[unit]))
 

@@ -787,6 +787,7 @@ HostOption = Annotated[str, typer.Option(help="Interface to listen on (loopback:
 def ui_command(
     host: HostOption = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    links_only: Annotated[bool, typer.Option("--links", help="Print the links and start nothing.")] = False,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Start the MLflow UI on the tracking database and print where the runs and the model are.
@@ -799,8 +800,9 @@ def ui_command(
 
     config = read_params(params)
     links = pages.mlflow_links(config.mlflow, host, port)
-    console.print(f"MLflow UI ({redact_url(config.mlflow.tracking_uri)}):\n{links.lines()}", highlight=False)
-    if pages.is_server(config.mlflow.tracking_uri):
+    store = redact_url(config.mlflow.tracking_uri)
+    console.print(f"MLflow UI ({store}):\n{links.lines()}", highlight=False, soft_wrap=True)  # whole URLs
+    if links_only or pages.is_server(config.mlflow.tracking_uri):
         return
     console.print("starting mlflow ui; Ctrl+C stops it", highlight=False)
     pages.exec_server(pages.mlflow_ui_command(config.mlflow, host, port))
@@ -825,8 +827,10 @@ def dashboard_command(
     rows = pages.studies(config.tune.storage, config.tune.study_prefix)
     if rows:
         Console().print(pages.study_table(rows))
+        console.print(pages.STUDY_NAMES, highlight=False)
     else:
         storage = redact_url(config.tune.storage)
         console.print(f"no study in {storage} yet: run 'dvc repro' (tune)", highlight=False)
-    console.print(f"optuna-dashboard: http://{host}:{port}/dashboard ; Ctrl+C stops it", highlight=False)
+    url = f"http://{host}:{port}/dashboard"
+    console.print(f"optuna-dashboard: {url} ; Ctrl+C stops it", highlight=False, soft_wrap=True)
     pages.exec_server(command)

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from ctcid import paths
@@ -146,21 +147,24 @@ def studies(storage: str, prefix: str, reports_dir: Path = paths.REPORTS_DIR) ->
 
 
 def study_table(rows: list[StudyRow]) -> Table:
-    table = Table(title="Optuna studies", caption=STUDY_NAMES)
-    for column in ("study", "backbone", "complete", "pruned", "failed", "best objective", "current"):
-        table.add_column(column, justify="right" if column in ("complete", "pruned", "failed") else "left")
+    table = Table(title="Optuna studies (tune.storage)", box=box.SIMPLE_HEAD)
+    # whole names, as the dashboard lists them; the backbone is the name's second part
+    table.add_column("study", min_width=max(len(row.name) for row in rows), overflow="fold")
+    table.add_column("trials", justify="right")  # complete/pruned/failed
+    table.add_column("best", justify="right")
+    table.add_column("current")
     for row in rows:
         best = "-" if row.best is None else f"{row.best:.4f}"
-        counts = (str(row.complete), str(row.pruned), str(row.failed))
-        table.add_row(row.name, row.backbone, *counts, best, "yes" if row.current else "")
+        trials = f"{row.complete}/{row.pruned}/{row.failed}"
+        table.add_row(row.name, trials, best, "yes" if row.current else "")
     return table
 
 
 STUDY_NAMES = (
     "A study is named <tune.study_prefix>-<backbone>-data<hash>-cfg<hash>: the data hash is of the crops "
     "and split it tuned on, the cfg hash of the search space, objective and fixed training settings. New "
-    "data or settings start a new study; 'current' marks the one reports/tune/<backbone>.json names, "
-    "which the train stage used. Objective: docs/tuning.md."
+    "data or settings start a new study. Trials: complete/pruned/failed. 'current' marks the study "
+    "reports/tune/<backbone>.json names, which the train stage used. Objective: docs/tuning.md."
 )
 
 
