@@ -161,8 +161,8 @@ def study_table(rows: list[StudyRow]) -> Table:
 
 
 STUDY_NAMES = (
-    "A study is named <tune.study_prefix>-<backbone>-data<hash>-cfg<hash>: the data hash is of the crops "
-    "and split it tuned on, the cfg hash of the search space, objective and fixed training settings. New "
+    "A study is named <tune.study_prefix>-<backbone>-data<hash>-cfg<hash>: the data hash is of the crops, "
+    "manifest and split it tuned on, the cfg hash of the objective, space and fixed training settings. New "
     "data or settings start a new study. Trials: complete/pruned/failed. 'current' marks the study "
     "reports/tune/<backbone>.json names, which the train stage used. Objective: docs/tuning.md."
 )

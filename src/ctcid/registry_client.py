@@ -130,9 +130,12 @@ class RegistryClient:
 
     def ui_hint(self) -> str:
         """Where a person sees this model in the MLflow UI."""
-        if self.uri.startswith(("http://", "https://")):
-            return f"open {self.uri.rstrip('/')}/#/models/{self.name}"
-        return f"mlflow ui --backend-store-uri {self.uri}, open http://127.0.0.1:5000, tab 'Models'"
+        from ctcid.pages import LOOPBACK, MLFLOW_PORT, MlflowLinks, is_server
+
+        if is_server(self.uri):
+            return f"open {MlflowLinks(self.uri.rstrip('/'), None, self.name).model}"
+        local = MlflowLinks(f"http://{LOOPBACK}:{MLFLOW_PORT}", None, self.name)
+        return f"make mlflow (ctcid ui), then open {local.model}"
 
     def load(self, version: ModelVersion) -> Any:
         """The version as a pyfunc model, or a message naming the version when it does not load."""

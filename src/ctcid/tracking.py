@@ -31,8 +31,8 @@ from ctcid.errors import TrackingUnavailable
 from ctcid.paths import DVC_LOCK_FILE, RAW_DIR, RAW_DVC_FILE, SEGMENT_DIR, SPLIT_DIR
 
 PARENT_TAG = "mlflow.parentRunId"
-# MLflow 3's UI opens an experiment of unknown kind on the GenAI "Overview / Traces" page; this kind
-# opens it on the runs table.
+# MLflow 3 tells a training experiment from a GenAI one by this tag. The 3.17 UI reads its own
+# "GenAI / Model training" switch first, so the links ctcid prints also carry it (ctcid.pages).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # The data a run saw, as MLflow dataset inputs: name and the DVC-tracked path behind it.
 DATASETS = {

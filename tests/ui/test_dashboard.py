@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from ctcid import pages
 from e2e_support import BACKBONES
+
+# they wait for the e2e project's build (tests/e2e_support.py), minutes
+pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.timeout(1800)]
 
 
 def test_the_dashboard_lists_the_studies_ctcid_dashboard_names(tab, project, dashboard):

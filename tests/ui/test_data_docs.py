@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from ctcid.quality.expectations import TABLES
+
+# they wait for the e2e project's build (tests/e2e_support.py), minutes
+pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.timeout(1800)]
 
 STYLED = """() => {
   const table = document.querySelector('table');

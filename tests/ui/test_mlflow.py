@@ -11,6 +11,9 @@ from ctcid import pages
 from ctcid.config.loader import load_params
 from e2e_support import BACKBONES, registry
 
+# they wait for the e2e project's build (tests/e2e_support.py), minutes
+pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.timeout(1800)]
+
 
 @pytest.fixture(scope="module")
 def links(project, mlflow_ui) -> pages.MlflowLinks:

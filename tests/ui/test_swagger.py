@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
+
+# they wait for the e2e project's build (tests/e2e_support.py), minutes
+pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.timeout(1800)]
 
 
 def test_swagger_ui_lists_count_field(tab, service):

@@ -123,3 +123,12 @@ def test_ctcid_ui_and_dashboard_say_what_they_start(tmp_path, monkeypatch):
         ["--host", "127.0.0.1", "--port", "5009"],
         ["--host", "127.0.0.1", "--port", "8089"],
     ]
+
+
+def test_ctcid_models_points_at_the_same_model_page(tmp_path):
+    from ctcid.registry_client import RegistryClient
+
+    local = RegistryClient(MlflowParams(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")).ui_hint()
+    assert local == "make mlflow (ctcid ui), then open " + pages.MlflowLinks(
+        "http://127.0.0.1:5000", None, "ctcid-classifier"
+    ).model
