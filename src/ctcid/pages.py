@@ -29,11 +29,10 @@ from ctcid import paths
 from ctcid.config.base import redact_url
 from ctcid.config.mlflow import MlflowParams
 from ctcid.errors import CtcidError
+from ctcid.registry_client import TRAINING_VIEW, model_page  # MLflow UI's "Model training" switch
 
 LOOPBACK = "127.0.0.1"
 MLFLOW_PORT = 5000
-DASHBOARD_PORT = 8080
-TRAINING_VIEW = "workflowType=machine_learning"  # MLflow UI's "Model training" switch, in the URL
 
 
 def is_server(uri: str) -> bool:
@@ -56,7 +55,7 @@ class MlflowLinks:
 
     @property
     def model(self) -> str:
-        return f"{self.base}/#/models/{self.model_name}?{TRAINING_VIEW}"
+        return model_page(self.base, self.model_name)
 
     def lines(self) -> str:
         return f"  runs of the experiment:  {self.runs}\n  registered model:        {self.model}"

@@ -48,6 +48,16 @@ class Champion:
         return f"{self.model_name} v{self.version} ({self.backbone}, run {self.run_id})"
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where `ctcid ui` (make mlflow) serves the MLflow UI by default
+# MLflow 3.17's UI opens in its GenAI view unless the address asks for training (ctcid.pages)
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def model_page(base: str, name: str) -> str:
+    """The registered model's page in the MLflow UI at ``base``, in the training view."""
+    return f"{base}/#/models/{name}?{TRAINING_VIEW}"
+
+
 class RegistryClient:
     """The registered model ``params.model_name`` on ``params.tracking_uri``, read-only."""
 
@@ -130,12 +140,9 @@ class RegistryClient:
 
     def ui_hint(self) -> str:
         """Where a person sees this model in the MLflow UI."""
-        from ctcid.pages import LOOPBACK, MLFLOW_PORT, MlflowLinks, is_server
-
-        if is_server(self.uri):
-            return f"open {MlflowLinks(self.uri.rstrip('/'), None, self.name).model}"
-        local = MlflowLinks(f"http://{LOOPBACK}:{MLFLOW_PORT}", None, self.name)
-        return f"make mlflow (ctcid ui), then open {local.model}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {model_page(self.uri.rstrip('/'), self.name)}"
+        return f"make mlflow (ctcid ui), then open {model_page(LOCAL_UI, self.name)}"
 
     def load(self, version: ModelVersion) -> Any:
         """The version as a pyfunc model, or a message naming the version when it does not load."""
