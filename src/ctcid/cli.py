@@ -71,7 +71,8 @@ def read_params(path: Path = DEFAULT_PARAMS, environment: bool = True) -> Params
 
 def fail(error: Exception, status: int) -> NoReturn:
     """One line on stderr, no traceback, and ``status``: 1 for a CtcidError, 2 for configuration."""
-    console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+    # one unbroken line: the terminal wraps it, and paths and commands in it stay whole for copying
+    console.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(status) from None
 
 
