@@ -132,3 +132,16 @@ def test_ctcid_models_points_at_the_same_model_page(tmp_path):
     assert local == "make mlflow (ctcid ui), then open " + pages.MlflowLinks(
         "http://127.0.0.1:5000", None, "ctcid-classifier"
     ).model
+
+
+def test_a_missing_tool_names_itself_and_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(pages.shutil, "which", lambda name: None)
+    with pytest.raises(CtcidError, match=r"no-such-dashboard is not installed; run make install"):
+        pages._tool("no-such-dashboard")
+
+
+def test_an_unreadable_tracking_store_is_one_message_naming_it(tmp_path):
+    database = tmp_path / "mlflow.db"
+    database.write_text("not a database")
+    with pytest.raises(CtcidError, match=r"mlflow.db cannot be read .*check mlflow.tracking_uri"):
+        pages.experiment_id(MlflowParams(tracking_uri=f"sqlite:///{database}"))
