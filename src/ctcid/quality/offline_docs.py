@@ -80,20 +80,21 @@ def make_offline(site: Path) -> list[Path]:
     shutil.rmtree(vendor, ignore_errors=True)
     shutil.copytree(assets_root(), vendor)
     pages = sorted(site.rglob("*.html")) + sorted((site / "static").rglob("*.css"))
-    rewritten = []
+    rewritten, remote = [], []
     for page in pages:
         text = page.read_text(encoding="utf-8")
         offline = _rewrite(text, page.parent, site)
         if offline != text:
             page.write_text(offline, encoding="utf-8")
             rewritten.append(page)
-    remote = [f"{page.relative_to(site)}: {url}" for page in pages for url in remote_resources(page)]
+        remote += [f"{page.relative_to(site)}: {url}" for url in remote_urls(offline, page.suffix == ".css")]
     if remote:
         raise CtcidError(
             f"{site}: Data Docs still load {len(remote)} resource(s) from the network: "
             + "; ".join(remote[:5])
             + ". Great Expectations' templates changed: vendor the asset in src/ctcid/quality/docs_assets "
-            "and map its URL in ctcid.quality.offline_docs.ASSETS (docs/validation.md#offline-data-docs)"
+            "and map its URL in CDN_FOLDERS or CDN_FILES of ctcid.quality.offline_docs "
+            "(docs/validation.md#offline-data-docs)"
         )
     return rewritten
 
@@ -117,7 +118,7 @@ def _rewrite(text: str, folder: Path, site: Path) -> str:
     text = _ATTRIBUTE_URL.sub(local, text)
     text = _STATIC_REF.sub(static, text)
     text = _GX_IMAGES.sub(relative(_LOCAL_LOGO), text)
-    return _SRI.sub("", text) if "integrity=" in text or "crossorigin=" in text else text
+    return _SRI.sub("", text)
 
 
 class _Fetched(HTMLParser):
@@ -137,11 +138,15 @@ class _Fetched(HTMLParser):
         self.urls += _CSS_URL.findall(data)
 
 
-def remote_resources(page: Path) -> list[str]:
-    """The URLs a browser would fetch from the network to render ``page`` (HTML or CSS)."""
-    text = page.read_text(encoding="utf-8")
-    if page.suffix == ".css":
+def remote_urls(text: str, css: bool = False) -> list[str]:
+    """The URLs a browser would fetch from the network to render a page (HTML, or CSS if ``css``)."""
+    if css:
         return _CSS_URL.findall(text)
     parser = _Fetched()
     parser.feed(text)
     return parser.urls
+
+
+def remote_resources(page: Path) -> list[str]:
+    """:func:`remote_urls` of a file."""
+    return remote_urls(page.read_text(encoding="utf-8"), page.suffix == ".css")
